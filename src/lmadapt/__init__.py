@@ -1,0 +1,56 @@
+"""lmadapt: adapt a pretrained language model to a real task, and put the adapted model to work.
+
+import lmadapt
+run = lmadapt.train(lmadapt.load_config("configs/sentiment/minilm_full.yaml"))
+lmadapt.load(run.path).predict(["a gripping, beautifully shot film"])
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lmadapt.config import RunConfig
+    from lmadapt.runs import Run
+
+
+def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe (or the defaults) with `section.key=value` overrides."""
+    from lmadapt.config import load_config as _load_config
+
+    return _load_config(path, overrides)
+
+
+def train(
+    config: RunConfig | str,
+    *,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Run | None:
+    """Adapt a model as the config (object or YAML path) says; returns the finished run."""
+    from lmadapt.config import RunConfig as _RunConfig
+    from lmadapt.training.engine import train as _train
+
+    if not isinstance(config, _RunConfig):
+        config = load_config(config, overrides)
+    return _train(config, resume=resume, overwrite=overwrite)
+
+
+def load(path) -> Run:
+    """Open a finished run folder (manifest verified): `.predict(texts)`, `.metrics`, `.labels`."""
+    from lmadapt.runs import load_run
+
+    return load_run(path)
+
+
+def evaluate(run, data: str, **columns):
+    """Metrics of a run on a labelled file; see lmadapt.evaluation.report.evaluate_run."""
+    from lmadapt.evaluation.report import evaluate_run
+
+    return evaluate_run(load(run) if not hasattr(run, "predictor") else run, data, **columns)
+
+
+__all__ = ["__version__", "evaluate", "load", "load_config", "train"]

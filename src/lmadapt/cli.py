@@ -1,0 +1,295 @@
+"""The `lmadapt` command line: one small function per command over the Python API."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from lmadapt.errors import LmadaptError
+
+app = typer.Typer(
+    help="Adapt pretrained language models to real tasks, offline or online, and put them to work.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Look at data before training on it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+errors = Console(stderr=True)
+
+
+@app.callback()
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show library log messages and load reports."),
+) -> None:
+    if debug:
+        os.environ["LMADAPT_DEBUG"] = "1"
+    if not verbose:
+        import logging
+
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        logging.getLogger("lmadapt").setLevel(logging.WARNING)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _metrics_table(title: str, rows: list[tuple[str, dict]]) -> RichTable:
+    table = RichTable(title=title)
+    for column in ("run", "trainable", "train s", "val acc", "test acc", "test F1"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for name, m in rows:
+        params = m.get("parameters", {})
+        table.add_row(
+            f"{name} ({m.get('strategy', '-')})",
+            f"{_count(params.get('trainable', 0))} ({params.get('trainable_pct', 0):.1f}%)",
+            f"{m.get('training', {}).get('runtime_s', 0):.0f}",
+            _pct(m.get("validation", {}).get("accuracy")),
+            _pct(m.get("test", {}).get("accuracy")),
+            _pct(m.get("test", {}).get("macro_f1")),
+        )
+    table.caption = "accuracy and macro-F1 in %"
+    return table
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/sentiment/minilm_full.yaml."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.epochs=5 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder of the same name."),
+) -> None:
+    """Adapt a model as a recipe says; writes a run folder.
+
+    Example: lmadapt train configs/sentiment/minilm_full.yaml --set train.epochs=2
+    """
+    import lmadapt
+
+    run = lmadapt.train(lmadapt.load_config(config, set_), resume=resume, overwrite=overwrite)
+    if run is not None:
+        console.print(_metrics_table("lmadapt train", [(run.name, run.metrics)]))
+        console.print(f"run folder: {run.path}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder written by `lmadapt train`."),
+    data: str = typer.Option(..., "--data", help="Labelled data file (CSV/TSV/JSONL/Parquet) or builtin:<name>."),
+    output: Path | None = typer.Option(None, "--output", help="Folder for metrics.json and confusion.png."),
+    text_column: str | None = typer.Option(None, help="Text column, if not the run's."),
+    label_column: str | None = typer.Option(None, help="Label column, if not the run's."),
+) -> None:
+    """Metrics of a trained run on labelled data, with a confusion matrix PNG.
+
+    Example: lmadapt evaluate runs/demo-full --data reviews_test.csv
+    """
+    import lmadapt
+
+    metrics = lmadapt.evaluate(
+        run, data, output=output, progress=True, text_column=text_column, label_column=label_column
+    )
+    table = RichTable(title=f"{run} on {data}")
+    table.add_column("label")
+    for column in ("precision %", "recall %", "F1 %", "support"):
+        table.add_column(column, justify="right")
+    for label, s in metrics["per_class"].items():
+        table.add_row(label, _pct(s["precision"]), _pct(s["recall"]), _pct(s["f1"]), str(s["support"]))
+    console.print(table)
+    console.print(
+        f"accuracy {_pct(metrics['accuracy'])}%  macro-F1 {_pct(metrics['macro_f1'])}%  ({metrics['examples']} examples)"
+    )
+    console.print(f"written to {metrics['output']}")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="Run folder written by `lmadapt train`."),
+    texts: list[str] = typer.Argument(None, help="Texts to classify."),
+    input: str | None = typer.Option(None, "--input", help="File of texts (CSV/TSV/JSONL/Parquet)."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Where to write the scored file (format from its extension)."
+    ),
+    text_column: str | None = typer.Option(None, help="Text column of --input, if not the run's."),
+    batch_size: int = typer.Option(64, help="Texts per forward pass."),
+) -> None:
+    """Label texts with a trained run, from the command line or a file.
+
+    Example: lmadapt predict runs/demo-full "great film" --input more.csv --output scored.csv
+    """
+    import lmadapt
+    from lmadapt.serving.batch import predict_file
+
+    if not texts and not input:
+        raise LmadaptError("nothing to predict", fix='pass texts ("a great film") or --input FILE --output FILE')
+    if input and not output:
+        raise LmadaptError("--input needs --output", fix="add --output scored.csv")
+    loaded = lmadapt.load(run)
+    loaded.predictor.batch_size = batch_size
+    if texts:
+        for text, result in zip(texts, loaded.predict(texts)):
+            decided = result.get("label", result.get("labels"))
+            best = max(result["scores"].values())
+            console.print(f"{decided}\t{best:.3f}\t{text}")
+    if input:
+        written = predict_file(loaded, input, output, text_column=text_column)
+        console.print(f"{written} rows scored -> {output}")
+
+
+@app.command()
+def models() -> None:
+    """Backbones that resolve here with no network: packaged aliases, installed or not.
+
+    Example: lmadapt models
+    """
+    from lmadapt.models.packaged import PACKAGED_MODELS
+
+    table = RichTable(title="packaged backbones (any local folder or hub id works too)")
+    for column in ("alias", "kind", "parameters", "installed", "size MB", "what", "install"):
+        table.add_column(column)
+    for model in PACKAGED_MODELS.values():
+        size = model.disk_bytes()
+        table.add_row(
+            model.alias,
+            model.kind,
+            f"{model.parameters / 1e6:.1f}M",
+            "yes" if size is not None else "no",
+            f"{size / 2**20:.0f}" if size is not None else "-",
+            model.description,
+            "" if size is not None else model.install_command,
+        )
+    console.print(table)
+
+
+@app.command()
+def strategies() -> None:
+    """Adaptation strategies, their default learning rates and options.
+
+    Example: lmadapt strategies
+    """
+    import dataclasses
+
+    from lmadapt.strategies import STRATEGIES
+
+    for strategy in STRATEGIES.values():
+        console.print(
+            f"[bold]{strategy.name}[/bold]: {strategy.summary} (default lr {strategy.default_learning_rate:g})"
+        )
+        for f in dataclasses.fields(strategy.config_class):
+            console.print(f"    strategy.{f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+
+
+@app.command()
+def demo(output_dir: str = typer.Option("runs", help="Folder that receives the demo's run folders.")) -> None:
+    """Adapt the packaged MiniLM to real movie-review sentiment, offline, beside two baselines.
+
+    Example: lmadapt demo
+    """
+    import lmadapt
+    from lmadapt.demo import EXAMPLES, demo_configs
+
+    finished = []
+    for config in demo_configs(output_dir):
+        console.rule(f"training {config.name} ({config.strategy_name})")
+        run = lmadapt.train(config, overwrite=True)
+        finished.append(run)
+    console.print(
+        _metrics_table(
+            "Rotten Tomatoes sentiment (built-in data, same seeded split)",
+            [(r.name, r.metrics) for r in finished],
+        )
+    )
+    best = finished[0]
+    console.print(f"\npredictions of {best.path}:")
+    for text, result in zip(EXAMPLES, best.predict(EXAMPLES)):
+        console.print(f"  {result['label']:<9} {max(result['scores'].values()):.3f}  {text}")
+    console.print(f'\nnext: lmadapt predict {best.path} "your text"   |   lmadapt evaluate {best.path} --data FILE')
+
+
+@data_app.command("inspect")
+def data_inspect(
+    source: str = typer.Argument(
+        ..., help="Data file (CSV/TSV/JSONL/Parquet), saved HF dataset folder, or builtin:<name>."
+    ),
+    against: list[str] = typer.Option([], "--against", help="Other split(s) to check for leaked texts (repeatable)."),
+    backbone: str = typer.Option("minilm", help="Tokenizer for token lengths; 'none' counts words."),
+    text_column: str = typer.Option("text", help="Text column."),
+    label_column: str = typer.Option("label", help="Label column."),
+    task: str = typer.Option("single_label", help="single_label or multi_label."),
+    max_length: int = typer.Option(128, help="Length that would be truncated in training."),
+) -> None:
+    """Label counts, token-length percentiles, duplicates and train/test leaks.
+
+    Example: lmadapt data inspect train.csv --against test.csv
+    """
+    from lmadapt.config import DataConfig, build_dataclass
+    from lmadapt.data.inspect import inspect_data
+
+    config = build_dataclass(
+        DataConfig, {"text_column": text_column, "label_column": label_column, "task": task}, "data"
+    )
+    report = inspect_data(source, config, None if backbone == "none" else backbone, against, max_length)
+    console.print(f"[bold]{source}[/bold]: {report['rows']} rows, columns {', '.join(report['columns'])}")
+    if report["labels"] is not None:
+        table = RichTable(title=f"labels ({report['classes']} classes)")
+        table.add_column("label")
+        table.add_column("rows", justify="right")
+        table.add_column("share %", justify="right")
+        total = sum(report["labels"].values())
+        for label, count in sorted(report["labels"].items(), key=lambda kv: -kv[1]):
+            table.add_row(label, str(count), f"{100 * count / max(total, 1):.1f}")
+        console.print(table)
+    p = report["length_percentiles"]
+    console.print(
+        f"length ({report['length_unit']}): p50 {p['p50']}, p90 {p['p90']}, p95 {p['p95']}, p99 {p['p99']}, max {p['max']}"
+    )
+    if "truncated_share" in report:
+        console.print(f"longer than max_length {report['max_length']}: {_pct(report['truncated_share'])}%")
+    console.print(
+        f"empty texts: {report['empty_texts']}; repeated texts: {report['duplicates']}; texts with conflicting labels: {report['conflicting_labels']}"
+    )
+    for other, count in report["leaks"].items():
+        console.print(f"texts also in {other}: {count}")
+
+
+def main() -> None:
+    """Entry point: user errors print in a line or two and exit 2; --debug shows the traceback."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except LmadaptError as error:
+        if os.environ.get("LMADAPT_DEBUG"):
+            raise
+        errors.print(Text("error: ", style="bold red") + Text(error.render()))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        errors.print(
+            "interrupted: a run folder is only written when complete; continue with `lmadapt train CONFIG --resume`"
+        )
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

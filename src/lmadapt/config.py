@@ -1,0 +1,270 @@
+"""Run configuration: YAML recipes mapped one to one onto dataclasses.
+
+Every field carries help text in its metadata. Unknown keys are an error that names the key and the
+nearest valid one; `--set a.b=c` overrides are applied to the raw mapping before it is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmadapt.errors import LmadaptError, did_you_mean
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with help text (and a default)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class DataConfig:
+    train: str = option(
+        "builtin:rotten_tomatoes",
+        "Training data: a CSV/TSV/JSONL/Parquet file, a saved HF dataset folder, 'hf:<hub id>' "
+        "(online), or 'builtin:<name>' for data shipped in a registry package.",
+    )
+    validation: str | None = option(None, "Validation data; when absent it is split from train.")
+    test: str | None = option(None, "Test data; when absent it is split from train.")
+    format: str = option("auto", "File format: auto (from the extension), csv, tsv, jsonl, parquet, hf.")
+    text_column: str = option("text", "Column holding the text.")
+    text_pair_column: str | None = option(None, "Optional second text column (sentence-pair tasks).")
+    label_column: str = option("label", "Column holding the label(s).")
+    task: str = option(
+        "single_label",
+        "single_label (one label per text) or multi_label (several labels per text: a delimited "
+        "string in CSV/TSV, a list in JSONL).",
+    )
+    label_delimiter: str = option("|", "Separator between labels of one text in multi-label CSV/TSV.")
+    validation_size: float = option(0.1, "Share of train held out for validation when none is given.")
+    test_size: float = option(0.1, "Share of train held out for test when none is given.")
+    max_train_rows: int | None = option(
+        None, "Keep a seeded, stratified subset of this many training rows (after splitting)."
+    )
+    normalize_unicode: bool = option(True, "Apply Unicode NFKC normalisation and collapse whitespace.")
+    drop_empty: bool = option(False, "Drop rows whose text is empty; when false an empty text is an error.")
+    deduplicate: bool = option(True, "Drop exact duplicate texts within each split.")
+    drop_leaks: bool = option(True, "Remove validation/test texts that also occur in train (reported either way).")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = option("minilm", "Backbone: a local folder, a packaged alias (see `lmadapt models`), or a hub id.")
+    max_length: int = option(128, "Longest input in tokens; longer texts are truncated.")
+    trust_remote_code: bool = option(False, "Allow custom modelling code from the model folder or hub.")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = option(3.0, "Training epochs (an upper bound when early stopping is on).")
+    batch_size: int = option(32, "Training batch size per device.")
+    eval_batch_size: int = option(64, "Evaluation batch size per device.")
+    learning_rate: float | None = option(
+        None, "Peak learning rate; empty means the strategy's default (see `lmadapt strategies`)."
+    )
+    weight_decay: float = option(0.01, "AdamW weight decay.")
+    warmup_ratio: float = option(0.1, "Share of steps for linear learning-rate warm-up.")
+    lr_scheduler: str = option("linear", "Learning-rate schedule after warm-up: linear, cosine, constant.")
+    gradient_accumulation_steps: int = option(1, "Batches accumulated per optimiser step.")
+    early_stopping_patience: int | None = option(
+        2, "Stop after this many epochs without a better validation macro-F1; empty disables."
+    )
+    class_weights: bool = option(
+        False, "Weight the loss by inverse class frequency (pos_weight per label for multi-label)."
+    )
+    precision: str = option(
+        "auto",
+        "auto (bf16 autocast where the hardware supports it, else fp32), bf16, or fp32.",
+    )
+    group_by_length: bool = option(True, "Group texts of similar length into batches (much less padding, faster).")
+    logging_steps: int = option(20, "Log loss and learning rate every this many steps.")
+    max_steps: int = option(-1, "Stop after this many optimiser steps (-1: run all epochs).")
+
+
+@dataclass
+class RunConfig:
+    name: str = option("run", "Run name; the run folder is <output_dir>/<name>.")
+    seed: int = option(42, "Seed for splits, initialisation and data order.")
+    output_dir: str = option("runs", "Folder that receives run folders.")
+    data: DataConfig = option(None, "Data section.")
+    model: ModelConfig = option(None, "Backbone section.")
+    strategy: Any = option(None, "Strategy section: `name` plus that strategy's options.")
+    train: TrainConfig = option(None, "Training section.")
+
+    def __post_init__(self) -> None:
+        self.data = self.data or DataConfig()
+        self.model = self.model or ModelConfig()
+        self.train = self.train or TrainConfig()
+        if self.strategy is None:
+            from lmadapt.strategies import get_strategy
+
+            self.strategy = get_strategy("full").config_class()
+
+    @property
+    def strategy_name(self) -> str:
+        from lmadapt.strategies import strategy_name_of
+
+        return strategy_name_of(self.strategy)
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        raw["strategy"] = {"name": self.strategy_name, **dataclasses.asdict(self.strategy)}
+        return raw
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check (and gently convert) a value against a field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], where)
+    if hint is Any:
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise LmadaptError(f"expected a list, got {value!r}", where=where, fix="write it as [a, b]")
+        return [_coerce(v, typing.get_args(hint)[0], where) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise LmadaptError(f"expected true or false, got {value!r}", where=where)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "2e-4" (no dot) as a string; it is plainly a number.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise LmadaptError(f"expected {_type_name(hint)}, got {value!r}", where=where)
+
+
+def build_dataclass(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with a suggestion."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise LmadaptError(f"expected a mapping of options, got {raw!r}", where=where)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    values = {}
+    for key, value in raw.items():
+        key_where = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise LmadaptError(
+                f"unknown config key '{key_where}'",
+                fix=did_you_mean(str(key), names),
+            )
+        values[key] = _coerce(value, hints[key], key_where)
+    return cls(**values)
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Turn a raw mapping (from YAML plus overrides) into a checked RunConfig."""
+    from lmadapt.strategies import get_strategy
+
+    if not isinstance(raw, dict):
+        raise LmadaptError("a config must be a mapping of sections (data, model, strategy, train)")
+    raw = dict(raw)
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    built: dict[str, Any] = {name: build_dataclass(cls, raw.pop(name, None), name) for name, cls in sections.items()}
+    strategy_raw = raw.pop("strategy", None) or {}
+    if isinstance(strategy_raw, str):
+        strategy_raw = {"name": strategy_raw}
+    if not isinstance(strategy_raw, dict):
+        raise LmadaptError("expected a mapping with a `name`", where="strategy")
+    strategy_raw = dict(strategy_raw)
+    spec = get_strategy(str(strategy_raw.pop("name", "full")))
+    built["strategy"] = build_dataclass(spec.config_class, strategy_raw, "strategy")
+    top = build_dataclass(RunConfig, raw, "")
+    for name, value in built.items():
+        setattr(top, name, value)
+    _check_choices(top)
+    return top
+
+
+def _check_choices(config: RunConfig) -> None:
+    choices = {
+        "data.format": (config.data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "hf")),
+        "data.task": (config.data.task, ("single_label", "multi_label")),
+        "train.precision": (config.train.precision, ("auto", "bf16", "fp32")),
+        "train.lr_scheduler": (config.train.lr_scheduler, ("linear", "cosine", "constant")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise LmadaptError(f"'{value}' is not a valid value for {key}", fix=did_you_mean(value, allowed))
+    for key in ("validation_size", "test_size"):
+        share = getattr(config.data, key)
+        if not 0.0 < share < 0.5:
+            raise LmadaptError(f"data.{key} must lie between 0 and 0.5, got {share}")
+    if config.train.epochs <= 0 or config.train.batch_size <= 0:
+        raise LmadaptError("train.epochs and train.batch_size must be positive")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides (values parsed as YAML) to a raw config mapping."""
+    raw = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise LmadaptError(f"override '{item}' has no '='", where="--set", fix="write it as section.key=value")
+        dotted, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text.strip() else None
+        keys = dotted.strip().split(".")
+        node = raw
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise LmadaptError(f"'{key}' is not a section", where=f"--set {item}")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe (or start from defaults), apply overrides, and check it."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise LmadaptError(f"config file not found: {path}", fix="check the path")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}" if mark else str(path)
+            raise LmadaptError(f"not valid YAML ({getattr(error, 'problem', error)})", where=where) from None
+        if not isinstance(raw, dict):
+            raise LmadaptError("a config must be a YAML mapping", where=str(path))
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return parse_config(raw)
+    except LmadaptError as error:
+        if path is not None and error.where is None:
+            error.where = str(path)
+            error.args = (error.render(),)
+        raise

@@ -1,0 +1,80 @@
+"""`lmadapt data inspect`: label counts, token lengths, duplicates and leaks, before any training."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+
+import numpy as np
+
+from lmadapt.config import DataConfig
+from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.data.loading import read_table
+from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split
+
+
+def _token_lengths(texts: list[str], backbone: str | None) -> tuple[list[int], str]:
+    if backbone:
+        from lmadapt.config import ModelConfig
+        from lmadapt.models.classifier import load_tokenizer
+        from lmadapt.models.resolve import resolve_backbone
+
+        tokenizer = load_tokenizer(resolve_backbone(backbone), ModelConfig(backbone=backbone))
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], f"{backbone} tokens"
+    return [len(t.split()) for t in texts], "words"
+
+
+def _duplicates(split: Split) -> tuple[int, int]:
+    """Rows repeating an earlier text, and texts that appear with different labels."""
+    labels_of: dict[str, set] = defaultdict(set)
+    repeats = 0
+    for text, label in zip(split.texts, split.labels):
+        key = text
+        repeats += key in labels_of
+        labels_of[key].add(tuple(label) if isinstance(label, list) else label)
+    conflicting = sum(1 for found in labels_of.values() if len(found) > 1)
+    return repeats, conflicting
+
+
+def inspect_data(
+    source: str,
+    config: DataConfig,
+    backbone: str | None = "minilm",
+    against: list[str] | tuple = (),
+    max_length: int = 128,
+) -> dict:
+    """A report on one data source (and its overlap with others) as a plain dict."""
+    table = read_table(source, config.format)
+    lenient = dataclasses.replace(config, drop_empty=True)
+    has_labels = config.label_column in table.frame.columns
+    split = extract_split(table, lenient, with_labels=has_labels)
+    report: dict = {
+        "source": source,
+        "rows": len(table.frame),
+        "columns": [str(c) for c in table.frame.columns],
+        "empty_texts": len(table.frame) - len(split),
+    }
+    if has_labels:
+        labels = LabelMap.from_rows(split.labels, config.task)
+        counts = labels.counts(split.labels)
+        report["labels"] = counts
+        report["classes"] = len(counts)
+        if config.task == MULTI_LABEL:
+            report["labels_per_text_mean"] = round(float(np.mean([len(row) for row in split.labels])), 3)
+        else:
+            report["imbalance_ratio"] = round(max(counts.values()) / max(min(counts.values()), 1), 2)
+    else:
+        report["labels"] = None
+    lengths, unit = _token_lengths(split.texts, backbone)
+    report["length_unit"] = unit
+    report["length_percentiles"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} | {
+        "max": int(max(lengths)) if lengths else 0
+    }
+    if backbone:
+        report["truncated_share"] = round(float(np.mean([n > max_length for n in lengths])), 4)
+        report["max_length"] = max_length
+    report["duplicates"], report["conflicting_labels"] = _duplicates(split) if has_labels else (None, None)
+    report["leaks"] = {
+        other: len(leaked_positions(split, load_split(other, lenient, with_labels=False))) for other in against
+    }
+    return report

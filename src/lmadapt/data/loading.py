@@ -1,0 +1,185 @@
+"""Read CSV, TSV, JSONL, Parquet, saved HF datasets, hub datasets and built-in data into one table shape."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lmadapt.errors import LmadaptError
+
+FORMATS_BY_SUFFIX = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass
+class Table:
+    """Rows read from one source, and how to point a user at a row."""
+
+    frame: pd.DataFrame
+    source: str
+    first_line: int | None  # file line of row 0 (CSV/TSV: 2, under the header; JSONL: 1); None: no lines
+
+    def where(self, row: int) -> str:
+        if self.first_line is None:
+            return f"{self.source}, row {row + 1}"
+        return f"{self.source}, line {row + self.first_line}"
+
+    def where_rows(self, rows: list[int], limit: int = 5) -> str:
+        shown = [str(r + self.first_line) if self.first_line is not None else str(r + 1) for r in rows[:limit]]
+        more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+        kind = "line" if self.first_line is not None else "row"
+        return f"{self.source}, {kind}{'s' if len(rows) > 1 else ''} {', '.join(shown)}{more}"
+
+
+def detect_format(source: str, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    if source.startswith("builtin:"):
+        return "builtin"
+    if source.startswith("hf:"):
+        return "hf"
+    path = Path(source)
+    if path.is_dir():
+        return "hf"
+    suffixes = [s.lower() for s in path.suffixes]
+    for suffix in reversed(suffixes):
+        if suffix in FORMATS_BY_SUFFIX:
+            return FORMATS_BY_SUFFIX[suffix]
+    raise LmadaptError(
+        f"cannot tell the format of '{source}' from its name",
+        fix="use a .csv, .tsv, .jsonl or .parquet file, or set data.format",
+    )
+
+
+def _decoded_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise LmadaptError(
+            f"the file is not valid UTF-8 (byte {data[error.start]:#04x} at offset {error.start})",
+            where=f"{path}, line {line}",
+            fix="re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`",
+        ) from None
+
+
+def _read_delimited(path: Path, sep: str) -> Table:
+    text = _decoded_text(path)
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise LmadaptError("the file is empty", where=str(path), fix="add a header line and rows") from None
+    except pd.errors.ParserError as error:
+        found = re.search(r"line (\d+)", str(error))
+        where = f"{path}, line {found.group(1)}" if found else str(path)
+        detail = re.sub(r"^Error tokenizing data\. C error: ", "", str(error)).strip()
+        raise LmadaptError(
+            f"malformed {'TSV' if sep == chr(9) else 'CSV'} ({detail})",
+            where=where,
+            fix="quote fields that contain the separator, or check that every row has the header's columns",
+        ) from None
+    return Table(frame, str(path), first_line=2)
+
+
+def _read_jsonl(path: Path) -> Table:
+    text = _decoded_text(path)
+    records = []
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LmadaptError(
+                f"not valid JSON ({error.msg}, column {error.colno})",
+                where=f"{path}, line {number}",
+                fix="each line of a JSONL file must be one JSON object",
+            ) from None
+        if not isinstance(record, dict):
+            raise LmadaptError("expected a JSON object", where=f"{path}, line {number}")
+        records.append(record)
+        lines.append(number)
+    if not records:
+        raise LmadaptError("the file has no records", where=str(path))
+    frame = pd.DataFrame.from_records(records)
+    table = Table(frame, str(path), first_line=1)
+    if lines != list(range(1, len(lines) + 1)):
+        # Blank lines shift row numbers; keep the true file line of every row.
+        table.frame.index = pd.Index([n - 1 for n in lines])
+    return table
+
+
+def _read_parquet(path: Path) -> Table:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for a bad file
+        raise LmadaptError(f"cannot read Parquet ({error})", where=str(path)) from None
+    return Table(frame, str(path), first_line=None)
+
+
+def _read_hf(source: str) -> Table:
+    import datasets
+
+    name = source.removeprefix("hf:")
+    split = None
+    if ":" in name and not Path(name).exists():
+        name, split = name.rsplit(":", 1)
+    try:
+        if Path(name).is_dir():
+            loaded = datasets.load_from_disk(name)
+        else:
+            loaded = datasets.load_dataset(name, split=split)
+    except FileNotFoundError as error:
+        raise LmadaptError(f"no dataset found ({error})", where=source) from None
+    except Exception as error:
+        raise LmadaptError(
+            f"cannot load the dataset ({type(error).__name__}: {error})",
+            where=source,
+            fix="pass a folder written by Dataset.save_to_disk, or 'hf:<hub id>:<split>' when online",
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        split = split or ("train" if "train" in loaded else next(iter(loaded)))
+        loaded = loaded[split]
+    return Table(loaded.to_pandas(), source, first_line=None)
+
+
+def read_table(source: str | Path, fmt: str = "auto") -> Table:
+    """Read a data source into a Table, with clear errors for missing or malformed files."""
+    source = str(source)
+    fmt = detect_format(source, fmt)
+    if fmt == "builtin":
+        from lmadapt.data.builtin import load_builtin
+
+        return load_builtin(source.removeprefix("builtin:"))
+    if fmt == "hf":
+        return _read_hf(source)
+    path = Path(source)
+    if not path.is_file():
+        raise LmadaptError(
+            f"data file not found: {path}", fix="check the path (relative paths start at the current folder)"
+        )
+    readers = {
+        "csv": lambda: _read_delimited(path, ","),
+        "tsv": lambda: _read_delimited(path, "\t"),
+        "jsonl": lambda: _read_jsonl(path),
+        "parquet": lambda: _read_parquet(path),
+    }
+    table = readers[fmt]()
+    if table.frame.empty:
+        raise LmadaptError("the file has a header but no rows", where=str(path))
+    return table

@@ -1,0 +1,263 @@
+"""From raw sources to checked, cleaned, split data: validation, cleaning, leakage, splits, label map."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from lmadapt.config import DataConfig
+from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.data.loading import Table, read_table
+from lmadapt.errors import LmadaptError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """Texts (and optional text pairs) with their labels, remembering where each row came from."""
+
+    texts: list[str]
+    labels: list
+    pairs: list[str] | None = None
+    rows: list[int] = field(default_factory=list)
+    source: Table | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, positions) -> Split:
+        positions = list(positions)
+        return Split(
+            texts=[self.texts[i] for i in positions],
+            labels=[self.labels[i] for i in positions],
+            pairs=[self.pairs[i] for i in positions] if self.pairs is not None else None,
+            rows=[self.rows[i] for i in positions],
+            source=self.source,
+        )
+
+    def where(self, positions: list[int]) -> str:
+        rows = [self.rows[i] for i in positions]
+        return self.source.where_rows(rows) if self.source else f"rows {rows[:5]}"
+
+
+@dataclass
+class PreparedData:
+    train: Split
+    validation: Split
+    test: Split
+    labels: LabelMap
+    report: dict
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFKC and collapsed whitespace: the same sentence always looks the same."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _require_column(table: Table, column: str, key: str) -> None:
+    if column not in table.frame.columns:
+        found = ", ".join(map(str, table.frame.columns))
+        raise LmadaptError(
+            f"column '{column}' not found; the data has columns: {found}",
+            where=table.source,
+            fix=f"set data.{key} to one of them (e.g. --set data.{key}=...)",
+        )
+
+
+def _texts(table: Table, column: str, key: str, config: DataConfig) -> tuple[list[str], list[int]]:
+    """Checked texts of one column, and the row labels kept (empty texts may be dropped)."""
+    _require_column(table, column, key)
+    values = table.frame[column]
+    not_text = [i for i, v in zip(values.index, values) if v is not None and not pd.isna(v) and not isinstance(v, str)]
+    if not_text:
+        raise LmadaptError(
+            f"column '{column}' holds values that are not text (e.g. {values[not_text[0]]!r})",
+            where=table.where_rows(not_text),
+            fix=f"check that data.{key} names the text column",
+        )
+    cleaned = [
+        normalize_text(v) if isinstance(v, str) and config.normalize_unicode else (v if isinstance(v, str) else "")
+        for v in values
+    ]
+    empty = [i for i, text in zip(values.index, cleaned) if not text.strip()]
+    if empty and not config.drop_empty:
+        raise LmadaptError(
+            f"{len(empty)} empty text(s) in column '{column}'",
+            where=table.where_rows(empty),
+            fix="fill or remove those rows, or set data.drop_empty=true to drop them",
+        )
+    keep = [i for i, text in zip(values.index, cleaned) if text.strip()]
+    by_row = dict(zip(values.index, cleaned))
+    return [by_row[i] for i in keep], keep
+
+
+def _labels(table: Table, rows: list[int], config: DataConfig) -> list:
+    _require_column(table, config.label_column, "label_column")
+    values = table.frame[config.label_column]
+    if config.task == MULTI_LABEL:
+        parsed = []
+        for i in rows:
+            value = values[i]
+            if isinstance(value, (list, tuple, np.ndarray)):
+                parsed.append(sorted({str(v).strip() for v in value if str(v).strip()}))
+            elif value is None or (not isinstance(value, str) and pd.isna(value)):
+                parsed.append([])
+            else:
+                parsed.append(sorted({p.strip() for p in str(value).split(config.label_delimiter) if p.strip()}))
+        return parsed
+    missing = [
+        i
+        for i in rows
+        if values[i] is None
+        or (not isinstance(values[i], (list, np.ndarray)) and pd.isna(values[i]))
+        or str(values[i]).strip() == ""
+    ]
+    if missing:
+        raise LmadaptError(
+            f"{len(missing)} row(s) have no label in column '{config.label_column}'",
+            where=table.where_rows(missing),
+            fix="label those rows or remove them",
+        )
+    listed = [i for i in rows if isinstance(values[i], (list, tuple, np.ndarray))]
+    if listed:
+        raise LmadaptError(
+            "labels are lists, which means several labels per text",
+            where=table.where_rows(listed),
+            fix="set data.task=multi_label",
+        )
+    return [str(values[i]).strip() for i in rows]
+
+
+def extract_split(table: Table, config: DataConfig, *, with_labels: bool = True) -> Split:
+    """Checked texts, optional pairs and labels of a table."""
+    texts, rows = _texts(table, config.text_column, "text_column", config)
+    pairs = None
+    if config.text_pair_column:
+        pair_config = dataclasses.replace(config, drop_empty=True)
+        pair_texts, pair_rows = _texts(table, config.text_pair_column, "text_pair_column", pair_config)
+        lookup = dict(zip(pair_rows, pair_texts))
+        pairs = [lookup.get(i, "") for i in rows]
+    labels = _labels(table, rows, config) if with_labels else [None] * len(rows)
+    return Split(texts=texts, labels=labels, pairs=pairs, rows=rows, source=table)
+
+
+def load_split(source: str, config: DataConfig, *, with_labels: bool = True) -> Split:
+    return extract_split(read_table(source, config.format), config, with_labels=with_labels)
+
+
+def _key(split: Split, i: int) -> str:
+    return split.texts[i] if split.pairs is None else f"{split.texts[i]}\x00{split.pairs[i]}"
+
+
+def deduplicate(split: Split) -> tuple[Split, int]:
+    seen: set[str] = set()
+    keep = []
+    for i in range(len(split)):
+        key = _key(split, i)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return split.take(keep), len(split) - len(keep)
+
+
+def leaked_positions(train: Split, other: Split) -> list[int]:
+    """Positions in `other` whose text also occurs in train."""
+    train_keys = {_key(train, i) for i in range(len(train))}
+    return [i for i in range(len(other)) if _key(other, i) in train_keys]
+
+
+def _stratify_key(split: Split, task: str) -> list | None:
+    # Multi-label rows are stratified by their first label: close enough, and always defined.
+    keys = [(labels[0] if labels else "") if task == MULTI_LABEL else labels for labels in split.labels]
+    counts = pd.Series(keys).value_counts()
+    return keys if counts.min() >= 2 else None
+
+
+def split_off(split: Split, size: float | int, seed: int, task: str) -> tuple[Split, Split]:
+    """A seeded split, stratified by label where every class has at least two rows."""
+    positions = np.arange(len(split))
+    stratify = _stratify_key(split, task)
+    try:
+        kept, taken = train_test_split(positions, test_size=size, random_state=seed, stratify=stratify)
+    except ValueError:
+        kept, taken = train_test_split(positions, test_size=size, random_state=seed)
+    return split.take(sorted(kept)), split.take(sorted(taken))
+
+
+def check_known_labels(split: Split, labels: LabelMap, name: str) -> None:
+    known = set(labels.labels)
+    unknown_at = [
+        i
+        for i, row in enumerate(split.labels)
+        if (set(row) - known if labels.task == MULTI_LABEL else row not in known)
+    ]
+    if unknown_at:
+        first = split.labels[unknown_at[0]]
+        shown = sorted(set(first) - known) if labels.task == MULTI_LABEL else first
+        raise LmadaptError(
+            f"{name} data has label(s) the training data never shows (e.g. {shown!r}); "
+            f"training labels: {', '.join(labels.labels[:20])}{' ...' if len(labels) > 20 else ''}",
+            where=split.where(unknown_at),
+            fix="add training examples of those labels, or remove those rows",
+        )
+
+
+def prepare_data(config: DataConfig, seed: int) -> PreparedData:
+    """Load, validate, clean and split the data a run trains and is evaluated on."""
+    report: dict = {"sources": {"train": config.train, "validation": config.validation, "test": config.test}}
+    train = load_split(config.train, config)
+    given = {
+        name: load_split(source, config)
+        for name, source in (("validation", config.validation), ("test", config.test))
+        if source
+    }
+    report["rows_read"] = {"train": len(train), **{k: len(v) for k, v in given.items()}}
+
+    if config.deduplicate:
+        train, dropped = deduplicate(train)
+        report["duplicates_dropped"] = {"train": dropped}
+        for name in list(given):
+            given[name], dropped = deduplicate(given[name])
+            report["duplicates_dropped"][name] = dropped
+
+    if "test" not in given:
+        train, given["test"] = split_off(train, config.test_size, seed, config.task)
+    if "validation" not in given:
+        share = config.validation_size / (1.0 - (config.test_size if not config.test else 0.0))
+        train, given["validation"] = split_off(train, share, seed, config.task)
+    if config.max_train_rows and len(train) > config.max_train_rows:
+        train, _ = split_off(train, len(train) - config.max_train_rows, seed, config.task)
+
+    labels = LabelMap.from_rows(train.labels, config.task)
+    if len(labels) < 2:
+        raise LmadaptError(
+            f"training data has only one class ({labels.labels[0] if labels.labels else 'none'})",
+            where=train.source.source if train.source else config.train,
+            fix="a classifier needs examples of at least two labels",
+        )
+
+    report["leaks"] = {}
+    for name in ("validation", "test"):
+        leaked = leaked_positions(train, given[name])
+        report["leaks"][name] = len(leaked)
+        if leaked:
+            log.warning(
+                "%d %s text(s) also occur in train%s",
+                len(leaked),
+                name,
+                "; removed" if config.drop_leaks else "",
+            )
+            if config.drop_leaks:
+                given[name] = given[name].take(sorted(set(range(len(given[name]))) - set(leaked)))
+        check_known_labels(given[name], labels, name)
+
+    report["rows"] = {"train": len(train), "validation": len(given["validation"]), "test": len(given["test"])}
+    report["label_counts"] = {"train": labels.counts(train.labels)}
+    return PreparedData(train, given["validation"], given["test"], labels, report)

@@ -1,0 +1,85 @@
+"""Metrics for single-label and multi-label classification, from scores to one JSON-ready dict."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from lmadapt.data.labels import MULTI_LABEL, LabelMap
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def scores_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
+    return sigmoid(logits) if task == MULTI_LABEL else softmax(logits)
+
+
+def _per_class(y_true, y_pred, labels: LabelMap) -> dict:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true,
+        y_pred,
+        labels=None if labels.task == MULTI_LABEL else list(range(len(labels))),
+        zero_division=0,
+    )
+    return {
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels.labels, precision, recall, f1, support)
+    }
+
+
+def tune_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The decision threshold with the best micro-F1 (multi-label), on a grid from 0.05 to 0.95."""
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    results = [f1_score(y_true, (scores >= t).astype(int), average="micro", zero_division=0) for t in grid]
+    return float(grid[int(np.argmax(results))])
+
+
+def classification_metrics(y_true: np.ndarray, scores: np.ndarray, labels: LabelMap, threshold: float = 0.5) -> dict:
+    """Accuracy, macro-F1 and per-class scores (plus micro-F1 and threshold for multi-label)."""
+    if labels.task == MULTI_LABEL:
+        y_pred = (scores >= threshold).astype(int)
+        y_true = y_true.astype(int)
+        return {
+            "accuracy": float(accuracy_score(y_true, y_pred)),  # exact match of the whole label set
+            "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "threshold": threshold,
+            "per_class": _per_class(y_true, y_pred, labels),
+            "examples": int(len(y_true)),
+        }
+    y_pred = scores.argmax(axis=-1)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(len(labels))), zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "per_class": _per_class(y_true, y_pred, labels),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(range(len(labels)))).tolist(),
+        "examples": int(len(y_true)),
+    }
+
+
+def trainer_metrics(task: str):
+    """compute_metrics for the trainer: what early stopping watches (macro-F1) and accuracy."""
+
+    def compute(prediction) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        y_true = prediction.label_ids
+        if task == MULTI_LABEL:
+            y_pred = (sigmoid(logits) >= 0.5).astype(int)
+            y_true = y_true.astype(int)
+        else:
+            y_pred = logits.argmax(axis=-1)
+        return {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        }
+
+    return compute

@@ -1,0 +1,82 @@
+"""PNG plots next to the tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lmadapt.data.labels import MULTI_LABEL, LabelMap  # noqa: E402
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix; counts written in the cells when there are few classes."""
+    counts = np.asarray(matrix)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.25 * len(labels), 24)
+    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="share of true class")
+    ticks = np.arange(len(labels))
+    font = 9 if len(labels) <= 20 else 5
+    axes.set_xticks(ticks, labels, rotation=90 if len(labels) > 6 else 0, fontsize=font)
+    axes.set_yticks(ticks, labels, fontsize=font)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    if len(labels) <= 20:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                colour = "white" if shares[i, j] > 0.5 else "black"
+                axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=font)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_per_label_f1(per_class: dict, path: Path, title: str) -> None:
+    """Bar chart of per-label F1 (the multi-label counterpart of a confusion matrix)."""
+    names = list(per_class)
+    values = [per_class[n]["f1"] for n in names]
+    figure, axes = plt.subplots(figsize=(max(5, 0.35 * len(names)), 4))
+    axes.bar(range(len(names)), values, color="#3b75af")
+    axes.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("F1")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_training_curves(log_history: list[dict], path: Path, title: str) -> None:
+    """Training loss per step and validation macro-F1 per epoch."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evals = [(e["step"], e["eval_macro_f1"]) for e in log_history if "eval_macro_f1" in e]
+    figure, loss_axes = plt.subplots(figsize=(6, 4))
+    if train:
+        loss_axes.plot(*zip(*train), color="#3b75af", label="training loss")
+    loss_axes.set_xlabel("step")
+    loss_axes.set_ylabel("training loss")
+    if evals:
+        f1_axes = loss_axes.twinx()
+        f1_axes.plot(*zip(*evals), "o-", color="#d1603d", label="validation macro-F1")
+        f1_axes.set_ylabel("validation macro-F1")
+        f1_axes.set_ylim(0, 1)
+    loss_axes.set_title(title)
+    figure.legend(loc="lower center", ncol=2, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_metric_plots(folder: Path, metrics: dict, labels: LabelMap, title: str) -> None:
+    """confusion.png: the confusion matrix (single-label) or per-label F1 bars (multi-label)."""
+    if labels.task == MULTI_LABEL:
+        plot_per_label_f1(metrics["per_class"], folder / "confusion.png", f"{title}: per-label F1")
+    else:
+        plot_confusion_matrix(metrics["confusion_matrix"], labels.labels, folder / "confusion.png", title)

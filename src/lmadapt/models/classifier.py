@@ -1,0 +1,69 @@
+"""Sequence-classification models on any HF backbone, encoder or causal LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmadapt.config import ModelConfig
+from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.errors import LmadaptError
+
+
+def load_tokenizer(path: Path, model: ModelConfig):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Causal LMs often ship without a pad token; padding with EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_classifier(path: Path, model: ModelConfig, labels: LabelMap):
+    """A backbone with a fresh classification head for these labels, and its tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = load_tokenizer(path, model)
+    try:
+        classifier = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=labels.id2label,
+            label2id=labels.label2id,
+            problem_type="multi_label_classification" if labels.task == MULTI_LABEL else "single_label_classification",
+            trust_remote_code=model.trust_remote_code,
+        )
+    except ValueError as error:
+        raise LmadaptError(
+            f"this backbone cannot be loaded as a sequence classifier ({error})",
+            where=f"model.backbone={model.backbone}",
+        ) from None
+    if classifier.config.pad_token_id is None:
+        classifier.config.pad_token_id = tokenizer.pad_token_id
+    return classifier, tokenizer
+
+
+def load_pooled_classifier(path: Path, model: ModelConfig, labels: LabelMap, pooling: str):
+    """The backbone read by `pooling` (mean, cls, last; auto picks per architecture) with a linear head."""
+    from transformers import AutoModel
+
+    from lmadapt.models.pooled import PooledClassifierConfig, PooledForSequenceClassification, default_pooling
+
+    tokenizer = load_tokenizer(path, model)
+    backbone = AutoModel.from_pretrained(path, trust_remote_code=model.trust_remote_code)
+    config = PooledClassifierConfig(
+        backbone_config=backbone.config,
+        pooling=default_pooling(backbone.config) if pooling == "auto" else pooling,
+        num_labels=len(labels),
+        id2label=labels.id2label,
+        label2id=labels.label2id,
+        problem_type="multi_label_classification" if labels.task == MULTI_LABEL else "single_label_classification",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return PooledForSequenceClassification(config, backbone=backbone), tokenizer
+
+
+def head_parameter_names(model) -> list[str]:
+    """Parameters outside the pretrained backbone: the classification head."""
+    prefix = model.base_model_prefix
+    return [name for name, _ in model.named_parameters() if not name.startswith(prefix + ".")]

@@ -1,0 +1,89 @@
+"""A classifier over pooled backbone states (mean, first token, or last token).
+
+Sentence encoders such as all-MiniLM-L6-v2 are trained to be read by mean pooling, and causal LMs
+summarise a text in their last token; BERT's [CLS] pooler is the weakest feature for a frozen
+backbone. This model reads the backbone the way it was trained to be read.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+POOLINGS = ("mean", "cls", "last")
+
+
+class PooledClassifierConfig(PretrainedConfig):
+    model_type = "lmadapt-pooled"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(self, backbone_config=None, pooling: str = "mean", classifier_dropout: float = 0.1, **kwargs):
+        if isinstance(backbone_config, dict):
+            backbone_config = AutoConfig.for_model(**backbone_config)
+        self.backbone_config = backbone_config
+        self.pooling = pooling
+        self.classifier_dropout = classifier_dropout
+        super().__init__(**kwargs)
+
+
+class PooledForSequenceClassification(PreTrainedModel):
+    config_class = PooledClassifierConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: PooledClassifierConfig, backbone=None):
+        super().__init__(config)
+        self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone_config)
+        hidden = config.backbone_config.hidden_size
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(hidden, config.num_labels)
+        nn.init.normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return states[:, 0]
+        if self.config.pooling == "last":
+            # Index of the last real token in each row (works for left or right padding).
+            positions = torch.arange(mask.shape[1], device=mask.device)[None, :]
+            last = (positions * mask).argmax(dim=1)
+            return states[torch.arange(states.shape[0], device=states.device), last]
+        weights = mask[:, :, None].to(states.dtype)
+        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_unused):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        states = self.backbone(**inputs).last_hidden_state
+        logits = self.classifier(self.dropout(self.pool(states, attention_mask)))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits.float(), labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def default_pooling(backbone_config) -> str:
+    architectures = " ".join(getattr(backbone_config, "architectures", None) or [])
+    return "last" if "CausalLM" in architectures or getattr(backbone_config, "is_decoder", False) else "mean"
+
+
+AutoConfig.register(PooledClassifierConfig.model_type, PooledClassifierConfig)
+AutoModelForSequenceClassification.register(PooledClassifierConfig, PooledForSequenceClassification)

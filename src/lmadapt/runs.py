@@ -1,0 +1,176 @@
+"""The run folder: the artifact everything after training reads. Written atomically, verified on load.
+
+runs/<name>/
+  model/            HF-loadable model and tokenizer (safetensors)
+  labels.json       id <-> label in training order (and the multi-label threshold)
+  config.yaml       the fully resolved config that produced it
+  metrics.json      validation/test metrics, timings, parameters, peak memory
+  confusion.png     test confusion matrix (per-label F1 for multi-label), training_curves.png
+  train_log.jsonl   one line per logging step
+  manifest.json     every file with sha256 and size; library versions
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmadapt.data.labels import LabelMap
+from lmadapt.errors import LmadaptError
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from lmadapt import __version__
+
+    return {"lmadapt": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "files": {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def verify_manifest(folder: Path) -> None:
+    """Every file the manifest lists is there, with its size and hash."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise LmadaptError(
+            "not a finished run folder (no manifest.json)",
+            where=str(folder),
+            fix="pass a folder that `lmadapt train` wrote; an interrupted run can be continued with --resume",
+        )
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    for name, expected in manifest["files"].items():
+        file = folder / name
+        if not file.is_file():
+            raise LmadaptError(
+                f"file listed in the manifest is missing: {name}",
+                where=str(folder),
+                fix="retrain or restore the run folder",
+            )
+        if file.stat().st_size != expected["bytes"] or _sha256(file) != expected["sha256"]:
+            raise LmadaptError(
+                f"file changed since the run was written: {name} (hash mismatch)",
+                where=str(folder),
+                fix="restore the original file or retrain",
+            )
+
+
+def staging_folder(final: Path) -> Path:
+    return final.parent / f".{final.name}.staging-{os.getpid()}"
+
+
+def workspace_folder(final: Path) -> Path:
+    """Checkpoints of a run in progress live here until the run folder is complete."""
+    return final.parent / f".{final.name}.partial"
+
+
+def write_run_folder(final: Path, fill: Callable[[Path], None], overwrite: bool) -> None:
+    """Fill a staging folder, add the manifest, then move it into place in one rename.
+
+    An interrupted write never leaves a folder that looks finished; an old run that is
+    overwritten is removed only after the new one is in place.
+    """
+    if final.exists() and not overwrite:
+        raise LmadaptError(f"run folder already exists: {final}", fix="choose another name, or pass --overwrite")
+    staging = staging_folder(final)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        fill(staging)
+        write_manifest(staging)
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(staging, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class Run:
+    """A finished run folder: its labels, config and metrics, and a predictor loaded on first use."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.labels = LabelMap.load(path / "labels.json")
+        self.config: dict[str, Any] = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        self.metrics: dict[str, Any] = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def max_length(self) -> int:
+        return int(self.config["model"]["max_length"])
+
+    @cached_property
+    def predictor(self):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        import lmadapt.models.lstm  # noqa: F401  (registers the scratch model with the Auto classes)
+        from lmadapt.serving.predict import Predictor
+
+        folder = self.path / "model"
+        trust = bool(self.config["model"].get("trust_remote_code", False))
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
+        return Predictor(model, tokenizer, self.labels, self.max_length)
+
+    def predict(
+        self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False
+    ) -> list[dict]:
+        """Labels and per-label scores for each text."""
+        if isinstance(texts, str):
+            texts = [texts]
+        empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise LmadaptError(
+                f"text {empty[0] + 1} of {len(texts)} is empty or not a string", fix="pass non-empty strings"
+            )
+        return self.predictor.predict(list(texts), pairs, progress=progress)
+
+    def __repr__(self) -> str:
+        test = self.metrics.get("test", {})
+        return f"Run({str(self.path)!r}, strategy={self.config['strategy']['name']!r}, test_accuracy={test.get('accuracy')})"
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run folder after checking its manifest."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LmadaptError(
+            f"run folder not found: {path}", fix="pass the folder `lmadapt train` wrote (e.g. runs/<name>)"
+        )
+    verify_manifest(path)
+    return Run(path)

@@ -1,0 +1,57 @@
+"""Score a whole file: keep its columns, add the predicted label and a score per label."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmadapt.data.labels import MULTI_LABEL
+from lmadapt.data.loading import FORMATS_BY_SUFFIX, read_table
+from lmadapt.data.prepare import extract_split
+from lmadapt.errors import LmadaptError
+from lmadapt.evaluation.report import run_data_config
+from lmadapt.runs import Run
+
+
+def _writer(output: Path):
+    fmt = FORMATS_BY_SUFFIX.get(output.suffix.lower())
+    writers = {
+        "csv": lambda frame, path: frame.to_csv(path, index=False),
+        "tsv": lambda frame, path: frame.to_csv(path, index=False, sep="\t"),
+        "jsonl": lambda frame, path: frame.to_json(path, orient="records", lines=True, force_ascii=False),
+        "parquet": lambda frame, path: frame.to_parquet(path, index=False),
+    }
+    if fmt not in writers:
+        raise LmadaptError(
+            f"cannot tell the output format from '{output.name}'",
+            fix="end --output with .csv, .tsv, .jsonl or .parquet",
+        )
+    return writers[fmt]
+
+
+def predict_file(run: Run, source: str, output: str | Path, text_column: str | None = None) -> int:
+    """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added."""
+    output = Path(output)
+    write = _writer(output)
+    if output.exists() and output.resolve() == Path(source).resolve():
+        raise LmadaptError("--output would overwrite --input", fix="write to another file")
+    config = run_data_config(run, text_column=text_column)
+    table = read_table(source, config.format)
+    split = extract_split(table, config, with_labels=False)
+    scores = run.predictor.scores(split.texts, split.pairs, progress=True)
+    frame = table.frame.copy()
+    decided = run.predictor.decide(scores)
+    if run.labels.task == MULTI_LABEL:
+        frame["predicted_labels"] = [config.label_delimiter.join(labels) for labels in decided]
+    else:
+        frame["predicted_label"] = decided
+    for j, label in enumerate(run.labels.labels):
+        frame[f"score_{label}"] = scores[:, j].round(6)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:
+        write(frame, partial)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return len(frame)

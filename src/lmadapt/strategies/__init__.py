@@ -1,0 +1,29 @@
+"""The strategy registry: adding a strategy is one module here and one line below."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmadapt.errors import LmadaptError, did_you_mean
+from lmadapt.strategies import full, head, scratch
+from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (scratch.STRATEGY, head.STRATEGY, full.STRATEGY)}
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise LmadaptError(
+            f"unknown strategy '{name}'", where="strategy.name", fix=did_you_mean(name, list(STRATEGIES))
+        )
+    return STRATEGIES[name]
+
+
+def strategy_name_of(config: Any) -> str:
+    for strategy in STRATEGIES.values():
+        if isinstance(config, strategy.config_class):
+            return strategy.name
+    raise TypeError(f"{type(config).__name__} is not a registered strategy config")
+
+
+__all__ = ["STRATEGIES", "PreparedModel", "Strategy", "StrategyContext", "get_strategy", "strategy_name_of"]

@@ -1,0 +1,44 @@
+"""What every adaptation strategy declares, and what it is handed to prepare a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmadapt.config import ModelConfig
+from lmadapt.data.labels import LabelMap
+
+
+@dataclass
+class StrategyContext:
+    """Everything a strategy may use to build the model it will train."""
+
+    backbone_path: Path | None
+    model: ModelConfig
+    labels: LabelMap
+    train_texts: list[str]
+    seed: int
+
+
+@dataclass
+class PreparedModel:
+    """A model ready for the trainer, with the tokenizer that feeds it."""
+
+    model: Any
+    tokenizer: Any
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One registry entry: a way of adapting a model."""
+
+    name: str
+    summary: str
+    config_class: type
+    default_learning_rate: float
+    prepare: Callable[[StrategyContext, Any], PreparedModel]
+    uses_backbone: bool = True
+    trains: bool = True
+    bf16_ok: bool = True

@@ -1,0 +1,32 @@
+"""`full`: full fine-tuning, every backbone weight and the new head train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmadapt.config import option
+from lmadapt.models.classifier import load_classifier
+from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+
+
+@dataclass
+class FullConfig:
+    freeze_embeddings: bool = option(
+        False, "Keep the token embeddings frozen (saves optimiser memory on large vocabularies)."
+    )
+
+
+def prepare(context: StrategyContext, config: FullConfig) -> PreparedModel:
+    model, tokenizer = load_classifier(context.backbone_path, context.model, context.labels)
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return PreparedModel(model, tokenizer)
+
+
+STRATEGY = Strategy(
+    name="full",
+    summary="full fine-tuning of the backbone and a new classification head",
+    config_class=FullConfig,
+    default_learning_rate=1e-4,
+    prepare=prepare,
+)

@@ -1,0 +1,48 @@
+"""`head`: transfer learning by feature extraction; the backbone stays frozen, only the head trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmadapt.config import option
+from lmadapt.errors import LmadaptError, did_you_mean
+from lmadapt.models.classifier import head_parameter_names, load_classifier, load_pooled_classifier
+from lmadapt.models.pooled import POOLINGS
+from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+
+
+@dataclass
+class HeadConfig:
+    pooling: str = option(
+        "auto",
+        "How the frozen backbone's states become features: mean (sentence encoders), last (causal LMs), "
+        "cls (first token), auto (picked per architecture), or native (the model's own "
+        "sequence-classification head, e.g. BERT's pooler).",
+    )
+
+
+def prepare(context: StrategyContext, config: HeadConfig) -> PreparedModel:
+    choices = ("auto", "native", *POOLINGS)
+    if config.pooling not in choices:
+        raise LmadaptError(
+            f"unknown pooling '{config.pooling}'",
+            where="strategy.pooling",
+            fix=did_you_mean(config.pooling, choices),
+        )
+    if config.pooling == "native":
+        model, tokenizer = load_classifier(context.backbone_path, context.model, context.labels)
+    else:
+        model, tokenizer = load_pooled_classifier(context.backbone_path, context.model, context.labels, config.pooling)
+    trainable = set(head_parameter_names(model))
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in trainable)
+    return PreparedModel(model, tokenizer)
+
+
+STRATEGY = Strategy(
+    name="head",
+    summary="frozen backbone, only the classification head trains (feature extraction)",
+    config_class=HeadConfig,
+    default_learning_rate=2e-3,
+    prepare=prepare,
+)

@@ -1,0 +1,255 @@
+"""The training engine: one path for every strategy, on transformers' Trainer (Accelerate underneath).
+
+Dynamic padding, length-grouped batches, warm-up and decay, early stopping on validation macro-F1
+with the best checkpoint restored, gradient accumulation, a checkpoint each epoch and resume,
+seeded determinism, bf16 autocast where the hardware has it, and class-weighted loss when asked.
+The same call runs unchanged under `accelerate launch --num_processes N` (DDP); only the main
+process writes the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lmadapt.config import RunConfig
+from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.data.prepare import PreparedData, Split, prepare_data
+from lmadapt.errors import LmadaptError
+from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
+from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
+from lmadapt.models.resolve import resolve_backbone
+from lmadapt.runs import Run, load_run, workspace_folder, write_run_folder
+from lmadapt.serving.predict import Predictor, encode
+from lmadapt.strategies import Strategy, StrategyContext, get_strategy
+from lmadapt.training.losses import class_weighted_loss
+
+log = logging.getLogger(__name__)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def use_bf16(config: RunConfig, strategy: Strategy) -> bool:
+    if config.train.precision == "bf16":
+        return True
+    return config.train.precision == "auto" and strategy.bf16_ok and bf16_supported()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def count_parameters(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "trainable": trainable,
+        "total": total,
+        "trainable_pct": round(100.0 * trainable / max(total, 1), 4),
+    }
+
+
+def to_dataset(tokenizer, split: Split, labels: LabelMap, max_length: int):
+    """A tokenised datasets.Dataset with labels and lengths (for length-grouped batches)."""
+    import datasets
+
+    encoded = encode(tokenizer, split.texts, split.pairs, max_length)
+    columns = {key: encoded[key] for key in encoded}
+    columns["labels"] = labels.encode(split.labels).tolist()
+    columns["length"] = [len(ids) for ids in encoded["input_ids"]]
+    return datasets.Dataset.from_dict(columns)
+
+
+def _first_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key} (was {a!r}, now {b!r})"
+    return None
+
+
+def _resume_checkpoint(workspace: Path, config: RunConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    saved_path = workspace / "config.yaml"
+    if not saved_path.is_file():
+        raise LmadaptError(
+            f"nothing to resume: no interrupted run named '{config.name}' in {workspace.parent}",
+            fix="drop --resume to start the run",
+        )
+    difference = _first_difference(yaml.safe_load(saved_path.read_text(encoding="utf-8")), config.to_dict())
+    if difference:
+        raise LmadaptError(
+            f"the config differs from the interrupted run's: {difference}",
+            where=str(saved_path),
+            fix="resume with the same config and overrides, or start over with --overwrite",
+        )
+    checkpoints = workspace / "checkpoints"
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
+    from transformers import TrainingArguments
+
+    train = config.train
+    return TrainingArguments(
+        output_dir=str(workspace / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate or strategy.default_learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,
+        lr_scheduler_type=train.lr_scheduler if train.lr_scheduler != "constant" else "constant_with_warmup",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=train.logging_steps,
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+        length_column_name="length",
+        bf16=use_bf16(config, strategy),
+        use_cpu=not torch.cuda.is_available(),
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _evaluate_splits(predictor: Predictor, data: PreparedData) -> dict:
+    """Validation and test metrics; for multi-label the threshold is tuned on validation first."""
+    labels = data.labels
+    validation_scores = predictor.scores(data.validation.texts, data.validation.pairs)
+    validation_true = labels.encode(data.validation.labels)
+    if labels.task == MULTI_LABEL:
+        labels.threshold = tune_threshold(validation_true, validation_scores)
+    results = {"validation": classification_metrics(validation_true, validation_scores, labels, labels.threshold)}
+    test_scores = predictor.scores(data.test.texts, data.test.pairs)
+    results["test"] = classification_metrics(labels.encode(data.test.labels), test_scores, labels, labels.threshold)
+    return results
+
+
+def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, callbacks=()) -> Run | None:
+    """Adapt a model as the config says and write its run folder. Returns the run (None off the main process)."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+
+    started = time.perf_counter()
+    final = Path(config.output_dir) / config.name
+    workspace = workspace_folder(final)
+    main = is_main_process()
+    if main and final.exists() and not overwrite:
+        raise LmadaptError(
+            f"run folder already exists: {final}",
+            fix="choose another name (--set name=...), or pass --overwrite",
+        )
+    checkpoint = None
+    if resume:
+        checkpoint = _resume_checkpoint(workspace, config)
+    elif main and workspace.exists():
+        if not overwrite:
+            raise LmadaptError(
+                f"an interrupted run named '{config.name}' has checkpoints in {workspace}",
+                fix="pass --resume to continue it, or --overwrite to start over",
+            )
+        shutil.rmtree(workspace)
+    if main:
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+
+    set_seed(config.seed)
+    strategy = get_strategy(config.strategy_name)
+    data = prepare_data(config.data, config.seed)
+    backbone = resolve_backbone(config.model.backbone) if strategy.uses_backbone else None
+    context = StrategyContext(backbone, config.model, data.labels, data.train.texts, config.seed)
+    prepared = strategy.prepare(context, config.strategy)
+    model, tokenizer = prepared.model, prepared.tokenizer
+    parameters = count_parameters(model)
+
+    args = _training_arguments(config, strategy, workspace)
+    trainer_callbacks = list(callbacks)
+    if config.train.early_stopping_patience:
+        trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(tokenizer, data.train, data.labels, config.model.max_length),
+        eval_dataset=to_dataset(tokenizer, data.validation, data.labels, config.model.max_length),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        compute_metrics=trainer_metrics(data.labels.task),
+        compute_loss_func=class_weighted_loss(data.labels.class_weights(data.train.labels), data.labels.task)
+        if config.train.class_weights
+        else None,
+        callbacks=trainer_callbacks,
+    )
+    outcome = trainer.train(resume_from_checkpoint=checkpoint)
+    if not trainer.is_world_process_zero():
+        return None
+
+    model = trainer.model
+    predictor = Predictor(model, tokenizer, data.labels, config.model.max_length, config.train.eval_batch_size)
+    results = _evaluate_splits(predictor, data)
+    history = trainer.state.log_history
+    metrics = {
+        "strategy": config.strategy_name,
+        "backbone": config.model.backbone if strategy.uses_backbone else None,
+        "task": data.labels.task,
+        **results,
+        "parameters": parameters,
+        "training": {
+            "runtime_s": round(outcome.metrics.get("train_runtime", 0.0), 2),
+            "samples_per_s": round(outcome.metrics.get("train_samples_per_second", 0.0), 2),
+            "epochs": round(trainer.state.epoch or 0.0, 3),
+            "steps": trainer.state.global_step,
+            "best_checkpoint_metric": trainer.state.best_metric,
+            "precision": "bf16" if args.bf16 else "fp32",
+            "learning_rate": args.learning_rate,
+            "processes": args.world_size,
+            "resumed_from": Path(checkpoint).name if checkpoint else None,
+        },
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "data": data.report,
+    }
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        data.labels.save(folder / "labels.json")
+        (folder / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (folder / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history), encoding="utf-8")
+        write_metric_plots(folder, results["test"], data.labels, f"{config.name}: test")
+        plot_training_curves(history, folder / "training_curves.png", config.name)
+
+    write_run_folder(final, fill, overwrite=True)
+    shutil.rmtree(workspace, ignore_errors=True)
+    return load_run(final)

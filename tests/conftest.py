@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny random-weight models built in the test, and small learnable data sets."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LMADAPT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "delightful", "charming", "excellent"]
+NEGATIVE = ["awful", "dull", "boring", "terrible", "clumsy", "tedious", "lifeless", "dreadful"]
+FILLER = ["the", "film", "was", "a", "story", "acting", "plot", "really", "and", "quite", "music", "ending"]
+
+
+def sentiment_rows(n: int, seed: int = 0) -> pd.DataFrame:
+    """Short texts whose sentiment word decides the label: learnable in a few epochs by a tiny model."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rng.sample(FILLER, rng.randint(3, 7))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "positive" else NEGATIVE))
+        rows.append({"text": " ".join(words) + f" {i}", "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LMADAPT_HOME", str(tmp_path_factory.getbasetemp() / "lmadapt-home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and a word-piece vocabulary of the test words."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
+    vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + list("abcdefghijklmnopqrstuvwxyz.,!?")
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def sentiment_files(tmp_path) -> dict[str, Path]:
+    """train/validation/test CSVs of learnable synthetic sentiment."""
+    frame = sentiment_rows(360)
+    paths = {}
+    for name, part in (("train", frame[:240]), ("validation", frame[240:300]), ("test", frame[300:])):
+        paths[name] = tmp_path / f"{name}.csv"
+        part.to_csv(paths[name], index=False)
+    return paths
+
+
+def tiny_overrides(model: Path, files: dict[str, Path], out: Path, name: str = "tiny", **extra) -> list[str]:
+    """Config overrides for a fast run of a tiny model on the synthetic files."""
+    values = {
+        "name": name,
+        "output_dir": str(out),
+        "model.backbone": str(model),
+        "model.max_length": 32,
+        "data.train": str(files["train"]),
+        "data.validation": str(files["validation"]),
+        "data.test": str(files["test"]),
+        "train.epochs": 10,
+        "train.batch_size": 16,
+        "train.learning_rate": 2e-3,
+        "train.early_stopping_patience": None,
+        "train.logging_steps": 5,
+        "train.precision": "fp32",
+        **extra,
+    }
+    return [f"{k}={'null' if v is None else v}" for k, v in values.items()]

@@ -1,0 +1,232 @@
+"""The training engine, run folder and prediction, end to end on tiny random-weight models."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+
+import lmadapt
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import load_run, write_run_folder
+from tests.conftest import sentiment_rows, tiny_overrides
+
+RUN_FILES = {
+    "model",
+    "labels.json",
+    "config.yaml",
+    "metrics.json",
+    "confusion.png",
+    "training_curves.png",
+    "train_log.jsonl",
+    "manifest.json",
+}
+
+
+def train_tiny(tiny_bert, files, out, name="tiny", **extra):
+    return lmadapt.train(lmadapt.load_config(None, tiny_overrides(tiny_bert, files, out, name, **extra)))
+
+
+def test_full_fine_tuning_writes_a_complete_verified_run(tiny_bert, sentiment_files, tmp_path):
+    run = train_tiny(tiny_bert, sentiment_files, tmp_path / "runs")
+    assert {p.name for p in run.path.iterdir()} == RUN_FILES
+    assert not [p for p in run.path.parent.iterdir() if p.name.startswith(".")], "staging or checkpoints left behind"
+    metrics = run.metrics
+    assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
+    assert metrics["parameters"]["trainable"] == metrics["parameters"]["total"] > 0
+    assert metrics["training"]["samples_per_s"] > 0 and metrics["peak_rss_mb"] > 0
+    assert metrics["data"]["rows"] == {"train": 240, "validation": 60, "test": 60}
+    log_lines = [json.loads(line) for line in (run.path / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in entry for entry in log_lines) and any("eval_macro_f1" in entry for entry in log_lines)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    assert "model/model.safetensors" in manifest["files"] and manifest["versions"]["lmadapt"] == lmadapt.__version__
+    assert not list((run.path / "model").glob("*.bin")), "weights must be safetensors"
+
+
+def test_run_folder_loads_with_plain_transformers(tiny_bert, sentiment_files, tmp_path):
+    run = train_tiny(tiny_bert, sentiment_files, tmp_path / "runs")
+    model = AutoModelForSequenceClassification.from_pretrained(run.path / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run.path / "model")
+    texts = ["the film was great", "a dull and boring plot"]
+    with torch.no_grad():
+        plain = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1).numpy()
+    ours = lmadapt.load(run.path).predictor.scores(texts)
+    assert np.allclose(plain, ours, atol=1e-5)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert [p["label"] for p in lmadapt.load(run.path).predict(texts)] == ["positive", "negative"]
+
+
+def test_early_stopping_stops_and_restores_the_best_checkpoint(tiny_bert, sentiment_files, tmp_path):
+    # A random tiny BERT sits on a plateau for its first epochs: patience 1 stops it early.
+    run = train_tiny(
+        tiny_bert,
+        sentiment_files,
+        tmp_path / "runs",
+        **{"train.early_stopping_patience": 1, "train.learning_rate": 1e-4},
+    )
+    assert run.metrics["training"]["epochs"] < 10
+    evals = [json.loads(line) for line in (run.path / "train_log.jsonl").read_text().splitlines()]
+    best = max(e["eval_macro_f1"] for e in evals if "eval_macro_f1" in e)
+    assert run.metrics["training"]["best_checkpoint_metric"] == best
+    assert run.metrics["validation"]["macro_f1"] == pytest.approx(best, abs=1e-6)
+
+
+def test_head_trains_only_the_head(tiny_bert, sentiment_files, tmp_path):
+    run = train_tiny(
+        tiny_bert,
+        sentiment_files,
+        tmp_path / "runs",
+        **{"strategy.name": "head", "train.learning_rate": 0.05, "train.epochs": 40},
+    )
+    params = run.metrics["parameters"]
+    assert params["trainable"] == 32 * 2 + 2  # linear head over 32-wide pooled states
+    trained = run.predictor.model.backbone.state_dict()
+    original = AutoModelForSequenceClassification.from_pretrained(tiny_bert).bert.state_dict()
+    for name, tensor in original.items():
+        if name in trained:
+            assert torch.equal(trained[name], tensor), f"backbone weight {name} changed"
+    assert run.metrics["test"]["accuracy"] > 0.6
+
+
+def test_scratch_baseline_learns_from_random_init(sentiment_files, tmp_path, tiny_bert):
+    run = train_tiny(
+        tiny_bert,
+        sentiment_files,
+        tmp_path / "runs",
+        **{"strategy.name": "scratch", "strategy.min_frequency": 1, "train.learning_rate": 5e-3},
+    )
+    assert run.metrics["test"]["accuracy"] >= 0.9
+    assert run.metrics["backbone"] is None
+    assert lmadapt.load(run.path).predict("what a superb and delightful story")[0]["label"] == "positive"
+
+
+def test_multi_label_tunes_threshold_and_predicts_label_sets(tiny_bert, tmp_path):
+    frame = sentiment_rows(360)
+    frame["label"] = [
+        "|".join(filter(None, ["praise" if label == "positive" else "", "music" if "music" in text else ""]))
+        for text, label in zip(frame["text"], frame["label"])
+    ]
+    files = {}
+    for name, part in (("train", frame[:240]), ("validation", frame[240:300]), ("test", frame[300:])):
+        files[name] = tmp_path / f"{name}.csv"
+        part.to_csv(files[name], index=False)
+    run = train_tiny(
+        tiny_bert,
+        files,
+        tmp_path / "runs",
+        **{"data.task": "multi_label", "train.epochs": 30, "train.learning_rate": 3e-3},
+    )
+    test = run.metrics["test"]
+    assert test["micro_f1"] >= 0.85, test
+    assert set(test["per_class"]) == {"music", "praise"}
+    saved = json.loads((run.path / "labels.json").read_text())
+    assert saved["task"] == "multi_label" and 0.05 <= saved["threshold"] <= 0.95
+    predicted = lmadapt.load(run.path).predict(["the music was great and superb"])[0]
+    assert "labels" in predicted and set(predicted["labels"]) <= {"music", "praise"}
+
+
+def test_class_weighted_loss_weights_each_class():
+    from lmadapt.training.losses import class_weighted_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    weights = np.array([3.0, 1.0], dtype=np.float32)
+    loss = class_weighted_loss(weights, "single_label")({"logits": logits}, labels)
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights))
+    assert torch.isclose(loss, expected)
+    assert not torch.isclose(loss, torch.nn.functional.cross_entropy(logits, labels))
+
+
+class StopAfterEpoch(TrainerCallback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.epoch >= self.epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_result(tiny_bert, sentiment_files, tmp_path):
+    overrides = tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "whole", **{"train.epochs": 6})
+    whole = lmadapt.train(lmadapt.load_config(None, overrides))
+
+    overrides = tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "cut", **{"train.epochs": 6})
+    config = lmadapt.load_config(None, overrides)
+    from lmadapt.training.engine import train
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[StopAfterEpoch(3)])
+    assert not (tmp_path / "runs" / "cut").exists(), "an interrupted run must not look finished"
+    with pytest.raises(LmadaptError, match="(?s)an interrupted run named 'cut'.*--resume"):
+        lmadapt.train(config)
+    with pytest.raises(
+        LmadaptError, match=r"config differs from the interrupted run's: train.epochs \(was 6.0, now 5.0\)"
+    ):
+        lmadapt.train(lmadapt.load_config(None, [*overrides, "train.epochs=5"]), resume=True)
+    resumed = lmadapt.train(config, resume=True)
+    assert resumed.metrics["training"]["resumed_from"].startswith("checkpoint-")
+    assert resumed.metrics["test"]["accuracy"] == whole.metrics["test"]["accuracy"]
+    assert resumed.metrics["validation"]["macro_f1"] == pytest.approx(whole.metrics["validation"]["macro_f1"])
+    a, b = whole.predictor.model.state_dict(), resumed.predictor.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_existing_run_and_missing_resume_are_clear_errors(tiny_bert, sentiment_files, tmp_path):
+    train_tiny(tiny_bert, sentiment_files, tmp_path / "runs", **{"train.epochs": 1})
+    with pytest.raises(LmadaptError, match="(?s)run folder already exists.*--overwrite"):
+        train_tiny(tiny_bert, sentiment_files, tmp_path / "runs", **{"train.epochs": 1})
+    with pytest.raises(LmadaptError, match="nothing to resume"):
+        lmadapt.train(
+            lmadapt.load_config(None, tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "other")),
+            resume=True,
+        )
+
+
+def test_tampered_run_folder_is_refused(tiny_bert, sentiment_files, tmp_path):
+    run = train_tiny(tiny_bert, sentiment_files, tmp_path / "runs", **{"train.epochs": 1})
+    (run.path / "labels.json").write_text('{"task": "single_label", "id2label": {"0": "x", "1": "y"}}')
+    with pytest.raises(LmadaptError, match="(?s)labels.json \\(hash mismatch\\).*restore"):
+        load_run(run.path)
+    with pytest.raises(LmadaptError, match="(?s)not a finished run folder"):
+        load_run(tiny_bert)
+
+
+def test_run_folder_write_is_atomic(tmp_path):
+    final = tmp_path / "runs" / "r"
+    write_run_folder(final, lambda f: (f / "a.txt").write_text("old"), overwrite=False)
+
+    def broken(folder):
+        (folder / "a.txt").write_text("new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_run_folder(final, broken, overwrite=True)
+    assert (final / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["r"]
+
+
+def test_predict_file_keeps_columns_and_evaluate_writes_metrics(tiny_bert, sentiment_files, tmp_path):
+    from lmadapt.serving.batch import predict_file
+
+    run = train_tiny(tiny_bert, sentiment_files, tmp_path / "runs")
+    source = pd.read_csv(sentiment_files["test"]).assign(id=range(60))
+    source.to_csv(tmp_path / "in.csv", index=False)
+    assert predict_file(run, str(tmp_path / "in.csv"), tmp_path / "out.jsonl") == 60
+    scored = pd.read_json(tmp_path / "out.jsonl", lines=True)
+    assert list(scored.columns) == [
+        "text",
+        "label",
+        "id",
+        "predicted_label",
+        "score_negative",
+        "score_positive",
+    ]
+    assert (scored["predicted_label"] == scored["label"]).mean() >= 0.9
+    assert np.allclose(scored["score_negative"] + scored["score_positive"], 1.0, atol=1e-5)
+
+    metrics = lmadapt.evaluate(run.path, str(sentiment_files["test"]), output=tmp_path / "eval")
+    assert metrics["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["examples"] == 60
