@@ -42,14 +42,22 @@ LMADAPT_RUNS = {
 }
 
 
-def data_overrides(dataset: str, data: Path) -> list[str]:
+def write_sst2_subset(data: Path, target: Path) -> Path:
+    """The seeded SST-2 training subset every system reads: the very same rows for lmadapt and the baseline."""
+    import pandas as pd
+
+    frame = pd.read_csv(data / "sst2" / "train.csv").drop_duplicates("text")
+    frame.sample(n=SST2_ROWS, random_state=42).to_csv(target, index=False)
+    return target
+
+
+def data_overrides(dataset: str, data: Path, workdir: Path) -> list[str]:
     if dataset == "sst2":
         folder = data / "sst2"
         return [
-            f"data.train={folder / 'train.csv'}",
+            f"data.train={workdir / 'sst2_train_subset.csv'}",
             f"data.validation={folder / 'validation.csv'}",
             f"data.test={folder / 'test.csv'}",
-            f"data.max_train_rows={SST2_ROWS}",
             # SST-2's phrase-level training data repeats validation sentences; keep them, as every SST-2 paper does.
             "data.drop_leaks=false",
         ]
@@ -70,7 +78,7 @@ def run_lmadapt(dataset: str, system: str, data: Path, workdir: Path) -> dict:
         f"name={dataset}-{system}",
         f"output_dir={workdir}",
         "seed=42",
-        *data_overrides(dataset, data),
+        *data_overrides(dataset, data, workdir),
         *LMADAPT_RUNS[(dataset, system)],
     ]
     run = lmadapt.train(lmadapt.load_config(None, overrides), overwrite=True)
@@ -97,7 +105,7 @@ def run_lmadapt(dataset: str, system: str, data: Path, workdir: Path) -> dict:
     }
 
 
-def run_baseline(dataset: str, data: Path) -> dict:
+def run_baseline(dataset: str, data: Path, workdir: Path) -> dict:
     from lmadapt.models import resolve_backbone
 
     command = [
@@ -106,11 +114,9 @@ def run_baseline(dataset: str, data: Path) -> dict:
         "--model",
         str(resolve_backbone("minilm")),
         "--train",
-        str(data / "sst2" / "train.csv"),
+        str(workdir / "sst2_train_subset.csv"),
         "--validation",
         str(data / "sst2" / "validation.csv"),
-        "--rows",
-        str(SST2_ROWS),
         "--epochs",
         str(SST2_EPOCHS),
         "--batch-size",
@@ -141,7 +147,7 @@ def main() -> None:
     if args.child:
         dataset, system = args.child.split(":")
         row = (
-            run_baseline(dataset, args.data)
+            run_baseline(dataset, args.data, args.workdir)
             if system == "hf_trainer"
             else run_lmadapt(dataset, system, args.data, args.workdir)
         )
@@ -155,6 +161,7 @@ def main() -> None:
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
     command_line = "python bench/foundation.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory() as workdir:
+        write_sst2_subset(args.data, Path(workdir) / "sst2_train_subset.csv")
         for dataset, system in plan:
             started = time.time()
             print(f"== {dataset} / {system}", flush=True)
