@@ -239,12 +239,13 @@ def data_inspect(
 
     Example: lmadapt data inspect train.csv --against test.csv
     """
-    from lmadapt.config import DataConfig, build_dataclass
+    from lmadapt.config import DataConfig, build_dataclass, check_data_config
     from lmadapt.data.inspect import inspect_data
 
     config = build_dataclass(
         DataConfig, {"text_column": text_column, "label_column": label_column, "task": task}, "data"
     )
+    check_data_config(config)
     report = inspect_data(source, config, None if backbone == "none" else backbone, against, max_length)
     console.print(f"[bold]{source}[/bold]: {report['rows']} rows, columns {', '.join(report['columns'])}")
     if report["labels"] is not None:
