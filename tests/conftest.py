@@ -92,3 +92,13 @@ def tiny_overrides(model: Path, files: dict[str, Path], out: Path, name: str = "
         **extra,
     }
     return [f"{k}={'null' if v is None else v}" for k, v in values.items()]
+
+
+def write_recipe(path: Path, overrides: list[str]) -> Path:
+    """A YAML recipe holding the same settings as a list of `a.b=c` overrides."""
+    import yaml
+
+    from lmadapt.config import apply_overrides
+
+    path.write_text(yaml.safe_dump(apply_overrides({}, overrides)), encoding="utf-8")
+    return path

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lmadapt import cli
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_overrides, write_recipe
 
 
 def run_cli(monkeypatch, capsys, *args):
@@ -20,7 +20,9 @@ def run_cli(monkeypatch, capsys, *args):
     return code, out, err
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["models"], ["strategies"], ["demo"], ["data", "inspect"]])
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["evaluate"], ["predict"], ["models"], ["strategies"], ["demo"], ["data", "inspect"]]
+)
 def test_every_command_has_help_with_an_example(monkeypatch, capsys, command):
     code, out, _ = run_cli(monkeypatch, capsys, *command, "--help")
     assert code == 0 and "Usage:" in out
@@ -35,7 +37,10 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
         (["train", tmp_path / "missing.yaml", "--set", "x"], "config file not found"),
         (["predict", tmp_path / "no-run", "text"], "run folder not found"),
         (["data", "inspect", tmp_path / "bad.csv", "--backbone", "none"], "bad.csv, line 2: malformed CSV"),
-        (["data", "inspect", tmp_path / "bad.csv", "--backbone", "none", "--task", "multi"], "did you mean 'multi_label'"),
+        (
+            ["data", "inspect", tmp_path / "bad.csv", "--backbone", "none", "--task", "multi"],
+            "did you mean 'multi_label'",
+        ),
     ]
     for args, expected in cases:
         code, out, err = run_cli(monkeypatch, capsys, *args)
@@ -52,28 +57,35 @@ def test_bad_config_key_in_file(monkeypatch, capsys, tmp_path):
 
 
 def test_train_predict_evaluate_through_the_cli(monkeypatch, capsys, tmp_path, tiny_bert, sentiment_files):
-    recipe = tmp_path / "recipe.yaml"
-    raw = {}
-    for item in tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "cli"):
-        key, value = item.split("=", 1)
-        node = raw
-        for part in key.split(".")[:-1]:
-            node = node.setdefault(part, {})
-        node[key.split(".")[-1]] = yaml.safe_load(value)
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml", tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "cli")
+    )
     code, out, err = run_cli(monkeypatch, capsys, "train", recipe, "--set", "train.epochs=10")
     assert code == 0, err
     assert "cli (full)" in out and (tmp_path / "runs" / "cli" / "manifest.json").is_file()
 
-    code, out, _ = run_cli(monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "a superb and brilliant film", "dull and tedious")
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "a superb and brilliant film", "dull and tedious"
+    )
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0].startswith("positive") and lines[1].startswith("negative")
 
-    code, out, _ = run_cli(monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "--input", sentiment_files["test"])
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "--input", sentiment_files["test"]
+    )
     assert code == 2
 
-    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "runs" / "cli", "--data", sentiment_files["test"], "--output", tmp_path / "ev")
+    code, out, _ = run_cli(
+        monkeypatch,
+        capsys,
+        "evaluate",
+        tmp_path / "runs" / "cli",
+        "--data",
+        sentiment_files["test"],
+        "--output",
+        tmp_path / "ev",
+    )
     assert code == 0 and "accuracy" in out and (tmp_path / "ev" / "confusion.png").is_file()
 
 
