@@ -1,6 +1,7 @@
 """The packaged MiniLM and SmolLM2 adapted on real rows: quality well above chance, offline."""
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
