@@ -34,7 +34,7 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
                 colour = "white" if shares[i, j] > 0.5 else "black"
                 axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=font)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -49,7 +49,7 @@ def plot_per_label_f1(per_class: dict, path: Path, title: str) -> None:
     axes.set_ylabel("F1")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -68,9 +68,9 @@ def plot_training_curves(log_history: list[dict], path: Path, title: str) -> Non
         f1_axes.set_ylabel("validation macro-F1")
         f1_axes.set_ylim(0, 1)
     loss_axes.set_title(title)
-    figure.legend(loc="lower center", ncol=2, fontsize=8)
+    figure.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
