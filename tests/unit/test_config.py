@@ -93,3 +93,22 @@ def test_recipes_in_configs_folder_parse():
     assert len(recipes) >= 5
     for recipe in recipes:
         load_config(recipe)
+
+
+def test_run_names_ranges_and_raw_string_overrides():
+    with pytest.raises(LmadaptError, match="(?s)run name '..' is not a plain folder name"):
+        load_config(None, ["name=.."])
+    with pytest.raises(LmadaptError, match="train.gradient_accumulation_steps must be positive, got 0"):
+        load_config(None, ["train.gradient_accumulation_steps=0"])
+    with pytest.raises(LmadaptError, match=r"train.warmup_ratio must lie in \[0, 1\), got 1.0"):
+        load_config(None, ["train.warmup_ratio=1.0"])
+    assert load_config(None, ["data.train=reviews-*.csv"]).data.train == "reviews-*.csv"
+    with pytest.raises(LmadaptError, match="(?s)unknown pooling 'max'.*Valid: auto"):
+        load_config(None, ["strategy.name=head", "strategy.pooling=max"])
+
+
+def test_non_utf8_recipe(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LmadaptError, match="(?s)r.yaml: the config is not UTF-8"):
+        load_config(path)

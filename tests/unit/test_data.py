@@ -203,3 +203,41 @@ def test_inspect_reports_counts_lengths_duplicates_and_leaks(tmp_path):
     assert report["duplicates"] == 1 and report["conflicting_labels"] == 1
     assert report["leaks"][str(tmp_path / "test.csv")] == 5  # test rows 0..6 but 3 and 4, changed in train
     assert 4 <= report["length_percentiles"]["p50"] <= 10
+
+
+def test_line_numbers_follow_multi_line_quoted_fields(tmp_path):
+    path = write_csv(tmp_path / "d.csv", 'text,label\n"first line\nsecond line",positive\ngood,positive\n,negative\n')
+    with pytest.raises(LmadaptError, match=r"d.csv, line 5: 1 empty text"):
+        load_split(path, DataConfig())
+
+
+def test_hf_dataset_class_label_names_are_used(tmp_path):
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    data = datasets.Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]}, features=features)
+    datasets.DatasetDict({"train": data}).save_to_disk(str(tmp_path / "ds"))
+    assert load_split(str(tmp_path / "ds"), DataConfig()).labels == ["neg", "pos"]
+    with pytest.raises(LmadaptError, match=r"has no split 'dev' \(it has train\)"):
+        read_table(f"hf:{tmp_path / 'ds'}:dev")
+
+
+def test_a_class_too_rare_to_stratify_stays_in_train(tmp_path):
+    frame = sentiment_rows(60)
+    frame.loc[0, "label"] = "neutral"  # one row only
+    frame.to_csv(tmp_path / "all.csv", index=False)
+    data = prepare_data(DataConfig(train=str(tmp_path / "all.csv")), seed=0)
+    assert "neutral" in data.train.labels and "neutral" in data.labels.labels
+
+
+def test_too_few_rows_and_empty_splits_are_explained(tmp_path):
+    sentiment_rows(3).to_csv(tmp_path / "three.csv", index=False)
+    with pytest.raises(LmadaptError, match="(?s)too few rows.*data.validation and data.test"):
+        prepare_data(DataConfig(train=str(tmp_path / "three.csv")), seed=0)
+    sentiment_rows(40).to_csv(tmp_path / "train.csv", index=False)
+    same = str(tmp_path / "train.csv")
+    config = DataConfig(train=same, validation=same, test=same)
+    with pytest.raises(
+        LmadaptError, match="(?s)validation split is empty after removing duplicates and texts also in train"
+    ):
+        prepare_data(config, seed=0)

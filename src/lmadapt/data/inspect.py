@@ -10,7 +10,8 @@ import numpy as np
 from lmadapt.config import DataConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.data.loading import read_table
-from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split
+from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split, row_key
+from lmadapt.errors import LmadaptError
 
 
 def _token_lengths(texts: list[str], backbone: str | None) -> tuple[list[int], str]:
@@ -25,11 +26,11 @@ def _token_lengths(texts: list[str], backbone: str | None) -> tuple[list[int], s
 
 
 def _duplicates(split: Split) -> tuple[int, int]:
-    """Rows repeating an earlier text, and texts that appear with different labels."""
+    """Rows repeating an earlier row, and rows that appear with different labels."""
     labels_of: dict[str, set] = defaultdict(set)
     repeats = 0
-    for text, label in zip(split.texts, split.labels):
-        key = text
+    for i, label in enumerate(split.labels):
+        key = row_key(split, i)
         repeats += key in labels_of
         labels_of[key].add(tuple(label) if isinstance(label, list) else label)
     conflicting = sum(1 for found in labels_of.values() if len(found) > 1)
@@ -48,6 +49,10 @@ def inspect_data(
     lenient = dataclasses.replace(config, drop_empty=True)
     has_labels = config.label_column in table.frame.columns
     split = extract_split(table, lenient, with_labels=has_labels)
+    if not len(split):
+        raise LmadaptError(
+            f"every text in column '{config.text_column}' is empty", where=source, fix="check --text-column"
+        )
     report: dict = {
         "source": source,
         "rows": len(table.frame),

@@ -33,6 +33,11 @@ class LabelMap:
         return cls(sorted(seen, key=_natural_key), task)
 
     @property
+    def problem_type(self) -> str:
+        """The name transformers' configs use for this task."""
+        return "multi_label_classification" if self.task == MULTI_LABEL else "single_label_classification"
+
+    @property
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.labels))
 

@@ -30,19 +30,14 @@ FORMATS_BY_SUFFIX = {
 class Table:
     """Rows read from one source, and how to point a user at a row."""
 
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # indexed 0..n-1
     source: str
-    first_line: int | None  # file line of row 0 (CSV/TSV: 2, under the header; JSONL: 1); None: no lines
-
-    def where(self, row: int) -> str:
-        if self.first_line is None:
-            return f"{self.source}, row {row + 1}"
-        return f"{self.source}, line {row + self.first_line}"
+    lines: list[int] | None = None  # the file line each row starts on; None where lines mean nothing
 
     def where_rows(self, rows: list[int], limit: int = 5) -> str:
-        shown = [str(r + self.first_line) if self.first_line is not None else str(r + 1) for r in rows[:limit]]
+        shown = [str(self.lines[r] if self.lines is not None else r + 1) for r in rows[:limit]]
         more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-        kind = "line" if self.first_line is not None else "row"
+        kind = "line" if self.lines is not None else "row"
         return f"{self.source}, {kind}{'s' if len(rows) > 1 else ''} {', '.join(shown)}{more}"
 
 
@@ -79,14 +74,19 @@ def _decoded_text(path: Path) -> str:
         ) from None
 
 
-def _first_ragged_line(text: str, sep: str) -> tuple[int, int, int] | None:
-    """(line, fields, expected) of the first record whose field count differs from the header's."""
+def _record_lines(text: str, sep: str) -> tuple[list[int], tuple[int, int, int] | None]:
+    """The line each record starts on (a quoted field may span lines), and the first ragged record
+    as (line, fields, expected) if one has another field count than the header."""
     reader = csv.reader(io.StringIO(text), delimiter=sep)
     header = next(reader, [])
+    starts, ragged, previous_end = [], None, reader.line_num
     for record in reader:
-        if record and len(record) != len(header):
-            return reader.line_num, len(record), len(header)
-    return None
+        if record:  # pandas skips blank lines too
+            starts.append(previous_end + 1)
+            if ragged is None and len(record) != len(header):
+                ragged = (previous_end + 1, len(record), len(header))
+        previous_end = reader.line_num
+    return starts, ragged
 
 
 def _read_delimited(path: Path, sep: str) -> Table:
@@ -103,7 +103,7 @@ def _read_delimited(path: Path, sep: str) -> Table:
     except pd.errors.EmptyDataError:
         raise LmadaptError("the file is empty", where=str(path), fix="add a header line and rows") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
-        ragged = _first_ragged_line(text, sep)
+        _, ragged = _record_lines(text, sep)
         if ragged:
             line, fields, expected = ragged
             where, detail = f"{path}, line {line}", f"expected {expected} fields, saw {fields}"
@@ -112,7 +112,8 @@ def _read_delimited(path: Path, sep: str) -> Table:
             where = f"{path}, line {found.group(1)}" if found else str(path)
             detail = re.sub(r"^Error tokenizing data\. C error: ", "", str(error)).strip()
         raise LmadaptError(f"malformed {kind} ({detail})", where=where, fix=fix) from None
-    return Table(frame, str(path), first_line=2)
+    starts, _ = _record_lines(text, sep)
+    return Table(frame, str(path), starts if len(starts) == len(frame) else None)
 
 
 def _read_jsonl(path: Path) -> Table:
@@ -136,20 +137,15 @@ def _read_jsonl(path: Path) -> Table:
         lines.append(number)
     if not records:
         raise LmadaptError("the file has no records", where=str(path))
-    frame = pd.DataFrame.from_records(records)
-    table = Table(frame, str(path), first_line=1)
-    if lines != list(range(1, len(lines) + 1)):
-        # Blank lines shift row numbers; keep the true file line of every row.
-        table.frame.index = pd.Index([n - 1 for n in lines])
-    return table
+    return Table(pd.DataFrame.from_records(records), str(path), lines)
 
 
 def _read_parquet(path: Path) -> Table:
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(path).reset_index(drop=True)
     except Exception as error:  # pyarrow raises several types for a bad file
         raise LmadaptError(f"cannot read Parquet ({error})", where=str(path)) from None
-    return Table(frame, str(path), first_line=None)
+    return Table(frame, str(path))
 
 
 def _read_hf(source: str) -> Table:
@@ -174,8 +170,15 @@ def _read_hf(source: str) -> Table:
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
         split = split or ("train" if "train" in loaded else next(iter(loaded)))
+        if split not in loaded:
+            raise LmadaptError(f"the dataset has no split '{split}' (it has {', '.join(loaded)})", where=source)
         loaded = loaded[split]
-    return Table(loaded.to_pandas(), source, first_line=None)
+    frame = loaded.to_pandas()
+    # ClassLabel columns hold ids; users name their labels, so use the names.
+    for column, feature in loaded.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            frame[column] = [feature.int2str(int(v)) for v in frame[column]]
+    return Table(frame, source)
 
 
 def read_table(source: str | Path, fmt: str = "auto") -> Table:

@@ -152,7 +152,8 @@ def load_split(source: str, config: DataConfig, *, with_labels: bool = True) -> 
     return extract_split(read_table(source, config.format), config, with_labels=with_labels)
 
 
-def _key(split: Split, i: int) -> str:
+def row_key(split: Split, i: int) -> str:
+    """What makes two rows the same: the text, and the text pair if there is one."""
     return split.texts[i] if split.pairs is None else f"{split.texts[i]}\x00{split.pairs[i]}"
 
 
@@ -160,7 +161,7 @@ def deduplicate(split: Split) -> tuple[Split, int]:
     seen: set[str] = set()
     keep = []
     for i in range(len(split)):
-        key = _key(split, i)
+        key = row_key(split, i)
         if key not in seen:
             seen.add(key)
             keep.append(i)
@@ -169,26 +170,31 @@ def deduplicate(split: Split) -> tuple[Split, int]:
 
 def leaked_positions(train: Split, other: Split) -> list[int]:
     """Positions in `other` whose text also occurs in train."""
-    train_keys = {_key(train, i) for i in range(len(train))}
-    return [i for i in range(len(other)) if _key(other, i) in train_keys]
-
-
-def _stratify_key(split: Split, task: str) -> list | None:
-    # Multi-label rows are stratified by their first label: close enough, and always defined.
-    keys = [(labels[0] if labels else "") if task == MULTI_LABEL else labels for labels in split.labels]
-    counts = pd.Series(keys).value_counts()
-    return keys if counts.min() >= 2 else None
+    train_keys = {row_key(train, i) for i in range(len(train))}
+    return [i for i in range(len(other)) if row_key(other, i) in train_keys]
 
 
 def split_off(split: Split, size: float | int, seed: int, task: str) -> tuple[Split, Split]:
-    """A seeded split, stratified by label where every class has at least two rows."""
-    positions = np.arange(len(split))
-    stratify = _stratify_key(split, task)
+    """A seeded split, stratified by label. Rows of classes too rare to stratify stay on the kept side."""
+    # Multi-label rows are stratified by their first label: close enough, and always defined.
+    keys = [(labels[0] if labels else "") if task == MULTI_LABEL else labels for labels in split.labels]
+    counts = pd.Series(keys).value_counts()
+    rare = [i for i, key in enumerate(keys) if counts[key] < 2]
+    common = np.array([i for i, key in enumerate(keys) if counts[key] >= 2])
+    if isinstance(size, float):
+        size = max(1, round(size * len(split)))
     try:
-        kept, taken = train_test_split(positions, test_size=size, random_state=seed, stratify=stratify)
+        kept, taken = train_test_split(common, test_size=size, random_state=seed, stratify=[keys[i] for i in common])
     except ValueError:
-        kept, taken = train_test_split(positions, test_size=size, random_state=seed)
-    return split.take(sorted(kept)), split.take(sorted(taken))
+        try:
+            kept, taken = train_test_split(common, test_size=size, random_state=seed)
+        except ValueError:
+            raise LmadaptError(
+                f"too few rows ({len(split)}) to split off {size} for evaluation",
+                where=split.source.source if split.source else None,
+                fix="add rows, or give data.validation and data.test files",
+            ) from None
+    return split.take(sorted([*kept, *rare])), split.take(sorted(taken))
 
 
 def check_known_labels(split: Split, labels: LabelMap, name: str) -> None:
@@ -209,6 +215,17 @@ def check_known_labels(split: Split, labels: LabelMap, name: str) -> None:
         )
 
 
+def _require_two_classes(train: Split, config: DataConfig) -> LabelMap:
+    labels = LabelMap.from_rows(train.labels, config.task)
+    if len(labels) < 2:
+        raise LmadaptError(
+            f"training data has only one class ({labels.labels[0] if labels.labels else 'none'})",
+            where=train.source.source if train.source else config.train,
+            fix="a classifier needs examples of at least two labels",
+        )
+    return labels
+
+
 def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     """Load, validate, clean and split the data a run trains and is evaluated on."""
     report: dict = {"sources": {"train": config.train, "validation": config.validation, "test": config.test}}
@@ -227,6 +244,7 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
             given[name], dropped = deduplicate(given[name])
             report["duplicates_dropped"][name] = dropped
 
+    _require_two_classes(train, config)
     if "test" not in given:
         train, given["test"] = split_off(train, config.test_size, seed, config.task)
     if "validation" not in given:
@@ -235,13 +253,7 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     if config.max_train_rows and len(train) > config.max_train_rows:
         train, _ = split_off(train, len(train) - config.max_train_rows, seed, config.task)
 
-    labels = LabelMap.from_rows(train.labels, config.task)
-    if len(labels) < 2:
-        raise LmadaptError(
-            f"training data has only one class ({labels.labels[0] if labels.labels else 'none'})",
-            where=train.source.source if train.source else config.train,
-            fix="a classifier needs examples of at least two labels",
-        )
+    labels = _require_two_classes(train, config)
 
     report["leaks"] = {}
     for name in ("validation", "test"):
@@ -257,7 +269,15 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
             if config.drop_leaks:
                 given[name] = given[name].take(sorted(set(range(len(given[name]))) - set(leaked)))
         check_known_labels(given[name], labels, name)
+        if not len(given[name]):
+            raise LmadaptError(
+                f"the {name} split is empty after removing duplicates and texts also in train",
+                where=config.validation if name == "validation" else config.test,
+                fix=f"give {name} data that differs from the training data",
+            )
 
     report["rows"] = {"train": len(train), "validation": len(given["validation"]), "test": len(given["test"])}
     report["label_counts"] = {"train": labels.counts(train.labels)}
+    if labels.task == MULTI_LABEL:
+        report["rows_without_labels"] = {"train": sum(1 for row in train.labels if not row)}
     return PreparedData(train, given["validation"], given["test"], labels, report)

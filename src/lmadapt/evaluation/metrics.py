@@ -42,44 +42,49 @@ def tune_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(grid[int(np.argmax(results))])
 
 
+def decisions(scores: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
+    """Predicted ids (single-label) or a 0/1 matrix (multi-label) from per-label scores."""
+    return (scores >= threshold).astype(int) if task == MULTI_LABEL else scores.argmax(axis=-1)
+
+
+def headline_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: LabelMap) -> dict:
+    """Accuracy (exact match of the label set, for multi-label) and macro-F1 over every label."""
+    every = None if labels.task == MULTI_LABEL else list(range(len(labels)))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=every, zero_division=0)),
+    }
+
+
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray, labels: LabelMap, threshold: float = 0.5) -> dict:
     """Accuracy, macro-F1 and per-class scores (plus micro-F1 and threshold for multi-label)."""
+    y_pred = decisions(scores, labels.task, threshold)
     if labels.task == MULTI_LABEL:
-        y_pred = (scores >= threshold).astype(int)
         y_true = y_true.astype(int)
         return {
-            "accuracy": float(accuracy_score(y_true, y_pred)),  # exact match of the whole label set
+            **headline_metrics(y_true, y_pred, labels),
             "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
-            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
             "threshold": threshold,
             "per_class": _per_class(y_true, y_pred, labels),
             "examples": int(len(y_true)),
         }
-    y_pred = scores.argmax(axis=-1)
+    every = list(range(len(labels)))
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(len(labels))), zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        **headline_metrics(y_true, y_pred, labels),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", labels=every, zero_division=0)),
         "per_class": _per_class(y_true, y_pred, labels),
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(range(len(labels)))).tolist(),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=every).tolist(),
         "examples": int(len(y_true)),
     }
 
 
-def trainer_metrics(task: str):
-    """compute_metrics for the trainer: what early stopping watches (macro-F1) and accuracy."""
+def trainer_metrics(labels: LabelMap):
+    """compute_metrics for the trainer: the macro-F1 early stopping watches, and accuracy."""
 
     def compute(prediction) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        y_true = prediction.label_ids
-        if task == MULTI_LABEL:
-            y_pred = (sigmoid(logits) >= 0.5).astype(int)
-            y_true = y_true.astype(int)
-        else:
-            y_pred = logits.argmax(axis=-1)
-        return {
-            "accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        }
+        y_pred = decisions(scores_from_logits(logits, labels.task), labels.task)
+        y_true = prediction.label_ids.astype(int) if labels.task == MULTI_LABEL else prediction.label_ids
+        return headline_metrics(y_true, y_pred, labels)
 
     return compute

@@ -10,7 +10,7 @@ from lmadapt.config import DataConfig, build_dataclass
 from lmadapt.data.prepare import check_known_labels, load_split
 from lmadapt.evaluation.metrics import classification_metrics
 from lmadapt.evaluation.plots import write_metric_plots
-from lmadapt.runs import Run
+from lmadapt.runs import Run, write_text_atomic
 
 
 def run_data_config(run: Run, **overrides) -> DataConfig:
@@ -23,16 +23,17 @@ def run_data_config(run: Run, **overrides) -> DataConfig:
 
 def evaluate_run(run: Run, data: str, output: str | Path | None = None, progress: bool = False, **columns) -> dict:
     """Accuracy, macro-F1, per-class scores and a confusion matrix PNG for `run` on `data`."""
-    config = run_data_config(run, **columns)
+    config = run_data_config(run, format="auto", **columns)
     split = load_split(data, config)
     check_known_labels(split, run.labels, "evaluation")
     scores = run.predictor.scores(split.texts, split.pairs, progress=progress)
     metrics = classification_metrics(run.labels.encode(split.labels), scores, run.labels, run.labels.threshold)
     metrics["data"] = str(data)
     metrics["run"] = str(run.path)
-    folder = Path(output) if output else run.path.parent / f"{run.name}-eval-{Path(str(data)).stem.replace(':', '_')}"
+    default = Path("evaluations") / f"{run.name}-{Path(str(data)).stem.replace(':', '_')}"
+    folder = Path(output) if output else default
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     write_metric_plots(folder, metrics, run.labels, f"{run.name} on {Path(str(data)).name}")
     metrics["output"] = str(folder)
     return metrics

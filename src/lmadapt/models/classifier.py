@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from lmadapt.config import ModelConfig
-from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
+
+
+@contextmanager
+def explained_load_errors(path: Path, model: ModelConfig):
+    """transformers' loading errors (no tokenizer, unknown architecture, remote code) as our error."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as error:
+        raise LmadaptError(
+            f"cannot load the backbone from {path} ({type(error).__name__}: {str(error).splitlines()[0][:300]})",
+            where=f"model.backbone={model.backbone}",
+            fix="point it at a complete HF model folder (config, weights, tokenizer); set "
+            "model.trust_remote_code=true only for a model whose code you trust",
+        ) from None
 
 
 def load_tokenizer(path: Path, model: ModelConfig):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model.trust_remote_code)
+    with explained_load_errors(path, model):
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model.trust_remote_code)
     if tokenizer.pad_token is None:
         # Causal LMs often ship without a pad token; padding with EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -24,20 +40,15 @@ def load_classifier(path: Path, model: ModelConfig, labels: LabelMap):
     from transformers import AutoModelForSequenceClassification
 
     tokenizer = load_tokenizer(path, model)
-    try:
+    with explained_load_errors(path, model):
         classifier = AutoModelForSequenceClassification.from_pretrained(
             path,
             num_labels=len(labels),
             id2label=labels.id2label,
             label2id=labels.label2id,
-            problem_type="multi_label_classification" if labels.task == MULTI_LABEL else "single_label_classification",
+            problem_type=labels.problem_type,
             trust_remote_code=model.trust_remote_code,
         )
-    except ValueError as error:
-        raise LmadaptError(
-            f"this backbone cannot be loaded as a sequence classifier ({error})",
-            where=f"model.backbone={model.backbone}",
-        ) from None
     if classifier.config.pad_token_id is None:
         classifier.config.pad_token_id = tokenizer.pad_token_id
     return classifier, tokenizer
@@ -50,14 +61,15 @@ def load_pooled_classifier(path: Path, model: ModelConfig, labels: LabelMap, poo
     from lmadapt.models.pooled import PooledClassifierConfig, PooledForSequenceClassification, default_pooling
 
     tokenizer = load_tokenizer(path, model)
-    backbone = AutoModel.from_pretrained(path, trust_remote_code=model.trust_remote_code)
+    with explained_load_errors(path, model):
+        backbone = AutoModel.from_pretrained(path, trust_remote_code=model.trust_remote_code)
     config = PooledClassifierConfig(
         backbone_config=backbone.config,
         pooling=default_pooling(backbone.config) if pooling == "auto" else pooling,
         num_labels=len(labels),
         id2label=labels.id2label,
         label2id=labels.label2id,
-        problem_type="multi_label_classification" if labels.task == MULTI_LABEL else "single_label_classification",
+        problem_type=labels.problem_type,
         pad_token_id=tokenizer.pad_token_id,
     )
     return PooledForSequenceClassification(config, backbone=backbone), tokenizer

@@ -16,6 +16,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from lmadapt.models.loss import classification_loss
+
 
 class LstmClassifierConfig(PretrainedConfig):
     model_type = "lmadapt-lstm"
@@ -83,12 +85,7 @@ class LstmForSequenceClassification(PreTrainedModel):
         mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         maximum = states.masked_fill(mask == 0, torch.finfo(states.dtype).min).max(dim=1).values
         logits = self.classifier(self.dropout(torch.cat([mean, maximum], dim=-1)))
-        loss = None
-        if labels is not None:
-            if self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-            else:
-                loss = nn.functional.cross_entropy(logits, labels)
+        loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 

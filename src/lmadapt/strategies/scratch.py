@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option
-from lmadapt.data.labels import MULTI_LABEL
 from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
 
 
@@ -36,7 +35,7 @@ def prepare(context: StrategyContext, config: ScratchConfig) -> PreparedModel:
         num_labels=len(labels),
         id2label=labels.id2label,
         label2id=labels.label2id,
-        problem_type="multi_label_classification" if labels.task == MULTI_LABEL else "single_label_classification",
+        problem_type=labels.problem_type,
     )
     return PreparedModel(LstmForSequenceClassification(model_config), tokenizer)
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def is_main_process() -> bool:
+    """Rank 0 (or a single process), known before the Trainer sets up distributed state."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -88,9 +89,31 @@ def _first_difference(saved: dict, current: dict, prefix: str = "") -> str | Non
     return None
 
 
-def _resume_checkpoint(workspace: Path, config: RunConfig) -> str | None:
+def _last_checkpoint(workspace: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
+    checkpoints = workspace / "checkpoints"
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def _claim_workspace(workspace: Path, config: RunConfig, *, resume: bool, overwrite: bool, main: bool) -> str | None:
+    """Set up the folder that holds checkpoints while training; returns the checkpoint to resume from."""
+    if resume:
+        return _resume_checkpoint(workspace, config)
+    if main and workspace.exists():
+        if _last_checkpoint(workspace) is not None and not overwrite:
+            raise LmadaptError(
+                f"an interrupted run named '{config.name}' has checkpoints in {workspace}",
+                fix="pass --resume to continue it, or --overwrite to start over",
+            )
+        shutil.rmtree(workspace)
+    if main:
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    return None
+
+
+def _resume_checkpoint(workspace: Path, config: RunConfig) -> str | None:
     saved_path = workspace / "config.yaml"
     if not saved_path.is_file():
         raise LmadaptError(
@@ -104,8 +127,7 @@ def _resume_checkpoint(workspace: Path, config: RunConfig) -> str | None:
             where=str(saved_path),
             fix="resume with the same config and overrides, or start over with --overwrite",
         )
-    checkpoints = workspace / "checkpoints"
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    return _last_checkpoint(workspace)
 
 
 def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
@@ -170,28 +192,16 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
             f"run folder already exists: {final}",
             fix="choose another name (--set name=...), or pass --overwrite",
         )
-    checkpoint = None
-    if resume:
-        checkpoint = _resume_checkpoint(workspace, config)
-    elif main and workspace.exists():
-        if not overwrite:
-            raise LmadaptError(
-                f"an interrupted run named '{config.name}' has checkpoints in {workspace}",
-                fix="pass --resume to continue it, or --overwrite to start over",
-            )
-        shutil.rmtree(workspace)
-    if main:
-        workspace.mkdir(parents=True, exist_ok=True)
-        (workspace / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
 
+    # Everything the user can get wrong is checked before any folder is touched.
     set_seed(config.seed)
     strategy = get_strategy(config.strategy_name)
     data = prepare_data(config.data, config.seed)
     backbone = resolve_backbone(config.model.backbone) if strategy.uses_backbone else None
-    context = StrategyContext(backbone, config.model, data.labels, data.train.texts, config.seed)
-    prepared = strategy.prepare(context, config.strategy)
+    prepared = strategy.prepare(StrategyContext(backbone, config.model, data.labels, data.train.texts), config.strategy)
     model, tokenizer = prepared.model, prepared.tokenizer
     parameters = count_parameters(model)
+    checkpoint = _claim_workspace(workspace, config, resume=resume, overwrite=overwrite, main=main)
 
     args = _training_arguments(config, strategy, workspace)
     trainer_callbacks = list(callbacks)
@@ -204,13 +214,18 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
         eval_dataset=to_dataset(tokenizer, data.validation, data.labels, config.model.max_length),
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
-        compute_metrics=trainer_metrics(data.labels.task),
-        compute_loss_func=class_weighted_loss(data.labels.class_weights(data.train.labels), data.labels.task)
+        compute_metrics=trainer_metrics(data.labels),
+        compute_loss_func=class_weighted_loss(data.labels.class_weights(data.train.labels), data.labels.problem_type)
         if config.train.class_weights
         else None,
         callbacks=trainer_callbacks,
     )
-    outcome = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        outcome = trainer.train(resume_from_checkpoint=checkpoint)
+    except BaseException:
+        if main and _last_checkpoint(workspace) is None:
+            shutil.rmtree(workspace, ignore_errors=True)  # nothing worth resuming
+        raise
     if not trainer.is_world_process_zero():
         return None
 
@@ -250,6 +265,6 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
         write_metric_plots(folder, results["test"], data.labels, f"{config.name}: test")
         plot_training_curves(history, folder / "training_curves.png", config.name)
 
-    write_run_folder(final, fill, overwrite=True)
+    write_run_folder(final, fill, overwrite=overwrite)
     shutil.rmtree(workspace, ignore_errors=True)
     return load_run(final)
