@@ -93,6 +93,8 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "trainable_pct": 100.0,
         "train_rows": len(train),
+        "epochs": args.epochs,
+        "precision": "fp32",
     }
     print(json.dumps(row))
 
