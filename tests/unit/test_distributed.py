@@ -20,7 +20,9 @@ def test_two_process_run_trains_a_working_model_and_writes_one_run_folder(tmp_pa
         "2",
         "--num_machines",
         "1",
-        "--cpu",
+        # accelerate's torchrun launcher; `--cpu` would start a single process. With no GPU the
+        # Trainer runs DDP over gloo on the CPU.
+        "--multi_gpu",
         "--mixed_precision",
         "no",
         "--dynamo_backend",

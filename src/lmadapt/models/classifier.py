@@ -55,17 +55,17 @@ def load_classifier(path: Path, model: ModelConfig, labels: LabelMap):
 
 
 def load_pooled_classifier(path: Path, model: ModelConfig, labels: LabelMap, pooling: str):
-    """The backbone read by `pooling` (mean, cls, last; auto picks per architecture) with a linear head."""
+    """The backbone read by `pooling` (mean, cls or last) with a linear head."""
     from transformers import AutoModel
 
-    from lmadapt.models.pooled import PooledClassifierConfig, PooledForSequenceClassification, default_pooling
+    from lmadapt.models.pooled import PooledClassifierConfig, PooledForSequenceClassification
 
     tokenizer = load_tokenizer(path, model)
     with explained_load_errors(path, model):
         backbone = AutoModel.from_pretrained(path, trust_remote_code=model.trust_remote_code)
     config = PooledClassifierConfig(
         backbone_config=backbone.config,
-        pooling=default_pooling(backbone.config) if pooling == "auto" else pooling,
+        pooling=pooling,
         num_labels=len(labels),
         id2label=labels.id2label,
         label2id=labels.label2id,

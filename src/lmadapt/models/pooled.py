@@ -1,8 +1,8 @@
 """A classifier over pooled backbone states (mean, first token, or last token).
 
-Sentence encoders such as all-MiniLM-L6-v2 are trained to be read by mean pooling, and causal LMs
-summarise a text in their last token; BERT's [CLS] pooler is the weakest feature for a frozen
-backbone. This model reads the backbone the way it was trained to be read.
+Sentence encoders such as all-MiniLM-L6-v2 are trained to be read by mean pooling; BERT's [CLS]
+pooler is a weak feature for a frozen backbone, and so, measured on SST-2, is SmolLM2's last token
+(54% against 71% for mean pooling with a frozen backbone and 400 training rows).
 """
 
 from __future__ import annotations
@@ -75,11 +75,6 @@ class PooledForSequenceClassification(PreTrainedModel):
         logits = self.classifier(self.dropout(self.pool(states, attention_mask)))
         loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
-def default_pooling(backbone_config) -> str:
-    architectures = " ".join(getattr(backbone_config, "architectures", None) or [])
-    return "last" if "CausalLM" in architectures or getattr(backbone_config, "is_decoder", False) else "mean"
 
 
 AutoConfig.register(PooledClassifierConfig.model_type, PooledClassifierConfig)
