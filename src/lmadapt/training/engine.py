@@ -3,9 +3,8 @@
 Dynamic padding, length-grouped batches, warm-up and decay, early stopping on validation macro-F1
 with the best checkpoint restored, gradient accumulation, a checkpoint each epoch and resume,
 seeded determinism, bf16 autocast where the hardware has it, and class-weighted loss when asked.
-The same call runs unchanged under `accelerate launch --multi_gpu --num_processes N` (DDP; over
-gloo on a CPU-only machine); only the main
-process writes the run folder.
+The same call runs unchanged under `accelerate launch --multi_gpu --num_processes N` (DDP, over
+gloo on a CPU-only machine); only the main process writes the run folder.
 """
 
 from __future__ import annotations
