@@ -143,6 +143,20 @@ def test_class_weighted_loss_weights_each_class():
     assert torch.isclose(weighted({"logits": logits}, labels, num_items_in_batch=6), summed / 6)
 
 
+def test_lmadapt_models_scale_their_loss_by_the_trainers_item_count():
+    # The Trainer passes num_items_in_batch to models that take **kwargs and then skips its own
+    # division by the accumulation steps, so our models must divide by that count themselves.
+    from lmadapt.models.lstm import LstmClassifierConfig, LstmForSequenceClassification
+
+    torch.manual_seed(0)
+    model = LstmForSequenceClassification(LstmClassifierConfig(vocab_size=20, num_labels=2)).eval()
+    batch = {"input_ids": torch.tensor([[3, 4, 5], [6, 7, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+    labels = torch.tensor([0, 1])
+    mean = model(**batch, labels=labels).loss
+    scaled = model(**batch, labels=labels, num_items_in_batch=8).loss
+    assert torch.isclose(scaled, mean * 2 / 8)
+
+
 class StopAfterEpoch(TrainerCallback):
     def __init__(self, epoch):
         self.epoch = epoch

@@ -73,7 +73,9 @@ class LstmForSequenceClassification(PreTrainedModel):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **_unused) -> SequenceClassifierOutput:
+    def forward(
+        self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, **_unused
+    ) -> SequenceClassifierOutput:
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
@@ -85,7 +87,9 @@ class LstmForSequenceClassification(PreTrainedModel):
         mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         maximum = states.masked_fill(mask == 0, torch.finfo(states.dtype).min).max(dim=1).values
         logits = self.classifier(self.dropout(torch.cat([mean, maximum], dim=-1)))
-        loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.config.problem_type, num_items_in_batch=num_items_in_batch)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 

@@ -65,7 +65,9 @@ class PooledForSequenceClassification(PreTrainedModel):
         weights = mask[:, :, None].to(states.dtype)
         return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_unused):
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, num_items_in_batch=None, **_unused
+    ):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -73,7 +75,9 @@ class PooledForSequenceClassification(PreTrainedModel):
             inputs["token_type_ids"] = token_type_ids
         states = self.backbone(**inputs).last_hidden_state
         logits = self.classifier(self.dropout(self.pool(states, attention_mask)))
-        loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.config.problem_type, num_items_in_batch=num_items_in_batch)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
