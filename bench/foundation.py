@@ -5,7 +5,7 @@ bench/results/foundation.json (a row per dataset and system) and are summarised 
 by hand, with this command beside them.
 
     python bench/foundation.py --data ../shared/data            # everything (about 45 min on 2 cores)
-    python bench/foundation.py --data ../shared/data --only sst2:full,sst2:hf_trainer
+    python bench/foundation.py --data ../shared/data --only sst2:full,sst2:hf_trainer --seed 7
 """
 
 from __future__ import annotations
@@ -70,14 +70,14 @@ def git_commit() -> str:
     return found.stdout.strip() or "unknown"
 
 
-def run_lmadapt(dataset: str, system: str, data: Path, workdir: Path) -> dict:
+def run_lmadapt(dataset: str, system: str, data: Path, workdir: Path, seed: int) -> dict:
     """One lmadapt run in this (child) process; returns its benchmark row."""
     import lmadapt
 
     overrides = [
         f"name={dataset}-{system}",
         f"output_dir={workdir}",
-        "seed=42",
+        f"seed={seed}",
         *data_overrides(dataset, data, workdir),
         *LMADAPT_RUNS[(dataset, system)],
     ]
@@ -105,7 +105,7 @@ def run_lmadapt(dataset: str, system: str, data: Path, workdir: Path) -> dict:
     }
 
 
-def run_baseline(dataset: str, data: Path, workdir: Path) -> dict:
+def run_baseline(dataset: str, data: Path, workdir: Path, seed: int) -> dict:
     from lmadapt.models import resolve_backbone
 
     command = [
@@ -117,6 +117,10 @@ def run_baseline(dataset: str, data: Path, workdir: Path) -> dict:
         str(workdir / "sst2_train_subset.csv"),
         "--validation",
         str(data / "sst2" / "validation.csv"),
+        "--test",
+        str(data / "sst2" / "test.csv"),
+        "--seed",
+        str(seed),
         "--epochs",
         str(SST2_EPOCHS),
         "--batch-size",
@@ -140,6 +144,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "foundation.json")
     parser.add_argument("--only", default="", help="comma-separated dataset:system pairs")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="training seed of every system (the data subset stays fixed)"
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -147,9 +154,9 @@ def main() -> None:
     if args.child:
         dataset, system = args.child.split(":")
         row = (
-            run_baseline(dataset, args.data, args.workdir)
+            run_baseline(dataset, args.data, args.workdir, args.seed)
             if system == "hf_trainer"
-            else run_lmadapt(dataset, system, args.data, args.workdir)
+            else run_lmadapt(dataset, system, args.data, args.workdir, args.seed)
         )
         print("ROW " + json.dumps(row))
         return
@@ -174,6 +181,8 @@ def main() -> None:
                 f"{dataset}:{system}",
                 "--workdir",
                 workdir,
+                "--seed",
+                str(args.seed),
             ]
             done = subprocess.run(child, capture_output=True, text=True)
             found = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
@@ -187,6 +196,7 @@ def main() -> None:
             row = {
                 "dataset": dataset,
                 "strategy": system,
+                "seed": args.seed,
                 **row,
                 "backbone": None if system == "scratch" else "minilm",
                 "wall_s": round(time.time() - started, 1),
@@ -195,7 +205,8 @@ def main() -> None:
                 "date": date.today().isoformat(),
                 "cores": __import__("os").cpu_count(),
             }
-            rows = [r for r in rows if (r["dataset"], r["strategy"]) != (dataset, system)] + [row]
+            same = (dataset, system, args.seed)
+            rows = [r for r in rows if (r["dataset"], r["strategy"], r.get("seed", 42)) != same] + [row]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(rows, indent=2) + "\n")
             print(json.dumps(row), flush=True)

@@ -4,7 +4,7 @@ AutoModelForSequenceClassification + tokenizer map + DataCollatorWithPadding + T
 arguments, except the ones a recipe must set to compare like with like (epochs, batch size, learning
 rate, seed). No length grouping, no bf16. Prints one JSON row on the last line.
 
-    python bench/hf_trainer_baseline.py --model PATH --train train.csv --validation validation.csv \
+    python bench/hf_trainer_baseline.py --model PATH --train train.csv --validation validation.csv --test test.csv \
         --rows 20000 --epochs 2 --batch-size 32 --learning-rate 1e-4
 """
 
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--train", required=True)
     parser.add_argument("--validation", required=True)
+    parser.add_argument("--test", default=None, help="also report accuracy on this labelled file")
     parser.add_argument("--rows", type=int, default=None, help="seeded subset of the training rows")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -85,9 +86,11 @@ def main() -> None:
         )
         outcome = trainer.train()
         evaluation = trainer.evaluate()
+        tested = trainer.evaluate(to_dataset(pd.read_csv(args.test)), metric_key_prefix="test") if args.test else {}
     row = {
         "accuracy": round(evaluation["eval_accuracy"], 4),
         "macro_f1": round(evaluation["eval_macro_f1"], 4),
+        **{f"test_{k}": round(tested[f"test_{k}"], 4) for k in ("accuracy", "macro_f1") if tested},
         "samples_per_s": round(outcome.metrics["train_samples_per_second"], 2),
         "train_runtime_s": round(outcome.metrics["train_runtime"], 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),

@@ -1,6 +1,6 @@
 """Render a benchmark's JSON rows as a Markdown table (pasted into bench/RESULTS.md).
 
-    python bench/report.py bench/results/foundation.json
+python bench/report.py bench/results/foundation.json
 """
 
 from __future__ import annotations
