@@ -12,6 +12,7 @@ from pathlib import Path
 COLUMNS = [
     ("dataset", "dataset", "{}"),
     ("strategy", "system", "{}"),
+    ("seed", "seed", "{}"),
     ("precision", "precision", "{}"),
     ("train_rows", "train rows", "{:,}"),
     ("epochs", "epochs", "{:g}"),
