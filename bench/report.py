@@ -22,7 +22,7 @@ COLUMNS = [
     ("samples_per_s", "train samples/s", "{:.1f}"),
     ("train_runtime_s", "train s", "{:.0f}"),
     ("peak_rss_mb", "peak RSS MB", "{:,.0f}"),
-    ("trainable_pct", "trainable %", "{:.2f}"),
+    ("trainable_pct", "trainable %", "{:.3g}"),
     ("artifact_mb", "artifact MB", "{:.1f}"),
 ]
 
