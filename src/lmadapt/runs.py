@@ -89,14 +89,18 @@ def verify_manifest(folder: Path) -> None:
             )
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never half of it."""
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a sibling file, then rename it over `path`: readers never see half a file."""
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        partial.write_text(text, encoding="utf-8")
+        write(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_file_atomic(path, lambda partial: partial.write_text(text, encoding="utf-8"))
 
 
 def staging_folder(final: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lmadapt.data.labels import MULTI_LABEL
@@ -10,7 +9,7 @@ from lmadapt.data.loading import FORMATS_BY_SUFFIX, read_table
 from lmadapt.data.prepare import extract_split
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.report import run_data_config
-from lmadapt.runs import Run
+from lmadapt.runs import Run, write_file_atomic
 
 
 def _writer(output: Path):
@@ -49,10 +48,5 @@ def predict_file(run: Run, source: str, output: str | Path, text_column: str | N
     for j, label in enumerate(run.labels.labels):
         frame.loc[split.rows, f"score_{label}"] = scores[:, j].round(6)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    try:
-        write(frame, partial)
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_file_atomic(output, lambda partial: write(frame, partial))
     return len(frame)
