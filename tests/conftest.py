@@ -62,6 +62,28 @@ def tiny_bert(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tuned_tiny_bert(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT after full fine-tuning on the synthetic sentiment rows, saved as a bare backbone.
+
+    A stand-in for a pretrained model: its features already carry the task, as a real pretrained
+    backbone's carry language, so strategies that keep the backbone frozen can learn on top of it.
+    """
+    import lmadapt
+
+    work = tmp_path_factory.mktemp("tuned-tiny-bert")
+    files = {}
+    for name, part in (("train", sentiment_rows(240, seed=1)), ("validation", sentiment_rows(60, seed=2))):
+        files[name] = work / f"{name}.csv"
+        part.to_csv(files[name], index=False)
+    files["test"] = files["validation"]
+    run = lmadapt.train(lmadapt.load_config(None, tiny_overrides(tiny_bert, files, work / "runs", "pretrain")))
+    folder = work / "backbone"
+    run.load_model().base_model.save_pretrained(folder)
+    run.load_tokenizer().save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def sentiment_files(tmp_path) -> dict[str, Path]:
     """train/validation/test CSVs of learnable synthetic sentiment."""

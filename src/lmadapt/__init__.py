@@ -53,4 +53,11 @@ def evaluate(run, data: str, **columns):
     return evaluate_run(load(run) if not hasattr(run, "predictor") else run, data, **columns)
 
 
-__all__ = ["__version__", "evaluate", "load", "load_config", "train"]
+def merge(run, output, *, tolerance: float = 1e-4, overwrite: bool = False) -> dict:
+    """Fold a LoRA/IA3 run's adapter into its backbone; see lmadapt.models.merge.merge_run."""
+    from lmadapt.models.merge import merge_run
+
+    return merge_run(load(run) if not hasattr(run, "predictor") else run, output, tolerance, overwrite)
+
+
+__all__ = ["__version__", "evaluate", "load", "load_config", "merge", "train"]

@@ -159,6 +159,29 @@ def predict(
 
 
 @app.command()
+def merge(
+    run: Path = typer.Argument(..., help="Run folder of a lora or ia3 run."),
+    output: Path = typer.Option(..., "--output", help="Folder for the standalone merged HF model."),
+    tolerance: float = typer.Option(1e-4, help="Largest allowed logit difference between merged and unmerged."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Fold a LoRA or IA3 adapter into its backbone and write a standalone HF model folder.
+
+    The merged model's logits are checked against the adapter's on the run's test data (or fixed
+    sentences); the merge is refused when they differ by more than --tolerance.
+
+    Example: lmadapt merge runs/sentiment-minilm-lora --output merged/sentiment
+    """
+    import lmadapt
+
+    report = lmadapt.merge(run, output, tolerance=tolerance, overwrite=overwrite)
+    console.print(
+        f"merged into {report['output']}: max logit difference {report['max_abs_logit_difference']:.2e} "
+        f"on {report['texts_checked']} texts (tolerance {tolerance:g})"
+    )
+
+
+@app.command()
 def models() -> None:
     """Backbones that resolve here with no network: packaged aliases, installed or not.
 

@@ -122,6 +122,11 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def require_positive(value: float | None, key: str) -> None:
+    if value is not None and value <= 0:
+        raise LmadaptError(f"{key} must be positive, got {value}", where=key)
+
+
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
@@ -136,6 +141,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return _coerce(value, options[0], where)
     if hint is Any:
         return value
+    if origin is list:
+        # A YAML list, or a comma-separated string as `--set key=a,b` gives.
+        items = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        if isinstance(items, list):
+            return [_coerce(item, typing.get_args(hint)[0], where) for item in items]
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -199,14 +209,14 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     return top
 
 
-def _require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+def require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise LmadaptError(f"'{value}' is not a valid value for {key}", fix=did_you_mean(value, allowed))
 
 
 def check_data_config(data: DataConfig) -> None:
-    _require_choice("data.format", data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "hf"))
-    _require_choice("data.task", data.task, ("single_label", "multi_label"))
+    require_choice("data.format", data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "hf"))
+    require_choice("data.task", data.task, ("single_label", "multi_label"))
     if not data.label_delimiter:
         raise LmadaptError("data.label_delimiter must not be empty", fix="use e.g. '|'")
     for key in ("validation_size", "test_size"):
@@ -218,15 +228,13 @@ def check_data_config(data: DataConfig) -> None:
 def _require_positive(config: RunConfig, keys: tuple[str, ...]) -> None:
     for key in keys:
         section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        if value is not None and value <= 0:
-            raise LmadaptError(f"{key} must be positive, got {value}", where=key)
+        require_positive(getattr(getattr(config, section), name), key)
 
 
 def _check_choices(config: RunConfig) -> None:
     check_data_config(config.data)
-    _require_choice("train.precision", config.train.precision, ("auto", "bf16", "fp32"))
-    _require_choice("train.lr_scheduler", config.train.lr_scheduler, ("linear", "cosine", "constant"))
+    require_choice("train.precision", config.train.precision, ("auto", "bf16", "fp32"))
+    require_choice("train.lr_scheduler", config.train.lr_scheduler, ("linear", "cosine", "constant"))
     _require_positive(
         config,
         (

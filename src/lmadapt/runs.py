@@ -89,6 +89,10 @@ def verify_manifest(folder: Path) -> None:
             )
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Let `write` fill a sibling file, then rename it over `path`: readers never see half a file."""
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -160,18 +164,29 @@ class Run:
         return int(self.config["model"]["max_length"])
 
     @cached_property
-    def predictor(self):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def run_config(self):
+        from lmadapt.config import parse_config
 
-        import lmadapt.models.lstm  # noqa: F401  (these register lmadapt's own model types
-        import lmadapt.models.pooled  # noqa: F401   with the Auto classes)
+        return parse_config(self.config)
+
+    def load_model(self, share_backbone: bool = True):
+        """The trained classifier, in eval mode; runs on one backbone share its weights unless told not to."""
+        from lmadapt.models.artifacts import load_model
+
+        return load_model(self.path / "model", self.run_config, self.labels, share_backbone=share_backbone)
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(
+            self.path / "model", trust_remote_code=self.run_config.model.trust_remote_code
+        )
+
+    @cached_property
+    def predictor(self):
         from lmadapt.serving.predict import Predictor
 
-        folder = self.path / "model"
-        trust = bool(self.config["model"].get("trust_remote_code", False))
-        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=trust)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
-        return Predictor(model, tokenizer, self.labels, self.max_length)
+        return Predictor(self.load_model(), self.load_tokenizer(), self.labels, self.max_length)
 
     def predict(
         self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False

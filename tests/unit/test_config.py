@@ -103,7 +103,9 @@ def test_run_names_ranges_and_raw_string_overrides():
     with pytest.raises(LmadaptError, match=r"train.warmup_ratio must lie in \[0, 1\), got 1.0"):
         load_config(None, ["train.warmup_ratio=1.0"])
     assert load_config(None, ["data.train=reviews-*.csv"]).data.train == "reviews-*.csv"
-    with pytest.raises(LmadaptError, match="(?s)unknown pooling 'max'.*Valid: cls, last, mean, native"):
+    with pytest.raises(
+        LmadaptError, match="(?s)'max' is not a valid value for strategy.pooling.*Valid: cls, last, mean, native"
+    ):
         load_config(None, ["strategy.name=head", "strategy.pooling=max"])
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmadapt.config import ModelConfig
-from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
+
+if TYPE_CHECKING:
+    from lmadapt.strategies.base import StrategyContext
 
 
 @contextmanager
@@ -32,13 +35,28 @@ def load_tokenizer(path: Path, model: ModelConfig):
     if tokenizer.pad_token is None:
         # Causal LMs often ship without a pad token; padding with EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if is_causal_lm(path):
+        # The last position then holds the last real token, which decoder classifiers read; this holds
+        # even when prompt tuning feeds embeddings, where the model cannot find the padding itself.
+        tokenizer.padding_side = "left"
     return tokenizer
 
 
-def load_classifier(path: Path, model: ModelConfig, labels: LabelMap):
-    """A backbone with a fresh classification head for these labels, and its tokenizer."""
+def is_causal_lm(path: Path) -> bool:
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures)
+
+
+def load_classifier(context: StrategyContext):
+    """The context's backbone with a fresh classification head for its labels, and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
+    path, model, labels = context.backbone_path, context.model, context.labels
     tokenizer = load_tokenizer(path, model)
     with explained_load_errors(path, model):
         classifier = AutoModelForSequenceClassification.from_pretrained(
@@ -51,15 +69,24 @@ def load_classifier(path: Path, model: ModelConfig, labels: LabelMap):
         )
     if classifier.config.pad_token_id is None:
         classifier.config.pad_token_id = tokenizer.pad_token_id
-    return classifier, tokenizer
+    return _maybe_shared(classifier, context), tokenizer
 
 
-def load_pooled_classifier(path: Path, model: ModelConfig, labels: LabelMap, pooling: str):
-    """The backbone read by `pooling` (mean, cls or last) with a linear head."""
+def _maybe_shared(classifier, context: StrategyContext):
+    if context.share_backbone:
+        from lmadapt.models.shared import share_backbone
+
+        share_backbone(classifier, str(Path(context.backbone_path).resolve()))
+    return classifier
+
+
+def load_pooled_classifier(context: StrategyContext, pooling: str):
+    """The context's backbone read by `pooling` (mean, cls or last) with a linear head."""
     from transformers import AutoModel
 
     from lmadapt.models.pooled import PooledClassifierConfig, PooledForSequenceClassification
 
+    path, model, labels = context.backbone_path, context.model, context.labels
     tokenizer = load_tokenizer(path, model)
     with explained_load_errors(path, model):
         backbone = AutoModel.from_pretrained(path, trust_remote_code=model.trust_remote_code)
@@ -72,10 +99,16 @@ def load_pooled_classifier(path: Path, model: ModelConfig, labels: LabelMap, poo
         problem_type=labels.problem_type,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return PooledForSequenceClassification(config, backbone=backbone), tokenizer
+    return _maybe_shared(PooledForSequenceClassification(config, backbone=backbone), context), tokenizer
 
 
 def head_parameter_names(model) -> list[str]:
     """Parameters outside the pretrained backbone: the classification head."""
     prefix = model.base_model_prefix
     return [name for name, _ in model.named_parameters() if not name.startswith(prefix + ".")]
+
+
+def train_only(model, trainable: set[str]) -> None:
+    """Freeze every parameter but the named ones."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in trainable)

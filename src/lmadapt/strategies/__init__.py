@@ -5,10 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from lmadapt.errors import LmadaptError, did_you_mean
-from lmadapt.strategies import full, head, scratch
+from lmadapt.strategies import adapter, bitfit, full, head, ia3, lora, prefix, prompt_tuning, scratch
 from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (scratch.STRATEGY, head.STRATEGY, full.STRATEGY)}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        scratch.STRATEGY,
+        head.STRATEGY,
+        full.STRATEGY,
+        lora.STRATEGY,
+        adapter.STRATEGY,
+        prefix.STRATEGY,
+        prompt_tuning.STRATEGY,
+        ia3.STRATEGY,
+        bitfit.STRATEGY,
+    )
+}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -19,6 +19,7 @@ class StrategyContext:
     model: ModelConfig
     labels: LabelMap
     train_texts: list[str]
+    share_backbone: bool = False  # inference: reuse one in-memory copy of the backbone's frozen weights
 
 
 @dataclass
@@ -40,3 +41,5 @@ class Strategy:
     prepare: Callable[[StrategyContext, Any], PreparedModel]
     uses_backbone: bool = True
     bf16_ok: bool = True
+    artifact: str = "model"  # what model/ holds: model, peft or delta (see lmadapt.models.artifacts)
+    mergeable: bool = False  # `lmadapt merge` can fold the adapter into the backbone

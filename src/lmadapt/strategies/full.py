@@ -17,7 +17,7 @@ class FullConfig:
 
 
 def prepare(context: StrategyContext, config: FullConfig) -> PreparedModel:
-    model, tokenizer = load_classifier(context.backbone_path, context.model, context.labels)
+    model, tokenizer = load_classifier(context)
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return PreparedModel(model, tokenizer)

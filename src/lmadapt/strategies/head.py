@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmadapt.config import option
-from lmadapt.errors import LmadaptError, did_you_mean
-from lmadapt.models.classifier import head_parameter_names, load_classifier, load_pooled_classifier
+from lmadapt.config import option, require_choice
+from lmadapt.models.classifier import head_parameter_names, load_classifier, load_pooled_classifier, train_only
 from lmadapt.models.pooled import POOLINGS
 from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
 
@@ -21,21 +20,15 @@ class HeadConfig:
     )
 
     def __post_init__(self) -> None:
-        choices = ("native", *POOLINGS)
-        if self.pooling not in choices:
-            raise LmadaptError(
-                f"unknown pooling '{self.pooling}'", where="strategy.pooling", fix=did_you_mean(self.pooling, choices)
-            )
+        require_choice("strategy.pooling", self.pooling, ("native", *POOLINGS))
 
 
 def prepare(context: StrategyContext, config: HeadConfig) -> PreparedModel:
     if config.pooling == "native":
-        model, tokenizer = load_classifier(context.backbone_path, context.model, context.labels)
+        model, tokenizer = load_classifier(context)
     else:
-        model, tokenizer = load_pooled_classifier(context.backbone_path, context.model, context.labels, config.pooling)
-    trainable = set(head_parameter_names(model))
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name in trainable)
+        model, tokenizer = load_pooled_classifier(context, config.pooling)
+    train_only(model, set(head_parameter_names(model)))
     return PreparedModel(model, tokenizer)
 
 
@@ -45,4 +38,5 @@ STRATEGY = Strategy(
     config_class=HeadConfig,
     default_learning_rate=2e-3,
     prepare=prepare,
+    artifact="delta",
 )

@@ -26,8 +26,9 @@ from lmadapt.data.prepare import PreparedData, Split, prepare_data
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
 from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
+from lmadapt.models.artifacts import save_model
 from lmadapt.models.resolve import resolve_backbone
-from lmadapt.runs import Run, load_run, workspace_folder, write_run_folder
+from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.serving.predict import Predictor, encode
 from lmadapt.strategies import Strategy, StrategyContext, get_strategy
 from lmadapt.training.losses import class_weighted_loss
@@ -57,8 +58,10 @@ def peak_rss_mb() -> float:
 
 
 def count_parameters(model) -> dict:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # peft keeps an untrained copy of the head beside the trained one; it is not part of the model.
+    counted = [p for name, p in model.named_parameters() if ".original_module." not in name]
+    total = sum(p.numel() for p in counted)
+    trainable = sum(p.numel() for p in counted if p.requires_grad)
     return {
         "trainable": trainable,
         "total": total,
@@ -256,8 +259,8 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     }
 
     def fill(folder: Path) -> None:
-        model.save_pretrained(folder / "model")
-        tokenizer.save_pretrained(folder / "model")
+        save_model(model, tokenizer, folder / "model", strategy.artifact, config.model.backbone, backbone)
+        metrics["artifact_mb"] = round(folder_bytes(folder / "model") / 2**20, 3)
         data.labels.save(folder / "labels.json")
         (folder / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,88 @@
+"""Fold a LoRA or IA3 adapter into its backbone: a standalone HF model that computes the same logits."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import Run
+
+# Sentences of varied length and tone, for the parity check when the run's own data is not at hand.
+PARITY_SENTENCES = [
+    "A gripping, beautifully shot film with a heart.",
+    "Dull, overlong and badly acted.",
+    "I want to change the PIN on my card.",
+    "The quarterly results beat expectations and the shares rose sharply.",
+    "not bad at all",
+    "It was fine, I guess, though the second half dragged on far too long for my taste.",
+    "Why was my transfer declined?",
+    "an utterly forgettable sequel",
+]
+
+
+def parity_texts(run: Run, limit: int = 64) -> list[str]:
+    """Texts to compare merged and unmerged outputs on: the run's test or validation data, else fixed sentences."""
+    from lmadapt.data.prepare import load_split
+    from lmadapt.evaluation.report import run_data_config
+
+    config = run_data_config(run)
+    for source in (config.test, config.validation):
+        if not source:
+            continue
+        try:
+            texts = load_split(source, config, with_labels=False).texts
+        except (LmadaptError, OSError):
+            continue
+        if texts:
+            return texts[:limit]
+    return PARITY_SENTENCES
+
+
+def merge_run(run: Run, output: Path, tolerance: float = 1e-4, overwrite: bool = False) -> dict:
+    """Write `run` with its adapter folded into the backbone to `output`; refuse if the logits move more than `tolerance`."""
+    from lmadapt.serving.predict import Predictor
+    from lmadapt.strategies import get_strategy
+
+    strategy = get_strategy(run.run_config.strategy_name)
+    if not strategy.mergeable:
+        raise LmadaptError(
+            f"a '{strategy.name}' run has no adapter that folds into the backbone",
+            where=str(run.path),
+            fix="merge runs of the lora or ia3 strategy; other runs are served as they are",
+        )
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise LmadaptError(
+            f"output folder already exists: {output}", fix="choose another --output, or pass --overwrite"
+        )
+    tokenizer = run.load_tokenizer()
+    adapted = run.load_model(share_backbone=False)  # merging writes into the backbone's weights
+    texts = parity_texts(run)
+    before = Predictor(adapted, tokenizer, run.labels, run.max_length).logits(texts)
+    merged = adapted.merge_and_unload()
+    after = Predictor(merged, tokenizer, run.labels, run.max_length).logits(texts)
+    difference = float(np.abs(before - after).max())
+    report = {"max_abs_logit_difference": difference, "tolerance": tolerance, "texts_checked": len(texts)}
+    if not difference <= tolerance:
+        raise LmadaptError(
+            f"the merged model's logits differ by up to {difference:.3g} from the adapter's (tolerance {tolerance:g})",
+            where=str(run.path),
+            fix="keep serving the unmerged run, or raise --tolerance if this drift is acceptable",
+        )
+    merged.config.id2label = run.labels.id2label
+    merged.config.label2id = run.labels.label2id
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        merged.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(partial, output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return {**report, "output": str(output)}

@@ -1,0 +1,71 @@
+"""The peft side of parameter-efficient strategies: wrap a classifier, reload an adapter folder.
+
+One compatibility shim lives here: transformers 5 renamed the models' `past_key_values` argument
+to `cache` (still accepting the old name), and peft 0.21's prefix tuning looks for the old name in
+the forward signature before passing the prefix as past keys/values. `accept_past_key_values`
+restores the name in the signature; the model itself is unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmadapt.errors import LmadaptError
+
+
+def accept_past_key_values(model):
+    """Let peft's prefix tuning hand its prefix to a transformers-5 model (see the module docstring)."""
+    original = model.forward
+
+    def forward(input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, past_key_values=None, **kwargs):
+        return original(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+
+    model.forward = forward
+    return model
+
+
+def _needs_past_key_values(peft_config) -> bool:
+    from peft import PeftType
+
+    return peft_config.peft_type == PeftType.PREFIX_TUNING
+
+
+def wrap_with_peft(model, peft_config):
+    """The classifier with a fresh peft adapter; only the adapter and the head train."""
+    from peft import get_peft_model
+
+    if _needs_past_key_values(peft_config):
+        accept_past_key_values(model)
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as error:
+        raise LmadaptError(
+            f"peft cannot adapt this backbone: {str(error).splitlines()[0][:300]}",
+            where="strategy",
+            fix="set strategy.target_modules to module names of this backbone (see `print(model)`)",
+        ) from None
+
+
+def load_peft_adapter(base_model, folder: Path):
+    """A trained peft adapter folder (head included) on its freshly loaded backbone classifier."""
+    from peft import PeftConfig, PeftModel
+
+    if _needs_past_key_values(PeftConfig.from_pretrained(folder)):
+        accept_past_key_values(base_model)
+    return PeftModel.from_pretrained(base_model, folder)
+
+
+def peft_classifier(context, peft_config):
+    """The context's backbone classifier wrapped with a fresh peft adapter, ready to train."""
+    from lmadapt.models.classifier import load_classifier
+    from lmadapt.strategies.base import PreparedModel
+
+    model, tokenizer = load_classifier(context)
+    return PreparedModel(wrap_with_peft(model, peft_config), tokenizer)

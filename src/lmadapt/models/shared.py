@@ -1,0 +1,39 @@
+"""One copy of a backbone's frozen weights in memory, however many runs adapt it.
+
+The first classifier loaded on a backbone lends its backbone tensors to every later one loaded on
+the same backbone (same folder, same dtype): their parameters point at the same storage, and each
+run keeps only its own adapter and head. Used for inference only: nothing writes into these
+tensors (deltas are assigned, not copied in; merging loads its own copy).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+_lock = threading.Lock()
+_weights: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+
+
+def backbone_parameters(model) -> dict[str, torch.nn.Parameter]:
+    prefix = model.base_model_prefix + "."
+    return {name: p for name, p in model.named_parameters() if name.startswith(prefix)}
+
+
+def share_backbone(model, key: str) -> int:
+    """Point `model`'s backbone parameters at the shared copy for `key`; returns how many were shared."""
+    parameters = backbone_parameters(model)
+    dtype = str(next(iter(parameters.values())).dtype) if parameters else ""
+    with _lock:
+        shared = _weights.get((key, dtype))
+        if shared is None:
+            _weights[(key, dtype)] = {name: p.data for name, p in parameters.items()}
+            return 0
+        count = 0
+        for name, parameter in parameters.items():
+            tensor = shared.get(name)
+            if tensor is not None and tensor.shape == parameter.shape:
+                parameter.data = tensor
+                count += 1
+        return count

@@ -1,0 +1,48 @@
+"""`ia3`: learned rescaling of keys, values and feed-forward activations (Liu et al. 2022), through peft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmadapt.config import option
+from lmadapt.models.peft_models import peft_classifier
+from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+
+
+@dataclass
+class Ia3StrategyConfig:
+    target_modules: list[str] | None = option(
+        None,
+        "Layers whose activations are rescaled; default: peft's choice for the architecture "
+        "(keys, values and the feed-forward output for BERT; k_proj, v_proj, down_proj for Llama).",
+    )
+    feedforward_modules: list[str] | None = option(
+        None,
+        "Which of the target layers are feed-forward layers (rescaled on their input, not output); "
+        "default: peft's choice for the architecture. Must be a subset of target_modules.",
+    )
+
+
+def peft_config(config: Ia3StrategyConfig):
+    from peft import IA3Config, TaskType
+
+    return IA3Config(
+        task_type=TaskType.SEQ_CLS,
+        target_modules=config.target_modules,
+        feedforward_modules=config.feedforward_modules,
+    )
+
+
+def prepare(context: StrategyContext, config: Ia3StrategyConfig) -> PreparedModel:
+    return peft_classifier(context, peft_config(config))
+
+
+STRATEGY = Strategy(
+    name="ia3",
+    summary="learned rescaling vectors on keys, values and feed-forward activations, and a new head (peft)",
+    config_class=Ia3StrategyConfig,
+    default_learning_rate=5e-3,
+    prepare=prepare,
+    artifact="peft",
+    mergeable=True,
+)

@@ -1,0 +1,58 @@
+"""`lora`: low-rank updates to the backbone's linear layers (Hu et al. 2021), through peft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmadapt.config import option, require_choice, require_positive
+from lmadapt.models.peft_models import peft_classifier
+from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+
+BIAS_CHOICES = ("none", "lora_only", "all")
+
+
+@dataclass
+class LoraStrategyConfig:
+    r: int = option(8, "Rank of the low-rank update matrices.")
+    alpha: float = option(16.0, "Scale numerator: updates are multiplied by alpha / r (alpha / sqrt(r) with rslora).")
+    dropout: float = option(0.1, "Dropout on the input of each low-rank branch.")
+    target_modules: list[str] | None = option(
+        None,
+        "Names (or name suffixes) of the linear layers to adapt, e.g. [query, value]; default: every linear "
+        "layer of the backbone ('all-linear'), which small encoders need to come close to full fine-tuning.",
+    )
+    use_rslora: bool = option(False, "Rank-stabilised scaling alpha / sqrt(r), steadier at high ranks.")
+    bias: str = option("none", "Biases that also train: none, lora_only (of adapted layers) or all.")
+
+    def __post_init__(self) -> None:
+        require_positive(self.r, "strategy.r")
+        require_choice("strategy.bias", self.bias, BIAS_CHOICES)
+
+
+def peft_config(config: LoraStrategyConfig):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules or "all-linear",
+        use_rslora=config.use_rslora,
+        bias=config.bias,
+    )
+
+
+def prepare(context: StrategyContext, config: LoraStrategyConfig) -> PreparedModel:
+    return peft_classifier(context, peft_config(config))
+
+
+STRATEGY = Strategy(
+    name="lora",
+    summary="low-rank adapters on the backbone's linear layers, and a new head (peft)",
+    config_class=LoraStrategyConfig,
+    default_learning_rate=1e-3,
+    prepare=prepare,
+    artifact="peft",
+    mergeable=True,
+)
