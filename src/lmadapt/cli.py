@@ -218,7 +218,8 @@ def strategies() -> None:
 
     for strategy in STRATEGIES.values():
         console.print(
-            f"[bold]{strategy.name}[/bold]: {strategy.summary} (default lr {strategy.default_learning_rate:g})"
+            f"[bold]{strategy.name}[/bold]: {strategy.summary} (default lr {strategy.default_learning_rate:g}, "
+            f"warm-up {strategy.default_warmup_ratio:g})"
         )
         for f in dataclasses.fields(strategy.config_class):
             console.print(f"    strategy.{f.name} = {f.default!r}: {f.metadata.get('help', '')}")

@@ -116,7 +116,7 @@ def test_multi_label_tunes_threshold_and_predicts_label_sets(tiny_bert, tmp_path
         tiny_bert,
         files,
         tmp_path / "runs",
-        **{"data.task": "multi_label", "train.epochs": 30, "train.learning_rate": 3e-3},
+        **{"data.task": "multi_label", "train.epochs": 30, "train.learning_rate": 3e-3, "train.warmup_ratio": 0.1},
     )
     test = run.metrics["test"]
     assert test["micro_f1"] >= 0.85, test

@@ -39,6 +39,7 @@ class Strategy:
     config_class: type
     default_learning_rate: float
     prepare: Callable[[StrategyContext, Any], PreparedModel]
+    default_warmup_ratio: float = 0.1
     uses_backbone: bool = True
     bf16_ok: bool = True
     artifact: str = "model"  # what model/ holds: model, peft or delta (see lmadapt.models.artifacts)

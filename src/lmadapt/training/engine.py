@@ -146,7 +146,7 @@ def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         learning_rate=train.learning_rate or strategy.default_learning_rate,
         weight_decay=train.weight_decay,
-        warmup_steps=train.warmup_ratio,
+        warmup_steps=strategy.default_warmup_ratio if train.warmup_ratio is None else train.warmup_ratio,
         lr_scheduler_type=train.lr_scheduler if train.lr_scheduler != "constant" else "constant_with_warmup",
         eval_strategy="epoch",
         save_strategy="epoch",
