@@ -22,7 +22,18 @@ def run_cli(monkeypatch, capsys, *args):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["train"], ["evaluate"], ["predict"], ["models"], ["strategies"], ["demo"], ["data"], ["data", "inspect"]],
+    [
+        [],
+        ["train"],
+        ["evaluate"],
+        ["predict"],
+        ["merge"],
+        ["models"],
+        ["strategies"],
+        ["demo"],
+        ["data"],
+        ["data", "inspect"],
+    ],
 )
 def test_every_command_has_help_with_an_example(monkeypatch, capsys, command):
     code, out, _ = run_cli(monkeypatch, capsys, *command, "--help")
@@ -37,6 +48,7 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
         (["train", tmp_path / "missing.yaml"], "config file not found"),
         (["train", tmp_path / "missing.yaml", "--set", "x"], "config file not found"),
         (["predict", tmp_path / "no-run", "text"], "run folder not found"),
+        (["merge", tmp_path / "no-run", "--output", tmp_path / "merged"], "run folder not found"),
         (["data", "inspect", tmp_path / "bad.csv", "--backbone", "none"], "bad.csv, line 2: malformed CSV"),
         (
             ["data", "inspect", tmp_path / "bad.csv", "--backbone", "none", "--task", "multi"],

@@ -149,7 +149,7 @@ def test_merge_refuses_strategies_without_a_foldable_adapter(tuned_tiny_bert, se
 
 
 def test_runs_on_one_backbone_share_its_weights_in_memory(tuned_tiny_bert, sentiment_files, tmp_path):
-    first, _ = train_case(tuned_tiny_bert, sentiment_files, tmp_path / "runs", "lora", {"train.epochs": 1}, "a")
+    first, _ = train_case(tuned_tiny_bert, sentiment_files, tmp_path / "runs", "head", {"train.epochs": 1}, "a")
     second, _ = train_case(tuned_tiny_bert, sentiment_files, tmp_path / "runs", "bitfit", {"train.epochs": 1}, "b")
     third, _ = train_case(tuned_tiny_bert, sentiment_files, tmp_path / "runs", "adapter", {"train.epochs": 1}, "c")
     models = [lmadapt.load(run.path).predictor.model for run in (first, second, third)]
@@ -162,9 +162,12 @@ def test_runs_on_one_backbone_share_its_weights_in_memory(tuned_tiny_bert, senti
     embedding = "word_embeddings.weight"
     assert storage(models[0], embedding) == storage(models[1], embedding) == storage(models[2], embedding)
     query = "layer.0.attention.self.query.weight"
-    assert storage(models[1], query) == storage(models[2], query)
+    assert storage(models[0], query) == storage(models[1], query) == storage(models[2], query)
+    fourth, _ = train_case(tuned_tiny_bert, sentiment_files, tmp_path / "runs", "lora", {"train.epochs": 1}, "d")
+    lora = lmadapt.load(fourth.path).predictor.model
+    assert storage(lora, "layer.0.attention.self.query.base_layer.weight") == storage(models[0], query)
     # Each run still answers with its own adapter and head, exactly as when loaded alone.
-    for run, model in zip((first, second, third), models):
+    for run, model in zip((first, second, third, fourth), [*models, lora]):
         alone = run.load_model(share_backbone=False)
         tokenizer = run.load_tokenizer()
         np.testing.assert_allclose(

@@ -17,8 +17,9 @@ _weights: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
 
 def backbone_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """The backbone's parameters by their name inside the backbone, whatever head model holds it."""
     prefix = model.base_model_prefix + "."
-    return {name: p for name, p in model.named_parameters() if name.startswith(prefix)}
+    return {name[len(prefix) :]: p for name, p in model.named_parameters() if name.startswith(prefix)}
 
 
 def share_backbone(model, key: str) -> int:

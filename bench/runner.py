@@ -1,0 +1,156 @@
+"""What every benchmark shares: the data protocol, one subprocess per system, and the JSON rows.
+
+Each system trains in its own subprocess, so peak RSS is per system. Rows are keyed by dataset,
+system and seed: a rerun replaces its own row and keeps the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SST2_ROWS = 20000  # seeded subset of the 67k training rows: the tutorial baseline must fit ~20 minutes
+
+
+def write_sst2_subset(data: Path, target: Path) -> Path:
+    """The seeded SST-2 training subset every system reads: the very same rows for lmadapt and the baseline."""
+    import pandas as pd
+
+    frame = pd.read_csv(data / "sst2" / "train.csv").drop_duplicates("text")
+    frame.sample(n=SST2_ROWS, random_state=42).to_csv(target, index=False)
+    return target
+
+
+def data_overrides(dataset: str, data: Path, workdir: Path) -> list[str]:
+    if dataset == "sst2":
+        folder = data / "sst2"
+        return [
+            f"data.train={workdir / 'sst2_train_subset.csv'}",
+            f"data.validation={folder / 'validation.csv'}",
+            f"data.test={folder / 'test.csv'}",
+            # SST-2's phrase-level training data repeats validation sentences; keep them, as every SST-2 paper does.
+            "data.drop_leaks=false",
+        ]
+    folder = data / "banking77"
+    return [f"data.train={folder / 'train.csv'}", f"data.test={folder / 'test.csv'}", "data.validation_size=0.1"]
+
+
+def git_commit() -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return found.stdout.strip() or "unknown"
+
+
+def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, workdir: Path, seed: int) -> dict:
+    """One lmadapt run in this (child) process; returns its benchmark row."""
+    import lmadapt
+
+    settings = [
+        f"name={dataset}-{system}",
+        f"output_dir={workdir}",
+        f"seed={seed}",
+        *data_overrides(dataset, data, workdir),
+        *overrides,
+    ]
+    run = lmadapt.train(lmadapt.load_config(None, settings), overwrite=True)
+    m = run.metrics
+    return {
+        "accuracy": round(m["validation"]["accuracy"], 4),
+        "macro_f1": round(m["validation"]["macro_f1"], 4),
+        "test_accuracy": round(m["test"]["accuracy"], 4),
+        "test_macro_f1": round(m["test"]["macro_f1"], 4),
+        "samples_per_s": m["training"]["samples_per_s"],
+        "train_runtime_s": m["training"]["runtime_s"],
+        "epochs": m["training"]["epochs"],
+        "precision": m["training"]["precision"],
+        "learning_rate": m["training"]["learning_rate"],
+        "peak_rss_mb": m["peak_rss_mb"],
+        "trainable_pct": m["parameters"]["trainable_pct"],
+        "trainable_params": m["parameters"]["trainable"],
+        "artifact_mb": m["artifact_mb"],
+        "train_rows": m["data"]["rows"]["train"],
+        "evaluated_on": "validation"
+        if dataset == "sst2"
+        else "validation (10% of train); test_* on the official test split",
+        "overrides": settings[3:],
+    }
+
+
+def run_benchmark(
+    doc: str,
+    runs: dict[tuple[str, str], list[str]],
+    default_out: Path,
+    baselines: dict[tuple[str, str], Callable[[Path, Path, int], dict]] | None = None,
+) -> None:
+    """The command line of a benchmark script: plan, one child process per system, rows into JSON."""
+    baselines = baselines or {}
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--only", default="", help="comma-separated dataset:system pairs")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="training seed of every system (the data subset stays fixed)"
+    )
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        dataset, system = args.child.split(":")
+        if (dataset, system) in baselines:
+            row = baselines[(dataset, system)](args.data, args.workdir, args.seed)
+        else:
+            row = run_lmadapt(dataset, system, runs[(dataset, system)], args.data, args.workdir, args.seed)
+        print("ROW " + json.dumps(row))
+        return
+
+    plan = [*baselines, *runs]
+    if args.only:
+        wanted = {tuple(item.split(":")) for item in args.only.split(",")}
+        unknown = wanted - set(plan)
+        if unknown:
+            parser.error(f"unknown dataset:system {sorted(unknown)}; known: {[':'.join(p) for p in plan]}")
+        plan = [p for p in plan if p in wanted]
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    command_line = "python " + " ".join(sys.argv)
+    with tempfile.TemporaryDirectory() as workdir:
+        write_sst2_subset(args.data, Path(workdir) / "sst2_train_subset.csv")
+        for dataset, system in plan:
+            started = time.time()
+            print(f"== {dataset} / {system}", flush=True)
+            child = [sys.executable, sys.argv[0], "--data", str(args.data), "--child", f"{dataset}:{system}"]
+            child += ["--workdir", workdir, "--seed", str(args.seed)]
+            done = subprocess.run(child, capture_output=True, text=True)
+            found = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
+            if done.returncode != 0 or not found:
+                print(done.stderr[-3000:], flush=True)
+                last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+                row = {"error": last}
+            else:
+                row = json.loads(found[-1][4:])
+            row = {
+                "dataset": dataset,
+                "strategy": system,
+                "seed": args.seed,
+                **row,
+                "backbone": None if system == "scratch" else "minilm",
+                "wall_s": round(time.time() - started, 1),
+                "commit": git_commit(),
+                "command": command_line,
+                "date": date.today().isoformat(),
+                "cores": os.cpu_count(),
+            }
+            same = (dataset, system, args.seed)
+            rows = [r for r in rows if (r["dataset"], r["strategy"], r.get("seed", 42)) != same] + [row]
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(rows, indent=2) + "\n")
+            print(json.dumps(row), flush=True)
