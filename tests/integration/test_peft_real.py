@@ -4,14 +4,16 @@ import pytest
 
 from tests.integration.test_packaged_models import train
 
-# strategy -> (options, lowest acceptable test accuracy on 300 SST-2 sentences; chance is 0.5)
+# strategy -> (options, lowest acceptable test accuracy on 300 SST-2 sentences; chance is 0.5).
+# Measured here at the strategies' default learning rates: lora 0.83, adapter 0.83, ia3 0.81,
+# bitfit 0.75, prefix 0.75, prompt_tuning 0.60 (soft prompts need bigger models or more data).
 CASES = {
-    "lora": ({"train.epochs": 3}, 0.75),
-    "adapter": ({"train.epochs": 3}, 0.75),
-    "ia3": ({"train.epochs": 4}, 0.65),
+    "lora": ({"train.epochs": 3}, 0.78),
+    "adapter": ({"train.epochs": 3}, 0.78),
+    "ia3": ({"train.epochs": 4}, 0.76),
     "bitfit": ({"train.epochs": 3}, 0.7),
-    "prefix": ({"train.epochs": 4}, 0.6),
-    "prompt_tuning": ({"train.epochs": 4}, 0.6),
+    "prefix": ({"train.epochs": 4}, 0.7),
+    "prompt_tuning": ({"train.epochs": 4}, 0.56),
 }
 
 

@@ -56,7 +56,7 @@ STRATEGY = Strategy(
     name="adapter",
     summary="bottleneck adapters after each attention and feed-forward block (Houlsby or Pfeiffer), and a new head",
     config_class=AdapterStrategyConfig,
-    default_learning_rate=1e-3,
+    default_learning_rate=3e-3,
     prepare=prepare,
     artifact="delta",
 )

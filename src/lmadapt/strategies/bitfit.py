@@ -58,7 +58,7 @@ STRATEGY = Strategy(
     name="bitfit",
     summary="only the backbone's bias terms and a new head train (BitFit)",
     config_class=BitFitConfig,
-    default_learning_rate=1e-3,
+    default_learning_rate=5e-3,
     prepare=prepare,
     artifact="delta",
 )
