@@ -62,10 +62,15 @@ def load_peft_adapter(base_model, folder: Path):
     return PeftModel.from_pretrained(base_model, folder)
 
 
-def peft_classifier(context, peft_config):
-    """The context's backbone classifier wrapped with a fresh peft adapter, ready to train."""
-    from lmadapt.models.classifier import load_classifier
-    from lmadapt.strategies.base import PreparedModel
+def peft_prepare(build_peft_config):
+    """A strategy's `prepare` from its `build_peft_config(strategy_config, context)`: the backbone
+    classifier wrapped with a fresh peft adapter, ready to train."""
 
-    model, tokenizer = load_classifier(context)
-    return PreparedModel(wrap_with_peft(model, peft_config), tokenizer)
+    def prepare(context, config):
+        from lmadapt.models.classifier import load_classifier
+        from lmadapt.strategies.base import PreparedModel
+
+        model, tokenizer = load_classifier(context)
+        return PreparedModel(wrap_with_peft(model, build_peft_config(config, context)), tokenizer)
+
+    return prepare

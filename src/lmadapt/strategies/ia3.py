@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option
-from lmadapt.models.peft_models import peft_classifier
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.peft_models import peft_prepare
+from lmadapt.strategies.base import Strategy, StrategyContext
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Ia3StrategyConfig:
     )
 
 
-def peft_config(config: Ia3StrategyConfig):
+def peft_config(config: Ia3StrategyConfig, context: StrategyContext):
     from peft import IA3Config, TaskType
 
     return IA3Config(
@@ -33,16 +33,12 @@ def peft_config(config: Ia3StrategyConfig):
     )
 
 
-def prepare(context: StrategyContext, config: Ia3StrategyConfig) -> PreparedModel:
-    return peft_classifier(context, peft_config(config))
-
-
 STRATEGY = Strategy(
     name="ia3",
     summary="learned rescaling vectors on keys, values and feed-forward activations, and a new head (peft)",
     config_class=Ia3StrategyConfig,
     default_learning_rate=1e-2,
-    prepare=prepare,
+    prepare=peft_prepare(peft_config),
     artifact="peft",
     mergeable=True,
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option, require_choice, require_positive
-from lmadapt.models.peft_models import peft_classifier
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.peft_models import peft_prepare
+from lmadapt.strategies.base import Strategy, StrategyContext
 
 BIAS_CHOICES = ("none", "lora_only", "all")
 
@@ -29,7 +29,7 @@ class LoraStrategyConfig:
         require_choice("strategy.bias", self.bias, BIAS_CHOICES)
 
 
-def peft_config(config: LoraStrategyConfig):
+def peft_config(config: LoraStrategyConfig, context: StrategyContext):
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
@@ -43,16 +43,12 @@ def peft_config(config: LoraStrategyConfig):
     )
 
 
-def prepare(context: StrategyContext, config: LoraStrategyConfig) -> PreparedModel:
-    return peft_classifier(context, peft_config(config))
-
-
 STRATEGY = Strategy(
     name="lora",
     summary="low-rank adapters on the backbone's linear layers, and a new head (peft)",
     config_class=LoraStrategyConfig,
     default_learning_rate=1e-3,
-    prepare=prepare,
+    prepare=peft_prepare(peft_config),
     artifact="peft",
     mergeable=True,
 )

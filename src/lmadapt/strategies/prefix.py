@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option, require_positive
-from lmadapt.models.peft_models import peft_classifier
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.peft_models import peft_prepare
+from lmadapt.strategies.base import Strategy, StrategyContext
 
 
 @dataclass
@@ -23,7 +23,7 @@ class PrefixStrategyConfig:
         require_positive(self.num_virtual_tokens, "strategy.num_virtual_tokens")
 
 
-def peft_config(config: PrefixStrategyConfig):
+def peft_config(config: PrefixStrategyConfig, context: StrategyContext):
     from peft import PrefixTuningConfig, TaskType
 
     return PrefixTuningConfig(
@@ -34,15 +34,11 @@ def peft_config(config: PrefixStrategyConfig):
     )
 
 
-def prepare(context: StrategyContext, config: PrefixStrategyConfig) -> PreparedModel:
-    return peft_classifier(context, peft_config(config))
-
-
 STRATEGY = Strategy(
     name="prefix",
     summary="trained key/value prefixes at every layer (prefix tuning / P-tuning v2), and a new head (peft)",
     config_class=PrefixStrategyConfig,
     default_learning_rate=1e-2,
-    prepare=prepare,
+    prepare=peft_prepare(peft_config),
     artifact="peft",
 )

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from lmadapt.config import option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
-from lmadapt.models.peft_models import peft_classifier
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.peft_models import peft_prepare
+from lmadapt.strategies.base import Strategy, StrategyContext
 
 INITIALISATIONS = ("sample_vocab", "random", "text")
 
@@ -33,7 +33,7 @@ class PromptTuningStrategyConfig:
             )
 
 
-def peft_config(config: PromptTuningStrategyConfig, backbone_path):
+def peft_config(config: PromptTuningStrategyConfig, context: StrategyContext):
     from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
     return PromptTuningConfig(
@@ -41,12 +41,8 @@ def peft_config(config: PromptTuningStrategyConfig, backbone_path):
         num_virtual_tokens=config.num_virtual_tokens,
         prompt_tuning_init=PromptTuningInit[config.init.upper()],
         prompt_tuning_init_text=config.init_text if config.init == "text" else None,
-        tokenizer_name_or_path=str(backbone_path) if config.init == "text" else None,
+        tokenizer_name_or_path=str(context.backbone_path) if config.init == "text" else None,
     )
-
-
-def prepare(context: StrategyContext, config: PromptTuningStrategyConfig) -> PreparedModel:
-    return peft_classifier(context, peft_config(config, context.backbone_path))
 
 
 STRATEGY = Strategy(
@@ -54,6 +50,6 @@ STRATEGY = Strategy(
     summary="a trained soft prompt before the input, and a new head (peft)",
     config_class=PromptTuningStrategyConfig,
     default_learning_rate=3e-2,
-    prepare=prepare,
+    prepare=peft_prepare(peft_config),
     artifact="peft",
 )
