@@ -35,7 +35,7 @@ lint: setup
 SHARED ?= ../shared/data
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/foundation.py --data $(SHARED)
-	HF_HUB_OFFLINE=1 $(PY) bench/peft.py --data $(SHARED)
+	HF_HUB_OFFLINE=1 $(PY) bench/peft_strategies.py --data $(SHARED)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,8 +4,8 @@ Same protocol as the foundation benchmark (bench/runner.py): SST-2 on the seeded
 2 epochs, scored on validation; Banking77 on its official split, scored on test. Figures go to
 bench/results/peft.json: accuracy, macro-F1, trainable %, artifact MB, training samples/s, peak RSS.
 
-    python bench/peft.py --data ../shared/data                    # everything
-    python bench/peft.py --data ../shared/data --only sst2:lora,banking77:lora
+    python bench/peft_strategies.py --data ../shared/data                    # everything
+    python bench/peft_strategies.py --data ../shared/data --only sst2:lora,banking77:lora
 """
 
 from __future__ import annotations
