@@ -103,6 +103,40 @@ def test_strategy_trains_saves_small_and_reloads_exactly(
     assert run.metrics["artifact_mb"] > 0
 
 
+# The same strategies on a causal LM through its sequence-classification head (Llama: the `score`
+# layer reads the last token, so inputs are padded on the left).
+LLAMA_CASES = [
+    ("lora", lambda n: "lora_" in n or "score" in n),
+    ("adapter", lambda n: ".adapter." in n or "norm" in n or "score" in n),
+    ("prefix", lambda n: "prompt_encoder" in n or "score" in n),
+    ("prompt_tuning", lambda n: "prompt_encoder" in n or "score" in n),
+    ("ia3", lambda n: "ia3_l" in n or "score" in n),
+    ("bitfit", lambda n: n.endswith(".bias") or "score" in n),
+]
+
+
+@pytest.mark.parametrize(("strategy", "may_train"), LLAMA_CASES, ids=[c[0] for c in LLAMA_CASES])
+def test_strategy_adapts_a_causal_lm_classifier(strategy, may_train, tiny_llama, sentiment_files, tmp_path):
+    options = {"strategy.num_virtual_tokens": 4} if strategy in ("prefix", "prompt_tuning") else {}
+    run, snapshot = train_case(
+        tiny_llama, sentiment_files, tmp_path / "runs", strategy, {"train.epochs": 1, **options}, "llama"
+    )
+    tokenizer = run.load_tokenizer()
+    assert tokenizer.padding_side == "left"
+    after = dict(snapshot.model.named_parameters())
+    changed = {n for n, before in snapshot.before.items() if not torch.equal(before, after[n].detach())}
+    trainable = {n for n, p in after.items() if p.requires_grad}
+    assert changed and changed <= trainable and all(may_train(n) for n in trainable)
+    assert any("score" not in n for n in changed), "only the head trained"
+    trained = Predictor(snapshot.model, tokenizer, run.labels, run.max_length).logits(TEXTS)
+    np.testing.assert_allclose(lmadapt.load(run.path).predictor.logits(TEXTS), trained, rtol=0, atol=1e-6)
+    # A text scores the same alone as in a padded batch: the classifier reads the last real token.
+    # Not so for prefix tuning: left padding moves the text relative to the prefix's positions.
+    if strategy != "prefix":
+        alone = Predictor(snapshot.model, tokenizer, run.labels, run.max_length).logits(TEXTS[:1])
+        np.testing.assert_allclose(alone, trained[:1], atol=1e-4)
+
+
 @pytest.mark.parametrize("strategy", ["lora", "ia3", "prefix", "prompt_tuning"])
 def test_peft_adapters_load_with_plain_peft(strategy, tuned_tiny_bert, sentiment_files, tmp_path):
     from peft import PeftModel
