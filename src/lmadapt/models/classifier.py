@@ -39,6 +39,7 @@ def load_tokenizer(path: Path, model: ModelConfig):
         # The last position then holds the last real token, which decoder classifiers read; this holds
         # even when prompt tuning feeds embeddings, where the model cannot find the padding itself.
         tokenizer.padding_side = "left"
+        tokenizer.init_kwargs["padding_side"] = "left"  # so that the run's saved tokenizer keeps it
     return tokenizer
 
 
