@@ -233,3 +233,28 @@ def test_adapter_targets_unknown_architecture_ask_for_module_names():
     with pytest.raises(LmadaptError, match="(?s)no default adapter placement for 'gpt_neox'.*strategy.target_modules"):
         target_patterns("gpt_neox", "houlsby", None)
     assert target_patterns("gpt_neox", "houlsby", ["dense$"]) == ["dense$"]
+
+
+def test_head_learning_rate_puts_the_new_head_in_its_own_group(tuned_tiny_bert, sentiment_files, tmp_path):
+    from lmadapt.training.engine import train
+
+    class Groups(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            names = {id(p): n for n, p in model.named_parameters()}
+            # The scheduler has already scaled "lr" for warm-up; "initial_lr" is each group's peak.
+            self.groups = [(g["initial_lr"], {names[id(p)] for p in g["params"]}) for g in optimizer.param_groups]
+
+    groups = Groups()
+    overrides = tiny_overrides(
+        tuned_tiny_bert,
+        sentiment_files,
+        tmp_path / "runs",
+        "head-lr",
+        **{"strategy.name": "lora", "train.epochs": 1, "train.learning_rate": 1e-3, "train.head_learning_rate": 5e-2},
+    )
+    train(lmadapt.load_config(None, overrides), callbacks=[groups])
+    head = {n for lr, names in groups.groups if lr == 5e-2 for n in names}
+    rest = {n for lr, names in groups.groups if lr == 1e-3 for n in names}
+    assert head and all(".modules_to_save." in n for n in head)
+    assert rest and all("lora_" in n for n in rest)
+    assert sum(len(names) for _, names in groups.groups) == len(head | rest)

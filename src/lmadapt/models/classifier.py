@@ -103,6 +103,13 @@ def load_pooled_classifier(context: StrategyContext, pooling: str):
     return _maybe_shared(PooledForSequenceClassification(config, backbone=backbone), context), tokenizer
 
 
+def new_head_parameter_names(model) -> set[str]:
+    """The freshly initialised head of a classifier, also inside a peft model (its modules_to_save)."""
+    names = [name for name, _ in model.named_parameters()]
+    saved = {name for name in names if ".modules_to_save." in name}
+    return saved or set(head_parameter_names(model))
+
+
 def head_parameter_names(model) -> list[str]:
     """Parameters outside the pretrained backbone: the classification head."""
     prefix = model.base_model_prefix

@@ -27,6 +27,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
 from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
 from lmadapt.models.artifacts import save_model
+from lmadapt.models.classifier import new_head_parameter_names
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.serving.predict import Predictor, encode
@@ -169,6 +170,29 @@ def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
     )
 
 
+def optimizer_with_head_rate(trainer, head_learning_rate: float):
+    """The optimizer the Trainer would build, with the new head in its own group at its own rate."""
+    model, args = trainer.model, trainer.args
+    head = new_head_parameter_names(model)
+    decayed = set(trainer.get_decay_parameter_names(model))
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            groups.setdefault((name in head, name in decayed), []).append(parameter)
+    optimizer_class, optimizer_kwargs = trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_class(
+        [
+            {
+                "params": parameters,
+                "lr": head_learning_rate if is_head else args.learning_rate,
+                "weight_decay": args.weight_decay if is_decayed else 0.0,
+            }
+            for (is_head, is_decayed), parameters in groups.items()
+        ],
+        **optimizer_kwargs,
+    )
+
+
 def _evaluate_splits(predictor: Predictor, data: PreparedData) -> dict:
     """Validation and test metrics; for multi-label the threshold is tuned on validation first."""
     labels = data.labels
@@ -223,6 +247,8 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
         else None,
         callbacks=trainer_callbacks,
     )
+    if config.train.head_learning_rate:
+        trainer.optimizer = optimizer_with_head_rate(trainer, config.train.head_learning_rate)
     try:
         outcome = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
