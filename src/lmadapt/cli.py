@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -222,7 +223,7 @@ def strategies() -> None:
             f"warm-up {strategy.default_warmup_ratio:g})"
         )
         for f in dataclasses.fields(strategy.config_class):
-            console.print(f"    strategy.{f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+            console.print(escape(f"    strategy.{f.name} = {f.default!r}: {f.metadata.get('help', '')}"))
 
 
 @app.command()

@@ -105,3 +105,12 @@ def test_train_predict_evaluate_through_the_cli(monkeypatch, capsys, tmp_path, t
 def test_models_lists_packaged_aliases(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "models")
     assert code == 0 and "minilm" in out and "smollm2" in out and "22.7M" in out
+
+
+def test_strategies_lists_every_strategy_with_its_options_verbatim(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "strategies")
+    flat = " ".join(out.split())
+    assert code == 0
+    for name in ("scratch", "head", "full", "lora", "adapter", "prefix", "prompt_tuning", "ia3", "bitfit"):
+        assert f"{name}:" in flat
+    assert "e.g. [query, value]" in flat  # option help is printed as written, not read as markup
