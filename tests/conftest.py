@@ -37,6 +37,25 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LMADAPT_HOME", str(tmp_path_factory.getbasetemp() / "lmadapt-home"))
 
 
+def save_random_model(model_class, config, tokenizer, folder: Path) -> Path:
+    """A model folder with seeded random weights and the tokenizer."""
+    import torch
+
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_splits(folder: Path, parts: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """One CSV per split; returns their paths by split name."""
+    paths = {}
+    for name, part in parts.items():
+        paths[name] = folder / f"{name}.csv"
+        part.to_csv(paths[name], index=False)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and a word-piece vocabulary of the test words."""
@@ -54,18 +73,12 @@ def tiny_bert(tmp_path_factory) -> Path:
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_model(BertModel, config, tokenizer, folder)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, tiny_bert) -> Path:
     """A 2-layer, 32-wide Llama causal LM with random weights (grouped-query attention, no biases)."""
-    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-llama")
@@ -80,10 +93,7 @@ def tiny_llama(tmp_path_factory, tiny_bert) -> Path:
         max_position_embeddings=128,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_model(LlamaForCausalLM, config, tokenizer, folder)
 
 
 @pytest.fixture(scope="session")
@@ -96,10 +106,7 @@ def tuned_tiny_bert(tiny_bert, tmp_path_factory) -> Path:
     import lmadapt
 
     work = tmp_path_factory.mktemp("tuned-tiny-bert")
-    files = {}
-    for name, part in (("train", sentiment_rows(240, seed=1)), ("validation", sentiment_rows(60, seed=2))):
-        files[name] = work / f"{name}.csv"
-        part.to_csv(files[name], index=False)
+    files = write_splits(work, {"train": sentiment_rows(240, seed=1), "validation": sentiment_rows(60, seed=2)})
     files["test"] = files["validation"]
     run = lmadapt.train(lmadapt.load_config(None, tiny_overrides(tiny_bert, files, work / "runs", "pretrain")))
     folder = work / "backbone"
@@ -111,12 +118,12 @@ def tuned_tiny_bert(tiny_bert, tmp_path_factory) -> Path:
 @pytest.fixture
 def sentiment_files(tmp_path) -> dict[str, Path]:
     """train/validation/test CSVs of learnable synthetic sentiment."""
-    frame = sentiment_rows(360)
-    paths = {}
-    for name, part in (("train", frame[:240]), ("validation", frame[240:300]), ("test", frame[300:])):
-        paths[name] = tmp_path / f"{name}.csv"
-        part.to_csv(paths[name], index=False)
-    return paths
+    return write_three_splits(tmp_path, sentiment_rows(360))
+
+
+def write_three_splits(folder: Path, frame: pd.DataFrame) -> dict[str, Path]:
+    """The first 240 rows for training, the next 60 for validation, the last 60 for test."""
+    return write_splits(folder, {"train": frame[:240], "validation": frame[240:300], "test": frame[300:]})
 
 
 def tiny_overrides(model: Path, files: dict[str, Path], out: Path, name: str = "tiny", **extra) -> list[str]:

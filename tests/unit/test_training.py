@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 import lmadapt
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import load_run, write_run_folder
-from tests.conftest import sentiment_rows, tiny_overrides
+from tests.conftest import sentiment_rows, tiny_overrides, write_three_splits
 
 RUN_FILES = {
     "model",
@@ -108,13 +108,9 @@ def test_multi_label_tunes_threshold_and_predicts_label_sets(tiny_bert, tmp_path
         "|".join(filter(None, ["praise" if label == "positive" else "", "music" if "music" in text else ""]))
         for text, label in zip(frame["text"], frame["label"])
     ]
-    files = {}
-    for name, part in (("train", frame[:240]), ("validation", frame[240:300]), ("test", frame[300:])):
-        files[name] = tmp_path / f"{name}.csv"
-        part.to_csv(files[name], index=False)
     run = train_tiny(
         tiny_bert,
-        files,
+        write_three_splits(tmp_path, frame),
         tmp_path / "runs",
         **{"data.task": "multi_label", "train.epochs": 30, "train.learning_rate": 3e-3, "train.warmup_ratio": 0.1},
     )
