@@ -117,19 +117,28 @@ def workspace_folder(final: Path) -> Path:
 
 
 def write_run_folder(final: Path, fill: Callable[[Path], None], overwrite: bool) -> None:
-    """Fill a staging folder, add the manifest, then move it into place in one rename.
-
-    An interrupted write never leaves a folder that looks finished; an old run that is
-    overwritten is removed only after the new one is in place.
-    """
+    """Fill a staging folder, add the manifest, then move it into place in one rename."""
     if final.exists() and not overwrite:
         raise LmadaptError(f"run folder already exists: {final}", fix="choose another name, or pass --overwrite")
+
+    def fill_and_sign(staging: Path) -> None:
+        fill(staging)
+        write_manifest(staging)
+
+    replace_folder_atomic(final, fill_and_sign)
+
+
+def replace_folder_atomic(final: Path, fill: Callable[[Path], None]) -> None:
+    """Let `fill` write a staging sibling folder, then move it to `final` in one rename.
+
+    An interrupted write never leaves a folder that looks finished; a folder already at `final` is
+    removed only after the new one is in place, and put back if the rename fails.
+    """
     staging = staging_folder(final)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         fill(staging)
-        write_manifest(staging)
         old = None
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -138,7 +147,7 @@ def write_run_folder(final: Path, fill: Callable[[Path], None], overwrite: bool)
             os.replace(staging, final)
         except BaseException:
             if old is not None:
-                os.replace(old, final)  # put the previous run back
+                os.replace(old, final)  # put the previous folder back
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

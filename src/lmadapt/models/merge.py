@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from lmadapt.errors import LmadaptError
-from lmadapt.runs import Run
+from lmadapt.runs import Run, replace_folder_atomic
 
 # Sentences of varied length and tone, for the parity check when the run's own data is not at hand.
 PARITY_SENTENCES = [
@@ -75,14 +73,10 @@ def merge_run(run: Run, output: Path, tolerance: float = 1e-4, overwrite: bool =
         )
     merged.config.id2label = run.labels.id2label
     merged.config.label2id = run.labels.label2id
-    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        merged.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(partial, output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        merged.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    replace_folder_atomic(output, write)
     return {**report, "output": str(output)}

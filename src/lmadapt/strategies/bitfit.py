@@ -39,18 +39,15 @@ def prepare(context: StrategyContext, config: BitFitConfig) -> PreparedModel:
     model, tokenizer = load_classifier(context)
     if config.add_missing_biases:
         add_zero_biases(model)
-    biases = {
-        name
-        for name, _ in model.named_parameters()
-        if name.endswith(".bias") and name.startswith(model.base_model_prefix + ".")
-    }
+    head = set(head_parameter_names(model))
+    biases = {name for name, _ in model.named_parameters() if name.endswith(".bias") and name not in head}
     if not biases:
         raise LmadaptError(
             "this backbone has no bias terms, so BitFit would train only the head",
             where="strategy.add_missing_biases",
             fix="set strategy.add_missing_biases=true, or use the head, lora or ia3 strategy",
         )
-    train_only(model, biases | set(head_parameter_names(model)))
+    train_only(model, biases | head)
     return PreparedModel(model, tokenizer)
 
 
