@@ -258,3 +258,25 @@ def test_head_learning_rate_puts_the_new_head_in_its_own_group(tuned_tiny_bert, 
     assert head and all(".modules_to_save." in n for n in head)
     assert rest and all("lora_" in n for n in rest)
     assert sum(len(names) for _, names in groups.groups) == len(head | rest)
+
+
+def test_training_errors_of_peft_strategies_say_what_to_change(tuned_tiny_bert, tiny_llama, sentiment_files, tmp_path):
+    with pytest.raises(LmadaptError, match="(?s)peft cannot adapt this backbone.*strategy.target_modules"):
+        train_case(
+            tuned_tiny_bert, sentiment_files, tmp_path / "runs", "lora", {"strategy.target_modules": "nowhere"}, "x"
+        )
+    with pytest.raises(LmadaptError, match="(?s)no bias terms.*add_missing_biases=true"):
+        train_case(
+            tiny_llama, sentiment_files, tmp_path / "runs", "bitfit", {"strategy.add_missing_biases": False}, "y"
+        )
+
+
+def test_a_run_whose_backbone_is_gone_says_which_backbone_it_needs(tuned_tiny_bert, sentiment_files, tmp_path):
+    import shutil
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tuned_tiny_bert, backbone)
+    run, _ = train_case(backbone, sentiment_files, tmp_path / "runs", "bitfit", {"train.epochs": 1}, "orphan")
+    shutil.rmtree(backbone)
+    with pytest.raises(LmadaptError, match="(?s)adapts the backbone '.*backbone', which is not available here"):
+        lmadapt.load(run.path).predict(["the film was great"])
