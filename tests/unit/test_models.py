@@ -52,3 +52,28 @@ def test_packaged_minilm_resolves_and_loads_without_network(monkeypatch):
     path = resolve_backbone("minilm")
     assert (path / "model.safetensors").is_file()
     assert AutoTokenizer.from_pretrained(path)("a film")["input_ids"][0] == 101
+
+
+@pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_llama"])
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_pooled_classifier_scores_a_text_alike_alone_and_in_a_padded_batch(backbone, pooling, request):
+    import torch
+
+    from lmadapt.config import ModelConfig
+    from lmadapt.data.labels import LabelMap
+    from lmadapt.models.classifier import load_pooled_classifier
+    from lmadapt.strategies import StrategyContext
+
+    path = request.getfixturevalue(backbone)
+    labels = LabelMap(["negative", "positive"])
+    model, tokenizer = load_pooled_classifier(
+        StrategyContext(path, ModelConfig(backbone=str(path)), labels, []), pooling
+    )
+    model.eval()
+    texts = ["good", "a much longer text that needs many more tokens than the first one"]
+    with torch.no_grad():
+        batch = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        alone = model(**tokenizer(texts[:1], return_tensors="pt")).logits
+    # The backbone must keep its attention implementation, or it attends to the padding.
+    assert model.backbone.config._attn_implementation is not None
+    torch.testing.assert_close(batch[:1], alone, rtol=0, atol=1e-5)

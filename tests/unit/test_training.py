@@ -73,9 +73,10 @@ def test_early_stopping_stops_and_restores_the_best_checkpoint(tiny_bert, sentim
     assert run.metrics["validation"]["macro_f1"] == pytest.approx(best, abs=1e-6)
 
 
-def test_head_trains_only_the_head(tiny_bert, sentiment_files, tmp_path):
+def test_head_trains_only_the_head(tuned_tiny_bert, sentiment_files, tmp_path):
+    # A frozen backbone learns only as well as its features: the tuned tiny BERT's carry the task.
     run = train_tiny(
-        tiny_bert,
+        tuned_tiny_bert,
         sentiment_files,
         tmp_path / "runs",
         **{"strategy.name": "head", "train.learning_rate": 0.05, "train.epochs": 40},
@@ -83,11 +84,11 @@ def test_head_trains_only_the_head(tiny_bert, sentiment_files, tmp_path):
     params = run.metrics["parameters"]
     assert params["trainable"] == 32 * 2 + 2  # linear head over 32-wide pooled states
     trained = run.predictor.model.backbone.state_dict()
-    original = AutoModelForSequenceClassification.from_pretrained(tiny_bert).bert.state_dict()
+    original = AutoModelForSequenceClassification.from_pretrained(tuned_tiny_bert).bert.state_dict()
     for name, tensor in original.items():
         if name in trained:
             assert torch.equal(trained[name], tensor), f"backbone weight {name} changed"
-    assert run.metrics["test"]["accuracy"] > 0.6
+    assert run.metrics["test"]["accuracy"] >= 0.85
 
 
 def test_scratch_baseline_learns_from_random_init(sentiment_files, tmp_path, tiny_bert):

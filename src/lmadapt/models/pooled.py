@@ -30,6 +30,10 @@ class PooledClassifierConfig(PretrainedConfig):
     def __init__(self, backbone_config=None, pooling: str = "mean", classifier_dropout: float = 0.1, **kwargs):
         if isinstance(backbone_config, dict):
             backbone_config = AutoConfig.for_model(**backbone_config)
+        if backbone_config is not None:
+            # PretrainedConfig hands its attention implementation down to sub-configs, and an unset one
+            # (None) makes the backbone drop its padding mask: outputs would depend on batch padding.
+            kwargs.setdefault("attn_implementation", backbone_config._attn_implementation)
         self.backbone_config = backbone_config
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
@@ -40,6 +44,10 @@ class PooledForSequenceClassification(PreTrainedModel):
     config_class = PooledClassifierConfig
     base_model_prefix = "backbone"
     main_input_name = "input_ids"
+    # Attention runs inside the backbone, with the implementation the backbone was loaded with.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
 
     def __init__(self, config: PooledClassifierConfig, backbone=None):
         super().__init__(config)
