@@ -110,7 +110,7 @@ LLAMA_CASES = [
     ("adapter", lambda n: ".adapter." in n or "norm" in n or "score" in n),
     ("prefix", lambda n: "prompt_encoder" in n or "score" in n),
     ("prompt_tuning", lambda n: "prompt_encoder" in n or "score" in n),
-    ("ia3", lambda n: "ia3_l" in n or "score" in n),
+    ("ia3", lambda n: "ia3_l" in n or "classifier" in n),  # a head on the mean of the states (its default pooling)
     ("bitfit", lambda n: n.endswith(".bias") or "score" in n),
 ]
 
@@ -143,9 +143,9 @@ def test_peft_adapters_load_with_plain_peft(strategy, tuned_tiny_bert, sentiment
 
     from lmadapt.models.peft_models import accept_past_key_values
 
-    run, _ = train_case(
-        tuned_tiny_bert, sentiment_files, tmp_path / "runs", strategy, {"train.epochs": 1}, f"plain-{strategy}"
-    )
+    # IA3 on the model's own head: its default head reads mean-pooled states through lmadapt's class.
+    options = {"train.epochs": 1, **({"strategy.pooling": "native"} if strategy == "ia3" else {})}
+    run, _ = train_case(tuned_tiny_bert, sentiment_files, tmp_path / "runs", strategy, options, f"plain-{strategy}")
     base = AutoModelForSequenceClassification.from_pretrained(tuned_tiny_bert, num_labels=2)
     if strategy == "prefix":
         accept_past_key_values(base)  # peft 0.21 + transformers 5: see lmadapt.models.peft_models

@@ -83,9 +83,9 @@ def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backb
         return model.eval()
     context = StrategyContext(backbone_of(folder), config.model, labels, [], share_backbone=share_backbone)
     if strategy.artifact == PEFT:
-        from lmadapt.models.classifier import load_classifier
+        from lmadapt.models.peft_models import peft_base_classifier
 
-        base, _ = load_classifier(context)
+        base, _ = peft_base_classifier(context, config.strategy)
         return load_peft_adapter(base, folder).eval()
     from safetensors.torch import load_file
 

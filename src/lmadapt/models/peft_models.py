@@ -69,15 +69,23 @@ def load_peft_adapter(base_model, folder: Path):
     return PeftModel.from_pretrained(base_model, folder)
 
 
+def peft_base_classifier(context, config):
+    """The classifier a peft strategy adapts: the backbone's own (BERT's pooler, a causal LM's last
+    token), or, where the strategy config asks for `pooling`, lmadapt's pooled classifier."""
+    from lmadapt.models.classifier import load_classifier, load_pooled_classifier
+
+    pooling = getattr(config, "pooling", "native")
+    return load_classifier(context) if pooling == "native" else load_pooled_classifier(context, pooling)
+
+
 def peft_prepare(build_peft_config):
     """A strategy's `prepare` from its `build_peft_config(strategy_config, context)`: the backbone
     classifier wrapped with a fresh peft adapter, ready to train."""
 
     def prepare(context, config):
-        from lmadapt.models.classifier import load_classifier
         from lmadapt.strategies.base import PreparedModel
 
-        model, tokenizer = load_classifier(context)
+        model, tokenizer = peft_base_classifier(context, config)
         return PreparedModel(wrap_with_peft(model, build_peft_config(config, context)), tokenizer)
 
     return prepare
