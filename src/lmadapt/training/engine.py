@@ -70,15 +70,13 @@ def count_parameters(model) -> dict:
     }
 
 
-def to_dataset(tokenizer, split: Split, labels: LabelMap, max_length: int):
-    """A tokenised datasets.Dataset with labels and lengths (for length-grouped batches)."""
-    import datasets
-
+def to_dataset(tokenizer, split: Split, labels: LabelMap, max_length: int) -> list[dict]:
+    """Tokenised rows with their labels, as a list the Trainer indexes (and measures for length-grouped
+    batches). Not a datasets.Dataset: its fingerprinting pickles the Arrow table with dill, which fails
+    on Python 3.12 with datasets 5.2 and pyarrow 26 (seen on a GPU machine), and gains nothing here."""
     encoded = encode(tokenizer, split.texts, split.pairs, max_length)
-    columns = {key: encoded[key] for key in encoded}
-    columns["labels"] = labels.encode(split.labels).tolist()
-    columns["length"] = [len(ids) for ids in encoded["input_ids"]]
-    return datasets.Dataset.from_dict(columns)
+    targets = labels.encode(split.labels).tolist()
+    return [{**{key: encoded[key][i] for key in encoded}, "labels": targets[i]} for i in range(len(targets))]
 
 
 def _first_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
@@ -158,7 +156,6 @@ def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
         logging_strategy="steps",
         logging_steps=train.logging_steps,
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
-        length_column_name="length",
         bf16=use_bf16(config, strategy),
         use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
