@@ -227,6 +227,49 @@ def strategies() -> None:
 
 
 @app.command()
+def fewshot(
+    config: Path = typer.Argument(..., help="YAML recipe of the few-shot strategy (data, template, verbalizer, ...)."),
+    shots: str = typer.Option("8,16,64", help="Shots per class, comma-separated."),
+    seeds: int = typer.Option(5, min=1, help="Seeds per shot count (each draws other examples)."),
+    strategies: str = typer.Option("", help="Strategies to sweep, comma-separated; default: the config's."),
+    zero_shot: str = typer.Option(
+        "", "--zero-shot", help="Zero-shot strategies as reference lines, e.g. zeroshot_embed."
+    ),
+    full: bool = typer.Option(
+        True, "--full/--no-full", help="Full fine-tuning on all training rows as a reference line."
+    ),
+    split: str = typer.Option("test", help="Split the table reports: test or validation."),
+    output: Path = typer.Option(
+        Path("runs/fewshot"), help="Folder for the runs, fewshot.md/.csv/.json and fewshot.png."
+    ),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+) -> None:
+    """Accuracy against shots per class over seeds, with zero-shot and full fine-tuning as reference lines.
+
+    Example: lmadapt fewshot configs/sentiment/minilm_setfit.yaml --shots 8,16,64 --seeds 5 --zero-shot zeroshot_embed
+    """
+    import lmadapt
+    from lmadapt.compare.fewshot import fewshot_sweep, markdown_table
+
+    if split not in ("test", "validation"):
+        raise LmadaptError(f"--split must be test or validation, got '{split}'")
+    try:
+        counts = [int(k) for k in shots.split(",") if k.strip()]
+    except ValueError:
+        raise LmadaptError(f"--shots must be whole numbers separated by commas, got '{shots}'") from None
+    if not counts or min(counts) < 1:
+        raise LmadaptError("--shots needs at least one positive number", fix="e.g. --shots 8,16,64")
+    base = lmadapt.load_config(config, set_)
+    names = [n.strip() for n in strategies.split(",") if n.strip()] or None
+    zero = [n.strip() for n in zero_shot.split(",") if n.strip()]
+    result = fewshot_sweep(
+        base, output, counts, seeds, names, zero, full, split, progress=lambda name: console.rule(f"training {name}")
+    )
+    console.print(markdown_table(result.summary, split))
+    console.print(f"table, runs and plot in {output} (fewshot.md, fewshot.csv, fewshot.json, fewshot.png)")
+
+
+@app.command()
 def demo(output_dir: str = typer.Option("runs", help="Folder that receives the demo's run folders.")) -> None:
     """Adapt the packaged MiniLM to real movie-review sentiment, offline, beside two baselines.
 

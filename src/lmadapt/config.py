@@ -48,6 +48,11 @@ class DataConfig:
     max_train_rows: int | None = option(
         None, "Keep a seeded, stratified subset of this many training rows (after splitting)."
     )
+    shots_per_class: int | None = option(
+        None,
+        "Few-shot learning: keep k training rows per class (seeded, stratified; after splitting). For one "
+        "seed the rows are nested: the 8-shot set is part of the 16-shot set.",
+    )
     normalize_unicode: bool = option(True, "Apply Unicode NFKC normalisation and collapse whitespace.")
     drop_empty: bool = option(False, "Drop rows whose text is empty; when false an empty text is an error.")
     deduplicate: bool = option(True, "Drop exact duplicate texts within each split.")
@@ -56,7 +61,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = option("minilm", "Backbone: a local folder, a packaged alias (see `lmadapt models`), or a hub id.")
+    backbone: str | None = option(
+        None,
+        "Backbone: a local folder, a packaged alias (see `lmadapt models`), or a hub id; empty: the "
+        "strategy's default (minilm; smollm2 for strategies that read a causal LM's words).",
+    )
     max_length: int = option(128, "Longest input in tokens; longer texts are truncated.")
     trust_remote_code: bool = option(False, "Allow custom modelling code from the model folder or hub.")
 
@@ -86,6 +95,12 @@ class TrainConfig:
     gradient_accumulation_steps: int = option(1, "Batches accumulated per optimiser step.")
     early_stopping_patience: int | None = option(
         2, "Stop after this many epochs without a better validation macro-F1; empty disables."
+    )
+    select_best: bool = option(
+        True,
+        "Evaluate on validation each epoch and restore the best epoch's weights at the end. Turn it off (with "
+        "early_stopping_patience empty) when validation is the evaluation set, as in few-shot protocols: "
+        "then the last epoch's weights are kept and validation is read once, after training.",
     )
     class_weights: bool = option(
         False, "Weight the loss by inverse class frequency (pos_weight per label for multi-label)."
@@ -117,6 +132,10 @@ class RunConfig:
             from lmadapt.strategies import get_strategy
 
             self.strategy = get_strategy("full").config_class()
+        if self.model.backbone is None:
+            from lmadapt.strategies import get_strategy
+
+            self.model.backbone = get_strategy(self.strategy_name).default_backbone
 
     @property
     def strategy_name(self) -> str:
@@ -152,6 +171,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return _coerce(value, options[0], where)
     if hint is Any:
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise LmadaptError(f"expected a mapping, got {value!r}", where=where)
+        key_hint, value_hint = typing.get_args(hint)
+        return {_coerce(k, key_hint, where): _coerce(v, value_hint, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         # A YAML list, or a comma-separated string as `--set key=a,b` gives.
         items = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
@@ -173,6 +197,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
+    if hint is str and isinstance(value, (dict, list)):
+        raise LmadaptError(
+            f"expected text, got {value!r}",
+            where=where,
+            fix="put the value in quotes: YAML reads text that starts with { or [ as a mapping or a list",
+        )
     raise LmadaptError(f"expected {_type_name(hint)}, got {value!r}", where=where)
 
 
@@ -216,6 +246,8 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     top = build_dataclass(RunConfig, raw, "")
     for name, value in built.items():
         setattr(top, name, value)
+    if top.model.backbone is None:
+        top.model.backbone = spec.default_backbone
     _check_choices(top)
     return top
 
@@ -259,8 +291,15 @@ def _check_choices(config: RunConfig) -> None:
             "train.early_stopping_patience",
             "model.max_length",
             "data.max_train_rows",
+            "data.shots_per_class",
         ),
     )
+    if not config.train.select_best and config.train.early_stopping_patience:
+        raise LmadaptError(
+            "train.select_best=false keeps the last epoch, but early stopping picks an epoch on validation",
+            where="train.select_best",
+            fix="also set train.early_stopping_patience= (empty), or keep select_best",
+        )
     if config.train.warmup_ratio is not None and not 0.0 <= config.train.warmup_ratio < 1.0:
         raise LmadaptError(f"train.warmup_ratio must lie in [0, 1), got {config.train.warmup_ratio}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", config.name):

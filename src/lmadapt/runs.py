@@ -185,11 +185,15 @@ class Run:
         return load_model(self.path / "model", self.run_config, self.labels, share_backbone=share_backbone)
 
     def load_tokenizer(self):
+        """The tokenizer the model reads through (for prompt strategies: one that writes the prompt first)."""
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(
-            self.path / "model", trust_remote_code=self.run_config.model.trust_remote_code
-        )
+        from lmadapt.strategies import get_strategy
+
+        config = self.run_config
+        tokenizer = AutoTokenizer.from_pretrained(self.path / "model", trust_remote_code=config.model.trust_remote_code)
+        wrap = get_strategy(config.strategy_name).input_tokenizer
+        return wrap(tokenizer, config.strategy, self.path / "model") if wrap else tokenizer
 
     @cached_property
     def predictor(self):

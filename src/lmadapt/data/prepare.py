@@ -252,6 +252,10 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         train, given["validation"] = split_off(train, share, seed, config.task)
     if config.max_train_rows and len(train) > config.max_train_rows:
         train, _ = split_off(train, len(train) - config.max_train_rows, seed, config.task)
+    if config.shots_per_class:
+        from lmadapt.data.kshot import k_shot
+
+        train, report["shots_per_class"] = k_shot(train, config.shots_per_class, seed, config.task)
 
     labels = _require_two_classes(train, config)
 

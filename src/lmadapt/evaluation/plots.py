@@ -80,3 +80,40 @@ def write_metric_plots(folder: Path, metrics: dict, labels: LabelMap, title: str
         plot_per_label_f1(metrics["per_class"], folder / "confusion.png", f"{title}: per-label F1")
     else:
         plot_confusion_matrix(metrics["confusion_matrix"], labels.labels, folder / "confusion.png", title)
+
+
+def plot_shots_curve(summary: list[dict], path: Path, title: str) -> None:
+    """Accuracy (mean ± std over seeds) against shots per class, one line per strategy; runs without
+    shots (zero-shot, full fine-tuning on all labels) as horizontal reference lines."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    curves: dict[str, list[dict]] = {}
+    for row in summary:
+        if row["accuracy"] is None:
+            continue
+        if row["shots"]:
+            curves.setdefault(row["strategy"], []).append(row)
+        else:
+            label = f"{row['strategy']} ({'zero-shot' if row['shots'] == 0 else 'all labels'})"
+            axes.axhline(100 * row["accuracy"], linestyle="--", linewidth=1, label=label, color=None)
+    for strategy, rows in curves.items():
+        rows.sort(key=lambda r: r["shots"])
+        axes.errorbar(
+            [r["shots"] for r in rows],
+            [100 * r["accuracy"] for r in rows],
+            yerr=[100 * r["accuracy_std"] for r in rows],
+            marker="o",
+            capsize=3,
+            label=strategy,
+        )
+    if curves:
+        axes.set_xscale("log", base=2)
+        shots = sorted({r["shots"] for rows in curves.values() for r in rows})
+        axes.set_xticks(shots, [str(s) for s in shots])
+    axes.set_xlabel("shots per class")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)

@@ -81,7 +81,9 @@ def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backb
             folder, trust_remote_code=config.model.trust_remote_code
         )
         return model.eval()
-    context = StrategyContext(backbone_of(folder), config.model, labels, [], share_backbone=share_backbone)
+    context = StrategyContext(
+        backbone_of(folder), config.model, labels, [], share_backbone=share_backbone, saved_folder=folder
+    )
     if strategy.artifact == PEFT:
         from lmadapt.models.peft_models import peft_base_classifier
 

@@ -5,7 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from lmadapt.errors import LmadaptError, did_you_mean
-from lmadapt.strategies import adapter, bitfit, full, head, ia3, lora, prefix, prompt_tuning, scratch
+from lmadapt.strategies import (
+    adapter,
+    bitfit,
+    full,
+    head,
+    ia3,
+    incontext,
+    lora,
+    prefix,
+    prompt_finetune,
+    prompt_tuning,
+    scratch,
+    setfit,
+    zeroshot_embed,
+    zeroshot_lm,
+)
 from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
 
 STRATEGIES: dict[str, Strategy] = {
@@ -20,6 +35,11 @@ STRATEGIES: dict[str, Strategy] = {
         prompt_tuning.STRATEGY,
         ia3.STRATEGY,
         bitfit.STRATEGY,
+        zeroshot_lm.STRATEGY,
+        zeroshot_embed.STRATEGY,
+        incontext.STRATEGY,
+        prompt_finetune.STRATEGY,
+        setfit.STRATEGY,
     )
 }
 
@@ -34,7 +54,7 @@ def get_strategy(name: str) -> Strategy:
 
 def strategy_name_of(config: Any) -> str:
     for strategy in STRATEGIES.values():
-        if isinstance(config, strategy.config_class):
+        if type(config) is strategy.config_class:  # exact: one config class may extend another
             return strategy.name
     raise TypeError(f"{type(config).__name__} is not a registered strategy config")
 

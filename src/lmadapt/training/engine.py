@@ -136,6 +136,7 @@ def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
     from transformers import TrainingArguments
 
     train = config.train
+    selects = train.select_best  # config checks: early stopping implies it
     return TrainingArguments(
         output_dir=str(workspace / "checkpoints"),
         num_train_epochs=train.epochs,
@@ -147,10 +148,10 @@ def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
         weight_decay=train.weight_decay,
         warmup_steps=strategy.default_warmup_ratio if train.warmup_ratio is None else train.warmup_ratio,
         lr_scheduler_type=train.lr_scheduler if train.lr_scheduler != "constant" else "constant_with_warmup",
-        eval_strategy="epoch",
+        eval_strategy="epoch" if selects else "no",
         save_strategy="epoch",
         save_total_limit=2,
-        load_best_model_at_end=True,
+        load_best_model_at_end=selects,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
         logging_strategy="steps",
@@ -203,30 +204,23 @@ def _evaluate_splits(predictor: Predictor, data: PreparedData) -> dict:
     return results
 
 
-def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, callbacks=()) -> Run | None:
-    """Adapt a model as the config says and write its run folder. Returns the run (None off the main process)."""
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+def _fit(
+    config: RunConfig,
+    strategy: Strategy,
+    data: PreparedData,
+    model,
+    tokenizer,
+    workspace: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    main: bool,
+    callbacks,
+):
+    """Train with the Trainer; returns the trained model, the log history and the training figures."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
-    started = time.perf_counter()
-    final = Path(config.output_dir) / config.name
-    workspace = workspace_folder(final)
-    main = is_main_process()
-    if main and final.exists() and not overwrite:
-        raise LmadaptError(
-            f"run folder already exists: {final}",
-            fix="choose another name (--set name=...), or pass --overwrite",
-        )
-
-    # Everything the user can get wrong is checked before any folder is touched.
-    set_seed(config.seed)
-    strategy = get_strategy(config.strategy_name)
-    data = prepare_data(config.data, config.seed)
-    backbone = resolve_backbone(config.model.backbone) if strategy.uses_backbone else None
-    prepared = strategy.prepare(StrategyContext(backbone, config.model, data.labels, data.train.texts), config.strategy)
-    model, tokenizer = prepared.model, prepared.tokenizer
-    parameters = count_parameters(model)
     checkpoint = _claim_workspace(workspace, config, resume=resume, overwrite=overwrite, main=main)
-
     args = _training_arguments(config, strategy, workspace)
     trainer_callbacks = list(callbacks)
     if config.train.early_stopping_patience:
@@ -253,29 +247,75 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
             shutil.rmtree(workspace, ignore_errors=True)  # nothing worth resuming
         raise
     if not trainer.is_world_process_zero():
-        return None
+        return None, [], {}
+    training = {
+        "runtime_s": round(outcome.metrics.get("train_runtime", 0.0), 2),
+        "samples_per_s": round(outcome.metrics.get("train_samples_per_second", 0.0), 2),
+        "epochs": round(trainer.state.epoch or 0.0, 3),
+        "steps": trainer.state.global_step,
+        "best_checkpoint_metric": trainer.state.best_metric,
+        "precision": "bf16" if args.bf16 else "fp32",
+        "learning_rate": args.learning_rate,
+        "processes": args.world_size,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+    }
+    return trainer.model, trainer.state.log_history, training
 
-    model = trainer.model
+
+def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, callbacks=()) -> Run | None:
+    """Adapt a model as the config says and write its run folder. Returns the run (None off the main process)."""
+    from transformers import set_seed
+
+    started = time.perf_counter()
+    final = Path(config.output_dir) / config.name
+    workspace = workspace_folder(final)
+    main = is_main_process()
+    if main and final.exists() and not overwrite:
+        raise LmadaptError(
+            f"run folder already exists: {final}",
+            fix="choose another name (--set name=...), or pass --overwrite",
+        )
+
+    # Everything the user can get wrong is checked before any folder is touched.
+    set_seed(config.seed)
+    strategy = get_strategy(config.strategy_name)
+    data = prepare_data(config.data, config.seed)
+    backbone = resolve_backbone(config.model.backbone) if strategy.uses_backbone else None
+    context = StrategyContext(
+        backbone, config.model, data.labels, data.train.texts, train_labels=list(data.train.labels)
+    )
+    prepared = strategy.prepare(context, config.strategy)
+    model, tokenizer = prepared.model, prepared.tokenizer
+    parameters = count_parameters(model)
+    if strategy.own_training:
+        history, training = [], strategy.own_training(prepared, data, config)
+    elif strategy.trains:
+        model, history, training = _fit(
+            config,
+            strategy,
+            data,
+            model,
+            tokenizer,
+            workspace,
+            resume=resume,
+            overwrite=overwrite,
+            main=main,
+            callbacks=callbacks,
+        )
+        if model is None:
+            return None
+    else:
+        history, training = [], {"runtime_s": round(time.perf_counter() - started, 2), "trained": False}
+
     predictor = Predictor(model, tokenizer, data.labels, config.model.max_length, config.train.eval_batch_size)
     results = _evaluate_splits(predictor, data)
-    history = trainer.state.log_history
     metrics = {
         "strategy": config.strategy_name,
         "backbone": config.model.backbone if strategy.uses_backbone else None,
         "task": data.labels.task,
         **results,
         "parameters": parameters,
-        "training": {
-            "runtime_s": round(outcome.metrics.get("train_runtime", 0.0), 2),
-            "samples_per_s": round(outcome.metrics.get("train_samples_per_second", 0.0), 2),
-            "epochs": round(trainer.state.epoch or 0.0, 3),
-            "steps": trainer.state.global_step,
-            "best_checkpoint_metric": trainer.state.best_metric,
-            "precision": "bf16" if args.bf16 else "fp32",
-            "learning_rate": args.learning_rate,
-            "processes": args.world_size,
-            "resumed_from": Path(checkpoint).name if checkpoint else None,
-        },
+        "training": training,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "wall_time_s": round(time.perf_counter() - started, 2),
         "data": data.report,
@@ -283,13 +323,16 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
 
     def fill(folder: Path) -> None:
         save_model(model, tokenizer, folder / "model", strategy.artifact, config.model.backbone, backbone)
+        for name, text in prepared.files.items():
+            (folder / "model" / name).write_text(text, encoding="utf-8")
         metrics["artifact_mb"] = round(folder_bytes(folder / "model") / 2**20, 3)
         data.labels.save(folder / "labels.json")
         (folder / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (folder / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history), encoding="utf-8")
         write_metric_plots(folder, results["test"], data.labels, f"{config.name}: test")
-        plot_training_curves(history, folder / "training_curves.png", config.name)
+        if history:
+            plot_training_curves(history, folder / "training_curves.png", config.name)
 
     write_run_folder(final, fill, overwrite=overwrite)
     shutil.rmtree(workspace, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""Classification by a causal LM's own words: each label scores the log-probability of its words
+after the prompt (length-normalised, averaged over the label's words), optionally calibrated.
+
+One forward pass reads the prompts; the label words' later tokens then run on its key/value cache,
+so a label's multi-token words cost a few tokens each, not another pass over the prompt.
+Contextual calibration (Zhao et al. 2021): the label distribution the model gives content-free
+inputs ("N/A", "", ...) is its bias; dividing it out makes the scores comparable.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
+ROWS_PER_PASS = 512  # prompt rows x label words scored together (bounds the vocabulary-wide logits)
+PREFIX_CACHE_BYTES = 1 << 30  # the shared prefix's cache, repeated per row, stays under this
+
+
+class VerbalizedLM(nn.Module):
+    """A causal LM read as a classifier through its verbalizer's token ids (label -> words -> ids)."""
+
+    def __init__(
+        self, lm, word_ids: list[list[list[int]]], normalize_length: bool = True, prefix_ids: list[int] | None = None
+    ):
+        super().__init__()
+        self.lm = lm
+        self.config = lm.config
+        flat = [(label, ids) for label, words in enumerate(word_ids) for ids in words]
+        longest = max(len(ids) for _, ids in flat)
+        self.num_labels = len(word_ids)
+        self.normalize_length = normalize_length
+        self.register_buffer(
+            "words", torch.tensor([ids + [0] * (longest - len(ids)) for _, ids in flat]), persistent=False
+        )
+        self.register_buffer("word_lengths", torch.tensor([len(ids) for _, ids in flat]), persistent=False)
+        self.register_buffer("word_labels", torch.tensor([label for label, _ in flat]), persistent=False)
+        self.register_buffer("log_prior", torch.zeros(self.num_labels), persistent=False)
+        # A start every prompt shares (in-context demonstrations): read once, its key/value cache reused.
+        self.register_buffer("prefix_ids", torch.tensor(prefix_ids or [], dtype=torch.long), persistent=False)
+        self._prefix_cache = None
+
+    def _prefix(self, batch: int):
+        """The shared start's cache for `batch` rows (recomputed while training, where it carries gradients)."""
+        if self._prefix_cache is None or self.training:
+            with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
+                cache = self.lm(input_ids=self.prefix_ids[None], use_cache=True, logits_to_keep=1).past_key_values
+            if self.training:
+                cache.batch_repeat_interleave(batch)
+                return cache
+            self._prefix_cache = cache
+        cache = copy.deepcopy(self._prefix_cache)
+        cache.batch_repeat_interleave(batch)
+        return cache
+
+    def _rows_per_pass(self) -> int:
+        rows = max(1, ROWS_PER_PASS // len(self.words))
+        if len(self.prefix_ids):
+            config = self.lm.config
+            heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            per_row = len(self.prefix_ids) * config.num_hidden_layers * 2 * heads * head_dim * 4
+            rows = min(rows, max(1, PREFIX_CACHE_BYTES // per_row))
+        return rows
+
+    def word_log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[batch, words]: log P(word | prompt) (per token if normalize_length), prompts padded on the left."""
+        per_pass = self._rows_per_pass()
+        return torch.cat(
+            [
+                self._word_log_probs(input_ids[start : start + per_pass], attention_mask[start : start + per_pass])
+                for start in range(0, len(input_ids), per_pass)
+            ]
+        )
+
+    def _word_log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, (count, longest) = len(input_ids), self.words.shape
+        cache = None
+        if len(self.prefix_ids):
+            cache = self._prefix(batch)
+            prefix_mask = torch.ones(batch, len(self.prefix_ids), dtype=attention_mask.dtype, device=input_ids.device)
+            attention_mask = torch.cat([prefix_mask, attention_mask], 1)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=longest > 1 or cache is not None,
+            logits_to_keep=1,
+        )
+        scores = out.logits[:, -1].float().log_softmax(-1)[:, self.words[:, 0]]  # [batch, words]
+        if longest > 1:
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(count)
+            follow = self.words[:, :-1].repeat(batch, 1)  # each prompt row followed by every word
+            step = torch.arange(1, longest, device=input_ids.device)
+            later = (
+                self.lm(
+                    input_ids=follow,
+                    attention_mask=torch.cat(
+                        [
+                            attention_mask.repeat_interleave(count, 0),
+                            torch.ones_like(follow, dtype=attention_mask.dtype),
+                        ],
+                        1,
+                    ),
+                    position_ids=positions[:, -1:].repeat_interleave(count, 0) + step,
+                    past_key_values=cache,
+                )
+                .logits.float()
+                .log_softmax(-1)
+            )
+            targets = self.words[:, 1:].repeat(batch, 1)
+            token_scores = later.gather(-1, targets[..., None]).squeeze(-1)  # [batch * words, longest - 1]
+            real = (step[None, :] < self.word_lengths[:, None]).repeat(batch, 1)
+            scores = scores + (token_scores * real).sum(-1).view(batch, count)
+        if self.normalize_length:
+            scores = scores / self.word_lengths
+        return scores
+
+    def label_log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[batch, labels]: the log of each label's words' mean probability, before calibration."""
+        words = self.word_log_probs(input_ids, attention_mask)
+        return torch.stack(
+            [
+                torch.logsumexp(words[:, self.word_labels == label], -1)
+                - math.log(int((self.word_labels == label).sum()))
+                for label in range(self.num_labels)
+            ],
+            -1,
+        )
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **_unused):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        logits = self.label_log_probs(input_ids, attention_mask).log_softmax(-1) - self.log_prior
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def calibrate(self, encoded: dict) -> None:
+        """Set the prior to the mean label distribution of the content-free prompts in `encoded` (padded, left)."""
+        self.log_prior.zero_()
+        probabilities = self.label_log_probs(encoded["input_ids"], encoded["attention_mask"]).softmax(-1).mean(0)
+        self.log_prior.copy_(probabilities.log())

@@ -1,0 +1,121 @@
+"""`zeroshot_embed`: a sentence encoder embeds the text and a description of each label; the most
+similar label wins (cosine similarity). No training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from lmadapt.config import option, require_positive
+from lmadapt.errors import LmadaptError
+from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+
+
+@dataclass
+class ZeroshotEmbedConfig:
+    descriptions: dict[str, list[str]] | None = option(
+        None,
+        "Label -> one or more descriptions (words or sentences, any language), e.g. {positive: ['a glowing "
+        "review', great], negative: ['a scathing review', awful]}; their mean embedding stands for the label. "
+        "Empty: each label's own name.",
+    )
+    description_template: str = option(
+        "{label}", "Wraps each description before it is embedded, e.g. 'This text is about {label}.'"
+    )
+    text_template: str = option(
+        "{text}", "Wraps each input before it is embedded, e.g. 'query: {text}' for E5-style encoders."
+    )
+    temperature: float = option(
+        0.05, "Softmax temperature over the cosine similarities: scores are similarity / temperature."
+    )
+
+    def __post_init__(self) -> None:
+        require_positive(self.temperature, "strategy.temperature")
+        if "{label}" not in self.description_template:
+            raise LmadaptError(
+                "strategy.description_template has no {label} slot", fix="write e.g. 'This text is about {label}.'"
+            )
+        text_template(self)
+
+
+def text_template(config: ZeroshotEmbedConfig):
+    from lmadapt.prompts import Template
+
+    return Template.parse(config.text_template, "strategy.text_template", needs_label=False)
+
+
+class EmbeddingSimilarityClassifier(nn.Module):
+    """Label scores = cosine(text embedding, label embedding) / temperature, from a sentence-transformers body."""
+
+    def __init__(self, encoder, label_embeddings: torch.Tensor, temperature: float):
+        super().__init__()
+        self.encoder = encoder
+        self.temperature = temperature
+        self.register_buffer("label_embeddings", nn.functional.normalize(label_embeddings, dim=-1), persistent=False)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_unused):
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            features["token_type_ids"] = token_type_ids
+        embedded = nn.functional.normalize(self.encoder(features)["sentence_embedding"], dim=-1)
+        logits = embedded @ self.label_embeddings.T / self.temperature
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def load_sentence_encoder(context: StrategyContext):
+    """The backbone as a sentence-transformers model (a plain HF encoder gets mean pooling)."""
+    from sentence_transformers import SentenceTransformer
+
+    from lmadapt.models.classifier import explained_load_errors
+
+    with explained_load_errors(context.backbone_path, context.model):
+        encoder = SentenceTransformer(
+            str(context.backbone_path), device="cpu", trust_remote_code=context.model.trust_remote_code
+        )
+    encoder.max_seq_length = context.model.max_length
+    return encoder
+
+
+def input_tokenizer(tokenizer, config: ZeroshotEmbedConfig, folder=None):
+    from lmadapt.prompts import PromptTokenizer
+
+    return PromptTokenizer(tokenizer, text_template(config))
+
+
+def prepare(context: StrategyContext, config: ZeroshotEmbedConfig) -> PreparedModel:
+    from lmadapt.prompts import Verbalizer
+
+    verbalizer = Verbalizer.build(config.descriptions, context.labels.labels, "strategy.descriptions")
+    encoder = load_sentence_encoder(context)
+    encoder.requires_grad_(False)
+    with torch.no_grad():
+        label_embeddings = torch.stack(
+            [
+                encoder.encode(
+                    [config.description_template.format(label=d) for d in descriptions],
+                    convert_to_tensor=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                ).mean(0)
+                for descriptions in verbalizer.words.values()
+            ]
+        )
+    model = EmbeddingSimilarityClassifier(encoder, label_embeddings.cpu(), config.temperature).eval()
+    # The encoder's own tokenizer, so that texts and descriptions are read alike.
+    return PreparedModel(model, input_tokenizer(encoder.tokenizer, config))
+
+
+STRATEGY = Strategy(
+    name="zeroshot_embed",
+    summary="no training: the label whose description embeds closest to the text (sentence encoder)",
+    config_class=ZeroshotEmbedConfig,
+    default_learning_rate=0.0,
+    prepare=prepare,
+    artifact="delta",
+    trains=False,
+    input_tokenizer=input_tokenizer,
+)
