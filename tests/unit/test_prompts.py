@@ -183,3 +183,25 @@ def test_zeroshot_embed_scores_cosine_similarity_to_the_label_descriptions(tiny_
     torch.testing.assert_close(torch.tensor(lmadapt.load(run.path).predictor.logits(texts)), direct, rtol=0, atol=1e-4)
     with pytest.raises(LmadaptError, match="no {label} slot"):
         lmadapt.load_config(None, ["strategy.name=zeroshot_embed", "strategy.description_template=a text"])
+
+
+def test_scorer_state_dict_stores_tied_weights_once(tiny_llama, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from transformers import AutoConfig
+
+    def tied_lm():
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_llama, tie_word_embeddings=True))
+
+    lm = tied_lm()
+    assert lm.lm_head.weight.data_ptr() == lm.model.embed_tokens.weight.data_ptr()
+    model = VerbalizedLM(lm, [[[21]], [[14]]])
+    state = model.state_dict()
+    assert ("lm.lm_head.weight" in state) != ("lm.model.embed_tokens.weight" in state)
+    save_file(state, str(tmp_path / "checkpoint.safetensors"))  # the Trainer's checkpoint format
+    fresh = VerbalizedLM(tied_lm(), [[[21]], [[14]]])
+    with torch.no_grad():
+        fresh.lm.model.embed_tokens.weight.zero_()
+    fresh.load_state_dict(load_file(str(tmp_path / "checkpoint.safetensors")), strict=False)
+    torch.testing.assert_close(fresh.lm.lm_head.weight, lm.lm_head.weight)

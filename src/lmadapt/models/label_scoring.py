@@ -67,6 +67,20 @@ class VerbalizedLM(nn.Module):
             rows = min(rows, max(1, PREFIX_CACHE_BYTES // per_row))
         return rows
 
+    def state_dict(self, *args, **kwargs):
+        """Each tensor once: causal LMs tie the output layer to the input embeddings, and safetensors (the
+        Trainer's checkpoint format) refuses to store one tensor under two names. Loading the kept name
+        restores both, since they share memory."""
+        state = super().state_dict(*args, **kwargs)
+        seen = set()
+        for name in list(state):
+            tensor = state[name]
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if key in seen:
+                del state[name]
+            seen.add(key)
+        return state
+
     def word_log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[batch, words]: log P(word | prompt) (per token if normalize_length), prompts padded on the left."""
         per_pass = self._rows_per_pass()
