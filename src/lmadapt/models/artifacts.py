@@ -92,7 +92,8 @@ def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backb
     from safetensors.torch import load_file
 
     model = strategy.prepare(context, config.strategy).model
-    delta = load_file(str(folder / DELTA_WEIGHTS))
+    # Onto the device the strategy built the model on (a sentence encoder takes the GPU where there is one).
+    delta = load_file(str(folder / DELTA_WEIGHTS), device=str(next(model.parameters()).device))
     # assign=True puts the run's own tensors in place instead of copying into (possibly shared) ones.
     outcome = model.load_state_dict(delta, strict=False, assign=True)
     if outcome.unexpected_keys:

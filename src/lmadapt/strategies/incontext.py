@@ -72,7 +72,7 @@ class SimilarDemonstrations:
         from lmadapt.models.resolve import resolve_backbone
 
         self.rendered, self.count, self.separator = rendered, min(count, len(pool)), separator
-        self.encoder = SentenceTransformer(str(resolve_backbone(encoder_name)), device="cpu")
+        self.encoder = SentenceTransformer(str(resolve_backbone(encoder_name)))
         self.pool = self.encoder.encode(
             [e["text"] for e in pool], convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
         )

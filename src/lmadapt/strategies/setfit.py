@@ -40,7 +40,7 @@ class EncoderWithHead(nn.Module):
         super().__init__()
         self.encoder = encoder
         dimension = encoder.get_sentence_embedding_dimension()
-        self.head = nn.Linear(dimension, num_labels)
+        self.head = nn.Linear(dimension, num_labels, device=encoder.device)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_unused):
         features = {"input_ids": input_ids, "attention_mask": attention_mask}

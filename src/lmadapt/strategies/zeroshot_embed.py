@@ -67,15 +67,14 @@ class EmbeddingSimilarityClassifier(nn.Module):
 
 
 def load_sentence_encoder(context: StrategyContext):
-    """The backbone as a sentence-transformers model (a plain HF encoder gets mean pooling)."""
+    """The backbone as a sentence-transformers model (a plain HF encoder gets mean pooling), on the GPU if
+    there is one."""
     from sentence_transformers import SentenceTransformer
 
     from lmadapt.models.classifier import explained_load_errors
 
     with explained_load_errors(context.backbone_path, context.model):
-        encoder = SentenceTransformer(
-            str(context.backbone_path), device="cpu", trust_remote_code=context.model.trust_remote_code
-        )
+        encoder = SentenceTransformer(str(context.backbone_path), trust_remote_code=context.model.trust_remote_code)
     encoder.max_seq_length = context.model.max_length
     return encoder
 
@@ -104,7 +103,7 @@ def prepare(context: StrategyContext, config: ZeroshotEmbedConfig) -> PreparedMo
                 for descriptions in verbalizer.words.values()
             ]
         )
-    model = EmbeddingSimilarityClassifier(encoder, label_embeddings.cpu(), config.temperature).eval()
+    model = EmbeddingSimilarityClassifier(encoder, label_embeddings, config.temperature).eval()
     # The encoder's own tokenizer, so that texts and descriptions are read alike.
     return PreparedModel(model, input_tokenizer(encoder.tokenizer, config))
 
