@@ -28,6 +28,7 @@ def run_cli(monkeypatch, capsys, *args):
         ["evaluate"],
         ["predict"],
         ["merge"],
+        ["fewshot"],
         ["models"],
         ["strategies"],
         ["demo"],
@@ -54,6 +55,10 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
             ["data", "inspect", tmp_path / "bad.csv", "--backbone", "none", "--task", "multi"],
             "did you mean 'multi_label'",
         ),
+        (["fewshot", tmp_path / "missing.yaml", "--shots", "8,x"], "--shots must be whole numbers"),
+        (["fewshot", tmp_path / "missing.yaml", "--shots", "0"], "--shots needs at least one positive number"),
+        (["fewshot", tmp_path / "missing.yaml", "--split", "dev"], "--split must be test or validation"),
+        (["fewshot", tmp_path / "missing.yaml"], "config file not found"),
     ]
     for args, expected in cases:
         code, out, err = run_cli(monkeypatch, capsys, *args)
