@@ -10,6 +10,7 @@ inputs ("N/A", "", ...) is its bias; dividing it out makes the scores comparable
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import torch
@@ -19,6 +20,19 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
 ROWS_PER_PASS = 512  # prompt rows x label words scored together (bounds the vocabulary-wide logits)
 PREFIX_CACHE_BYTES = 1 << 30  # the shared prefix's cache, repeated per row, stays under this
+
+
+def cache_keyword(lm) -> str:
+    """The name the LM's forward takes its key/value cache by: transformers renamed `past_key_values` to
+    `cache` (the old name is deprecated, to go in 5.40); older 5.x releases know only the old one."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def cache_of(output):
+    """The key/value cache of a forward pass's output, under either name."""
+    found = getattr(output, "cache", None)
+    return found if found is not None else output.past_key_values
 
 
 class VerbalizedLM(nn.Module):
@@ -43,12 +57,13 @@ class VerbalizedLM(nn.Module):
         # A start every prompt shares (in-context demonstrations): read once, its key/value cache reused.
         self.register_buffer("prefix_ids", torch.tensor(prefix_ids or [], dtype=torch.long), persistent=False)
         self._prefix_cache = None
+        self._cache_keyword = cache_keyword(lm)
 
     def _prefix(self, batch: int):
         """The shared start's cache for `batch` rows (recomputed while training, where it carries gradients)."""
         if self._prefix_cache is None or self.training:
             with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
-                cache = self.lm(input_ids=self.prefix_ids[None], use_cache=True, logits_to_keep=1).past_key_values
+                cache = cache_of(self.lm(input_ids=self.prefix_ids[None], use_cache=True, logits_to_keep=1))
             if self.training:
                 cache.batch_repeat_interleave(batch)
                 return cache
@@ -103,13 +118,13 @@ class VerbalizedLM(nn.Module):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=cache,
+            **{self._cache_keyword: cache},
             use_cache=longest > 1 or cache is not None,
             logits_to_keep=1,
         )
         scores = out.logits[:, -1].float().log_softmax(-1)[:, self.words[:, 0]]  # [batch, words]
         if longest > 1:
-            cache = out.past_key_values
+            cache = cache_of(out)
             cache.batch_repeat_interleave(count)
             follow = self.words[:, :-1].repeat(batch, 1)  # each prompt row followed by every word
             step = torch.arange(1, longest, device=input_ids.device)
@@ -124,7 +139,7 @@ class VerbalizedLM(nn.Module):
                         1,
                     ),
                     position_ids=positions[:, -1:].repeat_interleave(count, 0) + step,
-                    past_key_values=cache,
+                    **{self._cache_keyword: cache},
                 )
                 .logits.float()
                 .log_softmax(-1)
