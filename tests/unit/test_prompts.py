@@ -187,7 +187,6 @@ def test_zeroshot_embed_scores_cosine_similarity_to_the_label_descriptions(tiny_
 
 def test_scorer_state_dict_stores_tied_weights_once(tiny_llama, tmp_path):
     from safetensors.torch import load_file, save_file
-
     from transformers import AutoConfig
 
     def tied_lm():

@@ -43,10 +43,9 @@ class EncoderWithHead(nn.Module):
         self.head = nn.Linear(dimension, num_labels, device=encoder.device)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_unused):
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            features["token_type_ids"] = token_type_ids
-        logits = self.head(self.encoder(features)["sentence_embedding"])
+        from lmadapt.strategies.zeroshot_embed import sentence_embeddings
+
+        logits = self.head(sentence_embeddings(self.encoder, input_ids, attention_mask, token_type_ids))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -47,6 +47,14 @@ def text_template(config: ZeroshotEmbedConfig):
     return Template.parse(config.text_template, "strategy.text_template", needs_label=False)
 
 
+def sentence_embeddings(encoder, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    """A sentence-transformers model's embeddings of a tokenised batch (its pooling and normalisation applied)."""
+    features = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        features["token_type_ids"] = token_type_ids
+    return encoder(features)["sentence_embedding"]
+
+
 class EmbeddingSimilarityClassifier(nn.Module):
     """Label scores = cosine(text embedding, label embedding) / temperature, from a sentence-transformers body."""
 
@@ -57,10 +65,9 @@ class EmbeddingSimilarityClassifier(nn.Module):
         self.register_buffer("label_embeddings", nn.functional.normalize(label_embeddings, dim=-1), persistent=False)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_unused):
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            features["token_type_ids"] = token_type_ids
-        embedded = nn.functional.normalize(self.encoder(features)["sentence_embedding"], dim=-1)
+        embedded = nn.functional.normalize(
+            sentence_embeddings(self.encoder, input_ids, attention_mask, token_type_ids), dim=-1
+        )
         logits = embedded @ self.label_embeddings.T / self.temperature
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
