@@ -197,9 +197,11 @@ class Run:
 
     @cached_property
     def predictor(self):
+        from lmadapt.models.artifacts import load_model_and_reader
         from lmadapt.serving.predict import Predictor
 
-        return Predictor(self.load_model(), self.load_tokenizer(), self.labels, self.max_length)
+        model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels, share_backbone=True)
+        return Predictor(model, reader or self.load_tokenizer(), self.labels, self.max_length)
 
     def predict(
         self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False

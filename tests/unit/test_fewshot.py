@@ -113,8 +113,12 @@ def test_incontext_random_demonstrations_are_one_balanced_cached_prefix(tiny_lla
     np.testing.assert_allclose(lmadapt.load(run.path).predictor.logits(texts), run.predictor.logits(texts), atol=1e-6)
 
 
-def test_incontext_similar_puts_the_closest_examples_last(tiny_llama, tiny_bert, sentiment_files, tmp_path):
+def test_incontext_similar_puts_the_closest_examples_last(
+    tiny_llama, tiny_bert, sentiment_files, tmp_path, monkeypatch
+):
     import json
+
+    from lmadapt.strategies import incontext
 
     settings = incontext_settings(
         tiny_llama, sentiment_files, tmp_path, "similar", "strategy.selection=similar", f"strategy.encoder={tiny_bert}"
@@ -128,6 +132,12 @@ def test_incontext_similar_puts_the_closest_examples_last(tiny_llama, tiny_bert,
     assert len(demonstrations) == 4 and demonstrations[-1] == pool[1]["text"] + " ?"
     assert demonstrations[-2].startswith(pool[1]["text"] + " ?")  # the very same text is the closest
     assert len(run.load_model().prefix_ids) == 0
+    built = []
+    selector = incontext.SimilarDemonstrations
+    monkeypatch.setattr(incontext, "SimilarDemonstrations", lambda *a: built.append(a) or selector(*a))
+    loaded = lmadapt.load(run.path)
+    assert loaded.predict([pool[0]["text"]])[0]["label"] in {"negative", "positive"}
+    assert len(built) == 1  # the predictor reads through the selector the rebuilt model came with
 
 
 def test_incontext_refuses_more_demonstrations_than_the_context_holds(tiny_llama, sentiment_files, tmp_path):

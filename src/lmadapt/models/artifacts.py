@@ -67,6 +67,16 @@ def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backb
 
     With `share_backbone`, runs on the same backbone reuse one copy of its frozen weights in memory.
     """
+    return load_model_and_reader(folder, config, labels, share_backbone=share_backbone)[0]
+
+
+def load_model_and_reader(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool = False):
+    """(model, reader): the classifier as `load_model` gives it, and the input tokenizer the strategy built
+    beside it when it rebuilt the model (prompt strategies: one that writes the prompt), else None.
+
+    Building both at once matters where the reader is costly (similar-demonstration selection loads a
+    sentence encoder and embeds the whole pool).
+    """
     from transformers import AutoModelForSequenceClassification
 
     from lmadapt.models.peft_models import load_peft_adapter
@@ -80,7 +90,7 @@ def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backb
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, trust_remote_code=config.model.trust_remote_code
         )
-        return model.eval()
+        return model.eval(), None
     context = StrategyContext(
         backbone_of(folder), config.model, labels, [], share_backbone=share_backbone, saved_folder=folder
     )
@@ -88,10 +98,11 @@ def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backb
         from lmadapt.models.peft_models import peft_base_classifier
 
         base, _ = peft_base_classifier(context, config.strategy)
-        return load_peft_adapter(base, folder).eval()
+        return load_peft_adapter(base, folder).eval(), None
     from safetensors.torch import load_file
 
-    model = strategy.prepare(context, config.strategy).model
+    prepared = strategy.prepare(context, config.strategy)
+    model = prepared.model
     # Onto the device the strategy built the model on (a sentence encoder takes the GPU where there is one).
     delta = load_file(str(folder / DELTA_WEIGHTS), device=str(next(model.parameters()).device))
     # assign=True puts the run's own tensors in place instead of copying into (possibly shared) ones.
@@ -103,4 +114,4 @@ def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backb
             fix="load it with the lmadapt version that trained it (see manifest.json), or retrain",
         )
     model.requires_grad_(False)
-    return model.eval()
+    return model.eval(), prepared.tokenizer if strategy.input_tokenizer else None
