@@ -126,8 +126,8 @@ def test_grown_head_inside_a_lora_model(tiny_bert):
     after = model(**batch).logits
     assert after.shape == (1, 4)
     torch.testing.assert_close(after[:, :2], before)
-    head = [p for name, p in model.named_parameters() if p.requires_grad and "modules_to_save" in name]
-    assert head and all(p.shape[0] == 4 for p in head)
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad and "lora_" not in name}
+    assert trained and all(".modules_to_save." in name and p.shape[0] == 4 for name, p in trained.items())
 
 
 def _split(labels):
@@ -336,3 +336,19 @@ def test_update_with_ewc_starts_the_fisher_information_from_a_plain_runs_data(ti
     assert fisher and all((v >= 0).all() for v in fisher.values()) and any(v.sum() > 0 for v in fisher.values())
     assert set(k.removeprefix("anchor.") for k in tensors if k.startswith("anchor.")) == {k[7:] for k in fisher}
     assert len(result.matrix) == 2 and result.metrics["forward_transfer"] is None
+
+
+def test_a_lora_model_learns_a_stream_and_its_grown_head_saves_and_loads(tiny_bert, four_class_files, tmp_path):
+    from lmadapt.continual.learner import accuracy_on, run_continual
+    from lmadapt.continual.stream import build_stream
+
+    lora = ["strategy.name=lora", "continual.methods=naive"]
+    settings = continual_settings(tiny_bert, four_class_files, tmp_path, *lora)
+    (result,) = run_continual(lmadapt.load_config(None, settings), progress=lambda _: None)
+    # Each experience is learnt through the adapter (chance over the four labels: 0.25).
+    assert result.matrix[0][0] > 0.7 and result.matrix[1][1] >= 0.5
+    run = lmadapt.load(result.path)
+    assert len(run.labels) == 4 and (result.path / "model" / "adapter_config.json").is_file()
+    stream = build_stream(lmadapt.load_config(None, settings))
+    reloaded = [round(accuracy_on(run.predictor, experience), 6) for experience in stream]
+    assert reloaded == result.matrix[-1]  # the saved adapter and grown head predict as the trained model did

@@ -150,7 +150,8 @@ def grow_head(model, labels) -> None:
             if owner.bias is not None:
                 wider.bias.zero_()
                 wider.bias[:old] = owner.bias
-        wider.weight.requires_grad_(owner.weight.requires_grad)
+        for mine, theirs in zip(wider.parameters(), owner.parameters()):
+            mine.requires_grad_(theirs.requires_grad)
         parent_name, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attribute, wider)
         grown += 1
