@@ -60,4 +60,15 @@ def merge(run, output, *, tolerance: float = 1e-4, overwrite: bool = False) -> d
     return merge_run(load(run) if not hasattr(run, "predictor") else run, output, tolerance, overwrite)
 
 
-__all__ = ["__version__", "evaluate", "load", "load_config", "merge", "train"]
+def continual(config: RunConfig | str, *, overrides: list[str] | None = None, overwrite: bool = False):
+    """Learn the config's stream of experiences with each of `continual.methods`; see
+    lmadapt.continual.learner.run_continual. Returns one StreamResult per method."""
+    from lmadapt.config import RunConfig as _RunConfig
+    from lmadapt.continual.learner import run_continual
+
+    if not isinstance(config, _RunConfig):
+        config = load_config(config, overrides)
+    return run_continual(config, overwrite=overwrite)
+
+
+__all__ = ["__version__", "continual", "evaluate", "load", "load_config", "merge", "train"]

@@ -270,6 +270,67 @@ def fewshot(
 
 
 @app.command()
+def continual(
+    config: Path = typer.Argument(..., help="YAML recipe with a continual section (the stream) and the strategy."),
+    methods: str = typer.Option(
+        "", help="Methods to compare, comma-separated: naive, replay, ewc, lwf, joint; default: the config's."
+    ),
+    overwrite: bool = typer.Option(False, help="Relearn methods whose run folder is already finished."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+) -> None:
+    """Learn a stream of experiences with each method; accuracy matrix, forgetting and one comparison table.
+
+    Example: lmadapt continual configs/continual/banking77_ci.yaml --methods naive,replay,joint
+    """
+    import lmadapt
+    from lmadapt.continual.learner import COMPARISON, markdown_table, run_continual
+
+    base = lmadapt.load_config(config, set_)
+    names = [n.strip() for n in methods.split(",") if n.strip()]
+    if names:
+        base = lmadapt.load_config(config, [*set_, f"continual.methods={','.join(names)}"])  # checks the names
+    results = run_continual(base, overwrite=overwrite, progress=lambda text: console.rule(text))
+    console.print(markdown_table(results))
+    output = Path(base.output_dir) / base.name
+    console.print(f"run folders, {COMPARISON}.md/.json and {COMPARISON}.png in {output}")
+
+
+@app.command()
+def update(
+    run: Path = typer.Argument(..., help="A finished run folder (from train, continual or update)."),
+    data: str = typer.Option(..., "--data", help="The new labelled data: a file, or builtin:<name>."),
+    method: str = typer.Option(
+        "", "--method", "--strategy", help="naive, replay, ewc or lwf; default: the run's (replay for a plain run)."
+    ),
+    name: str = typer.Option("", help="Name of the new run folder, beside the old; default: <run>-<method>-update."),
+    overwrite: bool = typer.Option(False, help="Replace a run folder of that name (never the run updated)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key of the run's config (repeatable)."),
+) -> None:
+    """Learn new data on top of a run without forgetting the old, into a new run folder (the old is untouched).
+
+    Example: lmadapt update runs/intent-full --data new_intents.csv --method replay
+    """
+    from lmadapt.continual.learner import update_run
+
+    result = update_run(
+        run,
+        data,
+        method=method or None,
+        name=name or None,
+        overrides=set_,
+        overwrite=overwrite,
+        progress=lambda text: console.rule(text),
+    )
+    table = RichTable(title=f"accuracy on each experience after the update ({result.method})")
+    for column in ("experience", "before", "after"):
+        table.add_column(column)
+    for j, experience in enumerate(result.experiences):
+        table.add_row(experience, _pct(result.matrix[-2][j]), _pct(result.matrix[-1][j]))
+    console.print(table)
+    console.print(f"forgetting {_pct(result.metrics['forgetting'])} points; updated run in {result.path}")
+
+
+@app.command()
 def demo(output_dir: str = typer.Option("runs", help="Folder that receives the demo's run folders.")) -> None:
     """Adapt the packaged MiniLM to real movie-review sentiment, offline, beside two baselines.
 

@@ -114,6 +114,49 @@ class TrainConfig:
     max_steps: int = option(-1, "Stop after this many optimiser steps (-1: run all epochs).")
 
 
+CONTINUAL_METHODS = ("naive", "replay", "ewc", "lwf", "joint")
+MEMORY_POLICIES = ("class_balanced", "reservoir")
+
+
+@dataclass
+class ContinualConfig:
+    experiences: list[str] | None = option(
+        None,
+        "The stream, in order: one data source per experience (files or builtin:<name>), e.g. the "
+        "domain-incremental builtin:vader_movies,builtin:vader_amazon,builtin:vader_tweets. Empty: data.train "
+        "split into class_groups class-incremental experiences.",
+    )
+    class_groups: int = option(
+        5, "Class-incremental stream: data.train's labels split into this many disjoint, seeded groups."
+    )
+    method: str = option(
+        "replay",
+        "How each new experience is learned: naive (fine-tune on it alone), replay (mix in a bounded memory of "
+        "past examples), ewc (online elastic weight consolidation), lwf (distil the previous model on the new "
+        "data), or joint (all experiences' data at once: the upper bound).",
+    )
+    methods: list[str] | None = option(
+        None, "Methods `lmadapt continual` runs on the stream and compares; empty: all of them."
+    )
+    memory_size: int = option(500, "Replay: most past examples kept in memory (and in the run folder).")
+    memory_policy: str = option(
+        "class_balanced",
+        "Replay: which examples stay: class_balanced (equal room per label seen) or reservoir (a uniform "
+        "sample of everything seen).",
+    )
+    ewc_lambda: float = option(
+        1e4, "EWC: strength of the pull toward earlier experiences' weights, scaled by their Fisher information."
+    )
+    ewc_decay: float = option(
+        1.0, "Online EWC: weight of the accumulated Fisher information when a new experience's is added."
+    )
+    fisher_samples: int = option(
+        500, "EWC: training examples (one gradient each) that estimate an experience's Fisher information."
+    )
+    lwf_alpha: float = option(1.0, "LwF: weight of the distillation loss on the previous model's labels.")
+    lwf_temperature: float = option(2.0, "LwF: softmax temperature of the distillation.")
+
+
 @dataclass
 class RunConfig:
     name: str = option("run", "Run name; the run folder is <output_dir>/<name>.")
@@ -123,6 +166,9 @@ class RunConfig:
     model: ModelConfig = option(None, "Backbone section.")
     strategy: Any = option(None, "Strategy section: `name` plus that strategy's options.")
     train: TrainConfig = option(None, "Training section.")
+    continual: ContinualConfig | None = option(
+        None, "Continual-learning section (`lmadapt continual`, `lmadapt update`): the stream and the method."
+    )
 
     def __post_init__(self) -> None:
         self.data = self.data or DataConfig()
@@ -235,6 +281,8 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     raw = dict(raw)
     sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
     built: dict[str, Any] = {name: build_dataclass(cls, raw.pop(name, None), name) for name, cls in sections.items()}
+    continual = raw.pop("continual", None)
+    built["continual"] = build_dataclass(ContinualConfig, continual, "continual") if continual is not None else None
     strategy_raw = raw.pop("strategy", None) or {}
     if isinstance(strategy_raw, str):
         strategy_raw = {"name": strategy_raw}
@@ -294,6 +342,8 @@ def _check_choices(config: RunConfig) -> None:
             "data.shots_per_class",
         ),
     )
+    if config.continual is not None:
+        _check_continual(config.continual)
     if not config.train.select_best and config.train.early_stopping_patience:
         raise LmadaptError(
             "train.select_best=false keeps the last epoch, but early stopping picks an epoch on validation",
@@ -308,6 +358,19 @@ def _check_choices(config: RunConfig) -> None:
             where="name",
             fix="use letters, digits, '.', '_' and '-', starting with a letter or digit",
         )
+
+
+def _check_continual(continual: ContinualConfig) -> None:
+    require_choice("continual.method", continual.method, CONTINUAL_METHODS)
+    for method in continual.methods or ():
+        require_choice("continual.methods", method, CONTINUAL_METHODS)
+    require_choice("continual.memory_policy", continual.memory_policy, MEMORY_POLICIES)
+    for key in ("class_groups", "memory_size", "ewc_lambda", "fisher_samples", "lwf_temperature"):
+        require_positive(getattr(continual, key), f"continual.{key}")
+    if continual.class_groups < 2 and not continual.experiences:
+        raise LmadaptError("a class-incremental stream needs continual.class_groups of 2 or more")
+    if not 0.0 <= continual.ewc_decay <= 1.0:
+        raise LmadaptError(f"continual.ewc_decay must lie in [0, 1], got {continual.ewc_decay}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -178,11 +178,13 @@ class Run:
 
         return parse_config(self.config)
 
-    def load_model(self, share_backbone: bool = True):
-        """The trained classifier, in eval mode; runs on one backbone share its weights unless told not to."""
+    def load_model(self, share_backbone: bool = True, trainable: bool = False):
+        """The trained classifier, in eval mode; runs on one backbone share its weights unless told not to;
+        `trainable` (implies no sharing): to train it further."""
         from lmadapt.models.artifacts import load_model
 
-        return load_model(self.path / "model", self.run_config, self.labels, share_backbone=share_backbone)
+        share = share_backbone and not trainable
+        return load_model(self.path / "model", self.run_config, self.labels, share_backbone=share, trainable=trainable)
 
     def load_tokenizer(self):
         """The tokenizer the model reads through (for prompt strategies: one that writes the prompt first)."""

@@ -29,6 +29,8 @@ def run_cli(monkeypatch, capsys, *args):
         ["predict"],
         ["merge"],
         ["fewshot"],
+        ["continual"],
+        ["update"],
         ["models"],
         ["strategies"],
         ["demo"],
@@ -58,6 +60,8 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
         (["fewshot", tmp_path / "missing.yaml", "--shots", "8,x"], "--shots must be whole numbers"),
         (["fewshot", tmp_path / "missing.yaml", "--shots", "0"], "--shots needs at least one positive number"),
         (["fewshot", tmp_path / "missing.yaml", "--split", "dev"], "--split must be test or validation"),
+        (["continual", tmp_path / "missing.yaml"], "config file not found"),
+        (["update", tmp_path / "no-run", "--data", tmp_path / "bad.csv"], "run folder not found"),
         (["fewshot", tmp_path / "missing.yaml"], "config file not found"),
     ]
     for args, expected in cases:

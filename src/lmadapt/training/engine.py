@@ -191,7 +191,23 @@ def optimizer_with_head_rate(trainer, head_learning_rate: float):
     )
 
 
-def _evaluate_splits(predictor: Predictor, data: PreparedData) -> dict:
+def regularized_trainer_class(extra_loss):
+    """A Trainer whose training loss also adds `extra_loss(model, inputs, outputs)` (EWC, LwF, ...)."""
+    from transformers import Trainer
+
+    class RegularizedTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+            if model.training:
+                loss = loss + extra_loss(model, inputs, outputs)
+            return (loss, outputs) if return_outputs else loss
+
+    return RegularizedTrainer
+
+
+def evaluate_splits(predictor: Predictor, data: PreparedData) -> dict:
     """Validation and test metrics; for multi-label the threshold is tuned on validation first."""
     labels = data.labels
     validation_scores = predictor.scores(data.validation.texts, data.validation.pairs)
@@ -204,7 +220,7 @@ def _evaluate_splits(predictor: Predictor, data: PreparedData) -> dict:
     return results
 
 
-def _fit(
+def fit(
     config: RunConfig,
     strategy: Strategy,
     data: PreparedData,
@@ -216,8 +232,12 @@ def _fit(
     overwrite: bool,
     main: bool,
     callbacks,
+    extra_loss=None,
 ):
-    """Train with the Trainer; returns the trained model, the log history and the training figures."""
+    """Train with the Trainer; returns the trained model, the log history and the training figures.
+
+    `extra_loss(model, inputs, outputs)`: a term added to the training loss (continual learning's penalties).
+    """
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
     checkpoint = _claim_workspace(workspace, config, resume=resume, overwrite=overwrite, main=main)
@@ -225,7 +245,7 @@ def _fit(
     trainer_callbacks = list(callbacks)
     if config.train.early_stopping_patience:
         trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
-    trainer = Trainer(
+    trainer = (regularized_trainer_class(extra_loss) if extra_loss else Trainer)(
         model=model,
         args=args,
         train_dataset=to_dataset(tokenizer, data.train, data.labels, config.model.max_length),
@@ -290,7 +310,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     if strategy.own_training:
         history, training = [], strategy.own_training(prepared, data, config)
     elif strategy.trains:
-        model, history, training = _fit(
+        model, history, training = fit(
             config,
             strategy,
             data,
@@ -307,8 +327,9 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     else:
         history, training = [], {"runtime_s": round(time.perf_counter() - started, 2), "trained": False}
 
+    prepared.model = model
     predictor = Predictor(model, tokenizer, data.labels, config.model.max_length, config.train.eval_batch_size)
-    results = _evaluate_splits(predictor, data)
+    results = evaluate_splits(predictor, data)
     metrics = {
         "strategy": config.strategy_name,
         "backbone": config.model.backbone if strategy.uses_backbone else None,
@@ -321,19 +342,42 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
         "data": data.report,
     }
 
+    save_run(final, config, strategy, backbone, prepared, data.labels, metrics, history, overwrite=overwrite)
+    shutil.rmtree(workspace, ignore_errors=True)
+    return load_run(final)
+
+
+def save_run(
+    final: Path,
+    config: RunConfig,
+    strategy: Strategy,
+    backbone: Path | None,
+    prepared,
+    labels: LabelMap,
+    metrics: dict,
+    history: list[dict],
+    *,
+    overwrite: bool,
+    extra=None,
+) -> None:
+    """Write the run folder (atomically, with its manifest): the trained `prepared.model` and its files,
+    labels, config, metrics and plots; `extra(folder)` adds files of its own."""
+
     def fill(folder: Path) -> None:
-        save_model(model, tokenizer, folder / "model", strategy.artifact, config.model.backbone, backbone)
+        save_model(
+            prepared.model, prepared.tokenizer, folder / "model", strategy.artifact, config.model.backbone, backbone
+        )
         for name, text in prepared.files.items():
             (folder / "model" / name).write_text(text, encoding="utf-8")
         metrics["artifact_mb"] = round(folder_bytes(folder / "model") / 2**20, 3)
-        data.labels.save(folder / "labels.json")
+        labels.save(folder / "labels.json")
         (folder / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (folder / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history), encoding="utf-8")
-        write_metric_plots(folder, results["test"], data.labels, f"{config.name}: test")
+        write_metric_plots(folder, metrics["test"], labels, f"{config.name}: test")
         if history:
             plot_training_curves(history, folder / "training_curves.png", config.name)
+        if extra:
+            extra(folder)
 
     write_run_folder(final, fill, overwrite=overwrite)
-    shutil.rmtree(workspace, ignore_errors=True)
-    return load_run(final)
