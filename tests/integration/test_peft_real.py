@@ -6,14 +6,16 @@ from tests.integration.test_packaged_models import train
 
 # strategy -> (options, lowest acceptable test accuracy on 300 SST-2 sentences; chance is 0.5).
 # Measured here at the strategies' default learning rates: lora 0.83, adapter 0.83, ia3 0.81,
-# bitfit 0.75, prefix 0.75, prompt_tuning 0.60 (soft prompts need bigger models or more data).
+# bitfit 0.75, prefix 0.75. prompt_tuning is not here: on these 600 training rows it is on a knife
+# edge (0.60 on one machine; 0.507 on another at the same commit, 0.61 in bf16 and 0.51 in fp32 at
+# lr 0.1), so it could not tell a broken strategy from bad luck. Its real-data figures are in the
+# PEFT benchmark (SST-2 79.36 on 20k rows, Banking77 89.94); tests/unit/test_peft.py covers its mechanics.
 CASES = {
     "lora": ({"train.epochs": 3}, 0.78),
     "adapter": ({"train.epochs": 3}, 0.78),
     "ia3": ({"train.epochs": 4}, 0.76),
     "bitfit": ({"train.epochs": 3}, 0.7),
     "prefix": ({"train.epochs": 4}, 0.7),
-    "prompt_tuning": ({"train.epochs": 4}, 0.56),
 }
 
 
