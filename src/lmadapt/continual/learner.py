@@ -23,7 +23,7 @@ from lmadapt.config import CONTINUAL_METHODS, ContinualConfig, RunConfig
 from lmadapt.continual.memory import MEMORY_FILE, ReplayMemory
 from lmadapt.continual.stream import Experience, build_stream, joined, source_name
 from lmadapt.data.labels import LabelMap
-from lmadapt.data.prepare import PreparedData, concat_splits, prepare_data
+from lmadapt.data.prepare import PreparedData, concat_splits, prepare_data, split_from_rows, split_rows
 from lmadapt.errors import LmadaptError
 
 STREAM_FILE = "stream.json"
@@ -254,7 +254,7 @@ class Learning:
         }
 
         def extra(folder: Path) -> None:
-            stream_record = result.to_json() | {"path": None, "tests": [_rows(e.test) for e in self.stream]}
+            stream_record = result.to_json() | {"path": None, "tests": [split_rows(e.test) for e in self.stream]}
             (folder / STREAM_FILE).write_text(json.dumps(stream_record, ensure_ascii=False) + "\n", encoding="utf-8")
             names, title = result.experiences, f"{config.name}: {result.method}"
             plot_accuracy_matrix(result.matrix, names, folder / "accuracy_matrix.png", title)
@@ -295,23 +295,6 @@ class Learning:
         )
 
 
-def _rows(split) -> list[dict]:
-    pairs = split.pairs or [None] * len(split)
-    return [{"text": t, "pair": p, "label": label} for t, p, label in zip(split.texts, pairs, split.labels)]
-
-
-def _split_of(rows: list[dict]):
-    from lmadapt.data.prepare import Split
-
-    pairs = [row["pair"] for row in rows]
-    return Split(
-        texts=[row["text"] for row in rows],
-        labels=[row["label"] for row in rows],
-        pairs=pairs if any(p is not None for p in pairs) else None,
-        rows=list(range(len(rows))),
-    )
-
-
 def _run_so_far(run, config: RunConfig) -> tuple[list[Experience], StreamResult, PreparedData | None]:
     """The experiences a run has learnt (only their test rows are kept) and its record; a run from
     `lmadapt train` is one experience, its own data (returned as well: replay and EWC start from it)."""
@@ -320,8 +303,12 @@ def _run_so_far(run, config: RunConfig) -> tuple[list[Experience], StreamResult,
         raw = json.loads(record.read_text(encoding="utf-8"))
         tests = raw.pop("tests")
         result = StreamResult(**{**raw, "path": None})
-        empty = _split_of([])
-        return [Experience(n, empty, empty, _split_of(t)) for n, t in zip(result.experiences, tests)], result, None
+        empty = split_from_rows([])
+        return (
+            [Experience(n, empty, empty, split_from_rows(t)) for n, t in zip(result.experiences, tests)],
+            result,
+            None,
+        )
     own = prepare_data(config.data, config.seed)
     name = source_name(config.data.train)
     steps = [{"experience": name, "rows": len(own.train), "labels": len(own.labels), **run.metrics.get("training", {})}]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmadapt.data.prepare import Split
+from lmadapt.data.prepare import Split, split_from_rows, split_rows
 
 MEMORY_FILE = "memory.json"
 
@@ -26,10 +26,7 @@ class ReplayMemory:
 
     def add(self, split: Split) -> None:
         rng = np.random.default_rng(self.seed + self.seen)
-        rows = [
-            {"text": t, "pair": split.pairs[i] if split.pairs is not None else None, "label": label}
-            for i, (t, label) in enumerate(zip(split.texts, split.labels))
-        ]
+        rows = split_rows(split)
         if self.policy == "reservoir":
             for row in rows:
                 self.seen += 1
@@ -47,13 +44,7 @@ class ReplayMemory:
         self.examples = _balanced(by_label, self.size)
 
     def split(self) -> Split:
-        pairs = [e["pair"] for e in self.examples]
-        return Split(
-            texts=[e["text"] for e in self.examples],
-            labels=[e["label"] for e in self.examples],
-            pairs=pairs if any(p is not None for p in pairs) else None,
-            rows=list(range(len(self.examples))),
-        )
+        return split_from_rows(self.examples)
 
     def save(self, folder: Path) -> None:
         raw = {

@@ -47,6 +47,23 @@ class Split:
         return self.source.where_rows(rows) if self.source else f"rows {rows[:5]}"
 
 
+def split_rows(split: Split) -> list[dict]:
+    """The split as plain rows ({"text", "pair", "label"}), for JSON files."""
+    pairs = split.pairs or [None] * len(split)
+    return [{"text": t, "pair": p, "label": label} for t, p, label in zip(split.texts, pairs, split.labels)]
+
+
+def split_from_rows(rows: list[dict]) -> Split:
+    """A split from rows as `split_rows` writes them."""
+    pairs = [row["pair"] for row in rows]
+    return Split(
+        texts=[row["text"] for row in rows],
+        labels=[row["label"] for row in rows],
+        pairs=pairs if any(p is not None for p in pairs) else None,
+        rows=list(range(len(rows))),
+    )
+
+
 def concat_splits(splits: list[Split]) -> Split:
     """The rows of several splits, one after the other (pairs kept when any split has them)."""
     has_pairs = any(split.pairs is not None for split in splits)
