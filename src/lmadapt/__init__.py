@@ -71,4 +71,19 @@ def continual(config: RunConfig | str, *, overrides: list[str] | None = None, ov
     return run_continual(config, overwrite=overwrite)
 
 
-__all__ = ["__version__", "continual", "evaluate", "load", "load_config", "merge", "train"]
+def export(run, *, quantize: str | None = None, tolerance: float | None = None) -> dict:
+    """Write the run's ONNX graph (and int8 version) into its folder, checked against PyTorch; see
+    lmadapt.serving.export.export_onnx."""
+    from lmadapt.serving.export import export_onnx
+
+    return export_onnx(load(run) if not hasattr(run, "predictor") else run, quantize, tolerance)
+
+
+def create_app(runs, settings=None):
+    """The REST service (a FastAPI app) over run folders; see lmadapt.serving.app.create_app."""
+    from lmadapt.serving.app import create_app as _create_app
+
+    return _create_app([load(run) if not hasattr(run, "predictor") else run for run in runs], settings)
+
+
+__all__ = ["__version__", "continual", "create_app", "evaluate", "export", "load", "load_config", "merge", "train"]

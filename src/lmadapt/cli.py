@@ -135,12 +135,19 @@ def predict(
     ),
     text_column: str | None = typer.Option(None, help="Text column of --input, if not the run's."),
     batch_size: int = typer.Option(64, min=1, help="Texts per forward pass."),
+    backend: str = typer.Option(
+        "auto", help="auto (the run's ONNX export if any, int8 first, else torch), torch, torch-bf16, onnx, onnx-int8."
+    ),
+    workers: int = typer.Option(0, min=0, help="Batches run at once, each on its share of the cores; 0: one per core."),
 ) -> None:
     """Label texts with a trained run, from the command line or a file.
+
+    Batches are sorted by length and padded per batch; `lmadapt export` makes the fastest backend.
 
     Example: lmadapt predict runs/demo-full "great film" --input more.csv --output scored.csv
     """
     import lmadapt
+    from lmadapt.runs import checked_texts
     from lmadapt.serving.batch import predict_file
 
     if not texts and not input:
@@ -148,14 +155,14 @@ def predict(
     if input and not output:
         raise LmadaptError("--input needs --output", fix="add --output scored.csv")
     loaded = lmadapt.load(run)
-    loaded.predictor.batch_size = batch_size
+    predictor = loaded.inference(backend, workers=workers or os.cpu_count() or 1, batch_size=batch_size)
     if texts:
-        for text, result in zip(texts, loaded.predict(texts)):
+        for text, result in zip(texts, predictor.predict(checked_texts(texts))):
             decided = result.get("label", result.get("labels"))
             best = max(result["scores"].values())
             console.print(f"{decided}\t{best:.3f}\t{text}")
     if input:
-        written = predict_file(loaded, input, output, text_column=text_column)
+        written = predict_file(loaded, input, output, text_column=text_column, predictor=predictor)
         console.print(f"{written} rows scored -> {output}")
 
 
@@ -180,6 +187,78 @@ def merge(
         f"merged into {report['output']}: max logit difference {report['max_abs_logit_difference']:.2e} "
         f"on {report['texts_checked']} texts (tolerance {tolerance:g})"
     )
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run folder written by `lmadapt train`."),
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    quantize: str | None = typer.Option(None, help="Also write a dynamically quantized graph: int8."),
+    tolerance: float | None = typer.Option(
+        None, help="Largest allowed class-probability difference from PyTorch (default 1e-3 float32, 0.1 int8)."
+    ),
+) -> None:
+    """Export a run to ONNX inside its folder (onnx/), for fast CPU inference by predict and serve.
+
+    Each graph is checked against the PyTorch model on the run's test data (max probability
+    difference, label agreement) and refused, with nothing written, above --tolerance.
+
+    Example: lmadapt export runs/sst2-minilm-full --format onnx --quantize int8
+    """
+    import lmadapt
+
+    if format != "onnx":
+        raise LmadaptError(f"unknown export format '{format}'", fix="pass --format onnx")
+    for backend, report in lmadapt.export(run, quantize=quantize, tolerance=tolerance).items():
+        console.print(
+            f"{backend}: {run / report['file']} ({report['bytes'] / 1e6:.1f} MB); on {report['texts_checked']} texts "
+            f"labels agree {100 * report['label_agreement']:.1f}%, max probability difference "
+            f"{report['max_probability_difference']:.2e} (tolerance {report['tolerance']:g})"
+        )
+
+
+@app.command()
+def serve(
+    runs: list[Path] = typer.Argument(..., help="Run folders to serve; each is named by its folder."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes the service to the network)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    api_key: str | None = typer.Option(
+        None, envvar="LMADAPT_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."
+    ),
+    backend: str = typer.Option("auto", help="auto, torch, torch-bf16, onnx, onnx-int8 (see `lmadapt predict`)."),
+    max_texts: int = typer.Option(256, min=1, help="Most texts in one request (else 422)."),
+    max_chars: int = typer.Option(10_000, min=1, help="Most characters in one text (else 422)."),
+    max_body_bytes: int = typer.Option(1_048_576, min=1, help="Largest request body in bytes (else 413)."),
+    timeout: float = typer.Option(30.0, min=0.001, help="Seconds a prediction may take (else 504)."),
+    max_batch: int = typer.Option(64, min=1, help="Most texts gathered into one forward pass."),
+    max_wait_ms: float = typer.Option(5.0, min=0, help="How long a request waits for others to share its batch."),
+    workers: int = typer.Option(0, min=0, help="Slices of a batch run at once, one core each; 0: one per core."),
+    shutdown_timeout: float = typer.Option(30.0, min=0, help="Seconds in-flight requests get to finish on SIGTERM."),
+) -> None:
+    """Serve runs over HTTP: POST /v1/predict, GET /v1/models, /healthz, /metrics, /docs.
+
+    Concurrent requests for one model are batched into one forward pass. Runs on the same backbone
+    share its weights in memory (torch backend).
+
+    Example: lmadapt serve runs/sentiment-lora runs/intent-lora --port 8000
+    """
+    import lmadapt
+    from lmadapt.serving.app import ServiceSettings, serve_forever
+
+    settings = ServiceSettings(
+        api_key=api_key,
+        max_texts=max_texts,
+        max_chars=max_chars,
+        max_body_bytes=max_body_bytes,
+        timeout_s=timeout,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        workers=workers,
+        backend=backend,
+    )
+    application = lmadapt.create_app(runs, settings)
+    errors.print(f"serving {', '.join(r.name for r in runs)} on http://{host}:{port} (docs: /docs)")
+    serve_forever(application, host, port, shutdown_timeout)
 
 
 @app.command()

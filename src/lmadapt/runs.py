@@ -57,6 +57,15 @@ def write_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
+def add_to_manifest(folder: Path, files: Sequence[Path]) -> None:
+    """Sign files added to a finished (verified) run folder, keeping every other entry as it was."""
+    path = folder / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    for file in files:
+        manifest["files"][str(file.relative_to(folder))] = {"sha256": _sha256(file), "bytes": file.stat().st_size}
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+
+
 def verify_manifest(folder: Path) -> None:
     """Every file the manifest lists is there, with its size and hash."""
     path = folder / MANIFEST
@@ -155,6 +164,18 @@ def replace_folder_atomic(final: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def checked_texts(texts: Sequence[str] | str) -> list[str]:
+    """`texts` as a list (one string: a list of one), refused if any is empty or not a string."""
+    if isinstance(texts, str):
+        texts = [texts]
+    empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise LmadaptError(
+            f"text {empty[0] + 1} of {len(texts)} is empty or not a string", fix="pass non-empty strings"
+        )
+    return list(texts)
+
+
 class Run:
     """A finished run folder: its labels, config and metrics, and a predictor loaded on first use."""
 
@@ -205,18 +226,32 @@ class Run:
         model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels, share_backbone=True)
         return Predictor(model, reader or self.load_tokenizer(), self.labels, self.max_length)
 
+    def inference(self, backend: str = "auto", workers: int = 1, batch_size: int = 64):
+        """A predictor on the chosen inference path: `auto` takes the run's ONNX export (int8 first) when it
+        has one, else PyTorch; `workers` batches run at once, each on its share of the cores."""
+        import torch
+
+        from lmadapt.models.artifacts import load_model_and_reader
+        from lmadapt.serving.engines import TORCH, TORCH_BF16, OnnxEngine, TorchEngine, onnx_path, resolve_backend
+        from lmadapt.serving.predict import Predictor
+
+        chosen = resolve_backend(self.path, backend)
+        if chosen == TORCH:
+            engine, tokenizer = self.predictor.engine, self.predictor.tokenizer
+        elif chosen == TORCH_BF16:  # its own copy: casting must not touch weights other runs share
+            model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels)
+            engine, tokenizer = TorchEngine(model.to(torch.bfloat16), TORCH_BF16), reader or self.load_tokenizer()
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            engine = OnnxEngine(onnx_path(self.path, chosen), chosen, threads=threads)
+            tokenizer = self.load_tokenizer()
+        return Predictor(engine, tokenizer, self.labels, self.max_length, batch_size=batch_size, workers=workers)
+
     def predict(
         self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False
     ) -> list[dict]:
         """Labels and per-label scores for each text."""
-        if isinstance(texts, str):
-            texts = [texts]
-        empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-        if empty:
-            raise LmadaptError(
-                f"text {empty[0] + 1} of {len(texts)} is empty or not a string", fix="pass non-empty strings"
-            )
-        return self.predictor.predict(list(texts), pairs, progress=progress)
+        return self.predictor.predict(checked_texts(texts), pairs, progress=progress)
 
     def __repr__(self) -> str:
         test = self.metrics.get("test", {})

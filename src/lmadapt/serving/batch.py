@@ -10,6 +10,7 @@ from lmadapt.data.prepare import extract_split
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.report import run_data_config
 from lmadapt.runs import Run, write_file_atomic
+from lmadapt.serving.predict import Predictor
 
 
 def _writer(output: Path):
@@ -28,8 +29,11 @@ def _writer(output: Path):
     return writers[fmt]
 
 
-def predict_file(run: Run, source: str, output: str | Path, text_column: str | None = None) -> int:
-    """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added."""
+def predict_file(
+    run: Run, source: str, output: str | Path, text_column: str | None = None, predictor: Predictor | None = None
+) -> int:
+    """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added
+    (scored by `predictor`, default the run's PyTorch one)."""
     output = Path(output)
     write = _writer(output)
     if output.exists() and output.resolve() == Path(source).resolve():
@@ -37,9 +41,10 @@ def predict_file(run: Run, source: str, output: str | Path, text_column: str | N
     config = run_data_config(run, text_column=text_column, format="auto")
     table = read_table(source, config.format)
     split = extract_split(table, config, with_labels=False)
-    scores = run.predictor.scores(split.texts, split.pairs, progress=True)
+    predictor = predictor or run.predictor
+    scores = predictor.scores(split.texts, split.pairs, progress=True)
     frame = table.frame.copy()
-    decided = run.predictor.decide(scores)
+    decided = predictor.decide(scores)
     # Rows the run's cleaning drops (empty texts, with data.drop_empty) keep empty prediction cells.
     if run.labels.task == MULTI_LABEL:
         frame.loc[split.rows, "predicted_labels"] = [config.label_delimiter.join(labels) for labels in decided]

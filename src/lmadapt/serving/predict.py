@@ -1,8 +1,10 @@
-"""Batch prediction: length-sorted batches, dynamic padding, inference mode, scores per label."""
+"""Batch prediction: length-sorted batches, dynamic padding, any inference engine, scores per label."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -10,6 +12,7 @@ from tqdm.auto import tqdm
 
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.evaluation.metrics import decisions, scores_from_logits
+from lmadapt.serving.engines import OnnxEngine, TorchEngine
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int):
@@ -17,37 +20,73 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_len
     return tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length)
 
 
-class Predictor:
-    """Scores texts with a classification model and names the labels."""
+@contextmanager
+def evaluating(model):
+    """`model` in eval mode for the block, then back in the mode it was in (no-op for None)."""
+    if model is None:
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
-    def __init__(self, model, tokenizer, labels: LabelMap, max_length: int, batch_size: int = 64):
-        self.model = model
+
+@contextmanager
+def torch_threads(workers: int):
+    """Split the cores between `workers` concurrent batches, so PyTorch's own threads do not oversubscribe them."""
+    if workers <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Predictor:
+    """Scores texts with a classification model (or an inference engine) and names the labels.
+
+    `workers` > 1 runs that many batches at once on threads, each engine call on its own core.
+    """
+
+    def __init__(self, model, tokenizer, labels: LabelMap, max_length: int, batch_size: int = 64, workers: int = 1):
+        self.engine = model if isinstance(model, (TorchEngine, OnnxEngine)) else TorchEngine(model)
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
         self.batch_size = batch_size
+        self.workers = workers
+
+    @property
+    def model(self):
+        """The PyTorch model (None for an ONNX engine)."""
+        return getattr(self.engine, "model", None)
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False) -> np.ndarray:
-        from transformers import DataCollatorWithPadding
-
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encoded = encode(self.tokenizer, texts, pairs, self.max_length)
-        features = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
+        names = [name for name in (self.engine.input_names or encoded.keys()) if name in encoded]
         # Sorting by length makes each batch's padding small; the original order is restored below.
-        order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
-        collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
+        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+        def run(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rows = {name: [encoded[name][i] for i in index] for name in names}
+            return index, self.engine(dict(self.tokenizer.pad(rows, return_tensors="np")))
+
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        batches = range(0, len(order), self.batch_size)
-        with torch.inference_mode():
-            for start in tqdm(batches, desc="predicting", unit="batch", disable=not progress, leave=False):
-                index = order[start : start + self.batch_size]
-                batch = {k: v.to(device) for k, v in collate([features[i] for i in index]).items()}
-                out[index] = self.model(**batch).logits.float().cpu().numpy()
-        self.model.train(was_training)
+        with evaluating(self.model), ThreadPoolExecutor(self.workers) as pool, torch_threads(self.workers):
+            done = pool.map(run, batches) if self.workers > 1 else map(run, batches)
+            for index, logits in tqdm(
+                done, total=len(batches), desc="predicting", unit="batch", disable=not progress, leave=False
+            ):
+                out[index] = logits
         return out
 
     def scores(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False) -> np.ndarray:

@@ -1,0 +1,238 @@
+"""Serving benchmark: batch prediction paths against transformers' pipeline, and a load test of the service.
+
+On SST-2 validation (872 sentences) with MiniLM `full` (the sst2 recipe on the benchmarks' seeded
+20,000-row subset, trained once into --workdir and exported to ONNX, float32 and int8):
+
+- system `hf_pipeline`: transformers pipeline("text-classification", batch_size=32), the baseline;
+- one row per lmadapt inference path (`torch`, `torch_bf16`, `onnx`, `onnx_int8`), each with 1 worker
+  (all cores on one batch) and with one worker per core: texts/s (tokenization included, best of
+  --repeats passes after a warm-up), accuracy, and the ratio to the pipeline measured in the same run;
+- system `service`: `lmadapt serve` on loopback (fastest backend) under --clients concurrent clients
+  for --seconds, each request --texts-per-request validation sentences: throughput, p50/p99 latency,
+  errors, and the ratio to the best offline path. The clients run on the same 2 cores as the server.
+
+    python bench/serving.py --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from runner import ROOT, git_commit, write_sst2_subset
+
+PATHS = ["torch", "torch-bf16", "onnx", "onnx-int8"]
+
+
+def trained_run(data: Path, workdir: Path):
+    """The MiniLM `full` SST-2 run, trained and exported once; reused when the workdir has it."""
+    import lmadapt
+
+    folder = workdir / "sst2-minilm-full"
+    if not (folder / "manifest.json").is_file():
+        subset = write_sst2_subset(data, workdir / "sst2_train_subset.csv")
+        settings = [
+            f"output_dir={workdir}",
+            f"data.train={subset}",
+            f"data.validation={data / 'sst2' / 'validation.csv'}",
+            f"data.test={data / 'sst2' / 'test.csv'}",
+        ]
+        lmadapt.train(
+            lmadapt.load_config(ROOT / "configs" / "sentiment" / "sst2_minilm_full.yaml", settings), overwrite=True
+        )
+    if not (folder / "onnx" / "model.int8.onnx").is_file():
+        lmadapt.export(folder, quantize="int8")
+    return lmadapt.load(folder)
+
+
+def best_rate(predict, texts: list[str], repeats: int) -> tuple[float, list]:
+    """Texts per second of the fastest of `repeats` passes over `texts` (after one warm-up), and its labels."""
+    predict(texts[:64])
+    best, labels = 0.0, None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        labels = predict(texts)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    return best, labels
+
+
+def accuracy(predicted: list, gold: list) -> float:
+    return round(100 * float(np.mean([p == g for p, g in zip(predicted, gold)])), 2)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def load_test(url: str, texts: list[str], clients: int, seconds: float, per_request: int) -> dict:
+    """`clients` concurrent clients posting `per_request` texts each, back to back, for `seconds`."""
+    import httpx
+
+    latencies, errors, done_texts = [], 0, 0
+    rng = random.Random(0)
+    requests = [rng.sample(texts, per_request) for _ in range(512)]
+
+    async def client(index: int, http: httpx.AsyncClient, deadline: float) -> None:
+        nonlocal errors, done_texts
+        sent = index
+        while time.perf_counter() < deadline:
+            body = {"texts": requests[sent % len(requests)]}
+            sent += clients
+            started = time.perf_counter()
+            try:
+                response = await http.post(f"{url}/v1/predict", json=body)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - started)
+            errors += not ok
+            done_texts += per_request if ok else 0
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        await asyncio.gather(*(client(i, http, time.perf_counter() + 3) for i in range(clients)))  # warm-up
+        latencies.clear()
+        errors = done_texts = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(client(i, http, started + seconds) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "texts_per_s": round(done_texts / elapsed, 1),
+        "requests": len(latencies),
+        "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
+        "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 1),
+        "errors": errors,
+        "seconds": round(elapsed, 1),
+    }
+
+
+def serve_and_load(run_path: Path, texts: list[str], args) -> dict:
+    port = free_port()
+    command = [sys.executable, "-m", "lmadapt.cli", "serve", str(run_path), "--port", str(port)]
+    command += ["--backend", args.service_backend, "--max-texts", str(max(256, args.texts_per_request))]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the server did not start") from None
+                time.sleep(0.5)
+        backend = httpx.get(f"{url}/v1/models").json()[0]["backend"]
+        figures = asyncio.run(load_test(url, texts, args.clients, args.seconds, args.texts_per_request))
+        batches = [
+            line for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith("lmadapt_batch_size_")
+        ]
+        count = next(float(line.split()[-1]) for line in batches if line.startswith("lmadapt_batch_size_count"))
+        total = next(float(line.split()[-1]) for line in batches if line.startswith("lmadapt_batch_size_sum"))
+        return figures | {"backend": backend, "mean_batch_texts": round(total / count, 1)}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+
+
+def main() -> None:
+    import pandas as pd
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/lmadapt-serving-bench"))
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per path; the best counts")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--texts-per-request", type=int, default=8)
+    parser.add_argument("--service-backend", default="auto")
+    parser.add_argument("--skip-service", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import pipeline
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    run = trained_run(args.data, args.workdir)
+    validation = pd.read_csv(args.data / "sst2" / "validation.csv")
+    texts, gold = validation["text"].astype(str).tolist(), validation["label"].astype(str).tolist()
+    cores = os.cpu_count() or 1
+    common = {
+        "dataset": "sst2",
+        "texts": len(texts),
+        "commit": git_commit(),
+        "command": "python " + " ".join(sys.argv),
+        "date": date.today().isoformat(),
+        "cores": cores,
+        "batch_size": args.batch_size,
+    }
+    rows = []
+
+    torch.set_num_threads(cores)
+    classify = pipeline("text-classification", model=str(run.path / "model"), device="cpu", batch_size=args.batch_size)
+    rate, predicted = best_rate(
+        lambda batch: [r["label"] for r in classify(batch, truncation=True)], texts, args.repeats
+    )
+    baseline = rate
+    rows.append(
+        common | {"system": "hf_pipeline", "texts_per_s": round(rate, 1), "accuracy": accuracy(predicted, gold)}
+    )
+    print(json.dumps(rows[-1]), flush=True)
+
+    for path in PATHS:
+        for workers in sorted({1, cores}):
+            predictor = run.inference(path, workers=workers, batch_size=args.batch_size)
+            rate, predicted = best_rate(lambda batch, p=predictor: p.decide(p.scores(batch)), texts, args.repeats)
+            rows.append(
+                common
+                | {
+                    "strategy": "full",
+                    "system": path.replace("-", "_") + ("" if workers == 1 else f"_{workers}workers"),
+                    "backend": path,
+                    "workers": workers,
+                    "texts_per_s": round(rate, 1),
+                    "speedup_vs_pipeline": round(rate / baseline, 2),
+                    "accuracy": accuracy(predicted, gold),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+            torch.set_num_threads(cores)
+
+    if not args.skip_service:
+        best = max(r["texts_per_s"] for r in rows if r["system"] != "hf_pipeline")
+        figures = serve_and_load(run.path, texts, args)
+        rows.append(
+            common
+            | {
+                "system": "service",
+                "clients": args.clients,
+                "texts_per_request": args.texts_per_request,
+                **figures,
+                "ratio_to_best_offline": round(figures["texts_per_s"] / best, 2),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

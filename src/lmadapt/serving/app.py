@@ -1,0 +1,433 @@
+"""The REST service: FastAPI over one or more run folders, micro-batched, with limits, auth and metrics.
+
+    POST /v1/predict   {"model": name, "texts": [...]} -> a label and per-label scores per text
+    GET  /v1/models    the models served, their labels and inference backend
+    GET  /healthz      liveness
+    GET  /metrics      Prometheus text format: requests, latency, batch sizes, errors
+    GET  /docs         OpenAPI documentation (/openapi.json: the schema)
+
+Every error is a JSON body {"error": {"code", "message", "fix"}} with a 4xx status (504 on timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPBearer
+from pydantic import BaseModel, Field, WithJsonSchema, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import Run
+from lmadapt.serving.batching import MicroBatcher
+
+API_KEY_ENV = "LMADAPT_API_KEY"
+
+
+@dataclass
+class ServiceSettings:
+    """Limits and batching of the service; every field is a `lmadapt serve` option."""
+
+    api_key: str | None = field(default=None, metadata={"help": "Key every request must carry; None: no auth."})
+    max_texts: int = field(default=256, metadata={"help": "Most texts in one request."})
+    max_chars: int = field(default=10_000, metadata={"help": "Most characters in one text."})
+    max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest request body."})
+    timeout_s: float = field(default=30.0, metadata={"help": "A prediction request gives up after this long."})
+    max_batch: int = field(default=64, metadata={"help": "Most texts in one forward pass."})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "How long a request waits for others to batch with."})
+    workers: int = field(default=0, metadata={"help": "Parallel batch slices per forward pass; 0: one per core."})
+    backend: str = field(
+        default="auto", metadata={"help": "Inference backend: auto, torch, torch-bf16, onnx, onnx-int8."}
+    )
+
+
+class ApiError(Exception):
+    """A request the service refuses: its status, a stable code, and what to do about it."""
+
+    def __init__(self, status: int, code: str, message: str, fix: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fix, self.headers = status, code, message, fix, headers
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.")
+    message: str = Field(description="What went wrong.")
+    fix: str | None = Field(None, description="How to fix the request.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def request_model(settings: ServiceSettings) -> type[BaseModel]:
+    """The predict request's schema, with this service's limits in it (they are checked in the endpoint,
+    which names the limit a request broke)."""
+    text = Annotated[
+        str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": settings.max_chars, "pattern": r"\S"})
+    ]
+    return create_model(
+        "PredictRequest",
+        model=(
+            str | None,
+            Field(None, description="A served model's name (GET /v1/models); optional when one is served."),
+        ),
+        texts=(
+            list[text],
+            Field(
+                description="Texts to classify, each with a non-space character.",
+                examples=[["a gripping, moving film"]],
+                json_schema_extra={"minItems": 1, "maxItems": settings.max_texts},
+            ),
+        ),
+    )
+
+
+class Prediction(BaseModel):
+    label: str | None = Field(None, description="The predicted label (single-label models).")
+    labels: list[str] | None = Field(None, description="The predicted labels (multi-label models).")
+    scores: dict[str, float] = Field(description="Probability of each label.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    strategy: str
+    backbone: str
+    task: str
+    labels: list[str]
+    backend: str
+    test_accuracy: float | None = None
+
+
+class Metrics:
+    """The Prometheus series the service exports, in a registry of its own."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lmadapt_requests", "HTTP requests by route and status.", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "lmadapt_request_seconds",
+            "Request latency by route.",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "lmadapt_batch_size",
+            "Texts per forward pass, by model.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.texts = Counter(
+            "lmadapt_predicted_texts", "Texts classified, by model.", ["model"], registry=self.registry
+        )
+        self.errors = Counter(
+            "lmadapt_errors", "Refused or failed requests by error code.", ["code"], registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+@dataclass
+class ServedModel:
+    name: str
+    run: Run
+    predictor: Any
+    batcher: MicroBatcher | None = None
+
+    def info(self) -> ModelInfo:
+        config = self.run.run_config
+        return ModelInfo(
+            name=self.name,
+            strategy=config.strategy_name,
+            backbone=str(config.model.backbone),
+            task=self.run.labels.task,
+            labels=list(self.run.labels.labels),
+            backend=self.predictor.engine.name,
+            test_accuracy=self.run.metrics.get("test", {}).get("accuracy"),
+        )
+
+
+def served_models(runs: Sequence[Run], settings: ServiceSettings) -> dict[str, ServedModel]:
+    """One predictor per run on the chosen backend, named by the run folder; names must differ."""
+    from lmadapt.serving.engines import check_backend
+
+    check_backend(settings.backend)
+    workers = settings.workers or os.cpu_count() or 1
+    models: dict[str, ServedModel] = {}
+    for run in runs:
+        if run.name in models:
+            raise LmadaptError(
+                f"two runs are both named '{run.name}'", fix="serve runs whose folders have different names"
+            )
+        batch_size = max(1, -(-settings.max_batch // workers))  # one slice of each batch per worker
+        models[run.name] = ServedModel(run.name, run, run.inference(settings.backend, workers, batch_size))
+    return models
+
+
+BODY_TOO_LARGE_FIX = "send fewer or shorter texts per request"
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `limit` bytes, declared or streamed, gets 413."""
+
+    def __init__(self, app, limit: int, on_refuse):
+        self.app, self.limit, self.on_refuse = app, limit, on_refuse
+
+    def too_large(self) -> ApiError:
+        return ApiError(
+            413, "body_too_large", f"the request body is larger than {self.limit} bytes", BODY_TOO_LARGE_FIX
+        )
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            self.on_refuse()
+            return await error_response(self.too_large())(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # a chunked body: the endpoint reading it gets a 413
+                raise HTTPException(413, detail=self.too_large().message)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    body = {"error": {"code": error.code, "message": error.message, "fix": error.fix}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Malformed JSON.",
+        401: "Missing or wrong API key.",
+        404: "Unknown model.",
+        413: "Request body too large.",
+        422: "Invalid request: too many texts, a text too long or empty, no model named.",
+        504: "The prediction did not finish within the request timeout.",
+    }.items()
+}
+
+
+def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> FastAPI:
+    """The service over `runs` (loaded now, so a bad run fails before the server starts)."""
+    settings = settings or ServiceSettings()
+    models = served_models(runs, settings)
+    metrics = Metrics()
+    workers = settings.workers or os.cpu_count() or 1
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import torch
+
+        # Each worker's slice of a batch runs on its own core; PyTorch must not spread one slice over all.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="lmadapt-batch") as executor:
+            for served in models.values():
+                served.batcher = MicroBatcher(
+                    served.predictor.predict,
+                    executor,
+                    max_batch=settings.max_batch,
+                    max_wait_s=settings.max_wait_ms / 1000,
+                    on_batch=metrics.batch_size.labels(served.name).observe,
+                )
+                served.batcher.start()
+            yield
+            for served in models.values():
+                await served.batcher.stop()
+
+    app = FastAPI(
+        title="lmadapt",
+        summary="Text classification with adapted language models.",
+        description=__doc__,
+        lifespan=lifespan,
+        responses={401: ERROR_RESPONSES[401]} if settings.api_key else None,
+    )
+
+    bearer = HTTPBearer(auto_error=False, description="API key as a bearer token.")
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key.")
+
+    def require_key(request: Request, _bearer=Depends(bearer), _header=Depends(header)):
+        # The two schemes are declared for the schema; the decision reads the raw headers, so that a
+        # request presenting any wrong or malformed credential is refused, even beside the right one.
+        authorization = request.headers.get("authorization")
+        presented = [request.headers.get("x-api-key"), authorization and authorization.removeprefix("Bearer ")]
+        presented = [given for given in presented if given is not None]
+        expected = settings.api_key.encode()
+        if not presented or not all(secrets.compare_digest(given.encode(), expected) for given in presented):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong API key" if presented else "this service needs an API key",
+                fix="send the key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    # Added first, so it runs inside the request counter below and its refusals are counted.
+    app.add_middleware(
+        BodySizeLimit, limit=settings.max_body_bytes, on_refuse=metrics.errors.labels("body_too_large").inc
+    )
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        metrics.errors.labels(error.code).inc()
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        problems = error.errors()
+        if any(problem.get("type") == "json_invalid" for problem in problems):
+            return await api_error(request, ApiError(400, "malformed_json", "the request body is not valid JSON"))
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in problem.get('loc', ())[1:]) or 'body'}: {problem.get('msg')}"
+            for problem in problems[:5]
+        )
+        fix = 'send {"model": "<name>", "texts": ["...", ...]} as JSON'
+        return await api_error(request, ApiError(422, "invalid_request", where, fix=fix))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(error.status_code, "http_error")
+        fix = BODY_TOO_LARGE_FIX if error.status_code == 413 else None
+        return await api_error(request, ApiError(error.status_code, code, str(error.detail), fix, error.headers))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        metrics.errors.labels("internal").inc()
+        body = {"error": {"code": "internal", "message": f"{type(error).__name__}: {error}", "fix": None}}
+        return JSONResponse(body, status_code=500)
+
+    def choose_model(name: str | None) -> ServedModel:
+        if name is None:
+            if len(models) == 1:
+                return next(iter(models.values()))
+            raise ApiError(
+                422,
+                "model_required",
+                "several models are served: name one",
+                fix=f"set model to one of {sorted(models)}",
+            )
+        if name not in models:
+            raise ApiError(
+                404, "unknown_model", f"no model named '{name}'", fix=f"use one of {sorted(models)} (GET /v1/models)"
+            )
+        return models[name]
+
+    def check_texts(texts: list[str]) -> None:
+        if not texts:
+            raise ApiError(422, "no_texts", "texts is empty", fix="send at least one text")
+        if len(texts) > settings.max_texts:
+            raise ApiError(
+                422,
+                "too_many_texts",
+                f"{len(texts)} texts in one request; the limit is {settings.max_texts}",
+                fix="split the texts over several requests",
+            )
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise ApiError(422, "empty_text", f"text {i} is empty", fix="send non-empty texts")
+            if len(text) > settings.max_chars:
+                raise ApiError(
+                    422,
+                    "text_too_long",
+                    f"text {i} has {len(text)} characters; the limit is {settings.max_chars}",
+                    fix="shorten or split the text",
+                )
+
+    protected = [Depends(require_key)] if settings.api_key else []  # no key: no security scheme in the schema
+
+    async def predict(request) -> PredictResponse:
+        """Labels and per-label scores for each text; concurrent requests share forward passes."""
+        served = choose_model(request.model)
+        check_texts(request.texts)
+        try:
+            results = await asyncio.wait_for(served.batcher.predict(request.texts), settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                504,
+                "timeout",
+                f"the prediction took longer than {settings.timeout_s:g} s",
+                fix="send fewer texts per request, or retry when the service is less busy",
+            ) from None
+        metrics.texts.labels(served.name).inc(len(results))
+        return PredictResponse(model=served.name, predictions=[Prediction(**result) for result in results])
+
+    # The request's type is built for this service's limits, so it is set here, not in a (string) annotation.
+    predict.__annotations__["request"] = request_model(settings)
+    app.post("/v1/predict", response_model=PredictResponse, responses=ERROR_RESPONSES, dependencies=protected)(predict)
+
+    @app.get("/v1/models", response_model=list[ModelInfo], dependencies=protected)
+    async def list_models() -> list[ModelInfo]:
+        """The models this service classifies with."""
+        return [served.info() for served in models.values()]
+
+    @app.get("/healthz", dependencies=protected)
+    async def healthz() -> dict:
+        """Liveness: the service is up and its models are loaded."""
+        return {"status": "ok", "models": len(models)}
+
+    @app.get("/metrics", dependencies=protected, response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Counters and histograms in the Prometheus text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, shutdown_timeout_s: float = 30.0) -> None:
+    """Run the service until SIGINT or SIGTERM; requests in flight then get `shutdown_timeout_s` to finish,
+    and the call returns (uvicorn re-raises the signal it stopped on: a stop it handled is a clean exit)."""
+    import signal
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=shutdown_timeout_s, lifespan="on")
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,87 @@
+"""Inference engines: what turns one padded batch of token ids into logits.
+
+- `torch`: the PyTorch model, inference mode (fp32, or bf16 weights with `torch-bf16`).
+- `onnx`, `onnx-int8`: ONNX Runtime on the graph `lmadapt export` wrote into the run folder.
+
+Every engine is thread-safe for concurrent calls, so a Predictor can run batches on several threads
+(each engine thread on one core: on a small CPU this beats one batch on all cores, DESIGN.md 8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmadapt.errors import LmadaptError, did_you_mean
+
+TORCH, TORCH_BF16, ONNX, ONNX_INT8, AUTO = "torch", "torch-bf16", "onnx", "onnx-int8", "auto"
+BACKENDS = (AUTO, TORCH, TORCH_BF16, ONNX, ONNX_INT8)
+ONNX_FOLDER = "onnx"
+ONNX_FILES = {ONNX: "model.onnx", ONNX_INT8: "model.int8.onnx"}
+
+
+class TorchEngine:
+    """A PyTorch classifier on CPU or GPU; its logits as float32 numpy."""
+
+    def __init__(self, model, name: str = TORCH):
+        self.model = model
+        self.name = name
+
+    @property
+    def input_names(self) -> list[str] | None:
+        return None  # the model takes whatever the tokenizer gives
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
+            return self.model(**inputs).logits.float().cpu().numpy()
+
+
+class OnnxEngine:
+    """An exported classifier on ONNX Runtime's CPU provider."""
+
+    def __init__(self, path: Path, name: str = ONNX, threads: int = 1):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.name = name
+        self.path = path
+
+    @property
+    def input_names(self) -> list[str]:
+        return [item.name for item in self.session.get_inputs()]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: batch[name].astype(np.int64, copy=False) for name in self.input_names}
+        return self.session.run(["logits"], feed)[0].astype(np.float32, copy=False)
+
+
+def onnx_path(run_path: Path, backend: str) -> Path:
+    return run_path / ONNX_FOLDER / ONNX_FILES[backend]
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise LmadaptError(f"unknown inference backend '{backend}'", fix=did_you_mean(backend, BACKENDS))
+    return backend
+
+
+def resolve_backend(run_path: Path, backend: str) -> str:
+    """The backend to use: `auto` takes an exported ONNX graph (int8 first) when the run has one, else torch."""
+    check_backend(backend)
+    if backend == AUTO:
+        return next((b for b in (ONNX_INT8, ONNX) if onnx_path(run_path, b).is_file()), TORCH)
+    if backend in ONNX_FILES and not onnx_path(run_path, backend).is_file():
+        quantize = " --quantize int8" if backend == ONNX_INT8 else ""
+        raise LmadaptError(
+            f"this run has no {backend} export",
+            where=str(run_path),
+            fix=f"run `lmadapt export {run_path} --format onnx{quantize}` first, or pick --backend torch",
+        )
+    return backend

@@ -1,0 +1,140 @@
+"""Export a run's classifier to ONNX (optionally int8-quantized), checked against the PyTorch model.
+
+The graph goes into the run folder (`onnx/model.onnx`, `onnx/model.int8.onnx`, `onnx/export.json`)
+and into its manifest, so `predict` and `serve` find it and a changed file is caught on load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import Run, add_to_manifest, write_file_atomic
+from lmadapt.serving.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine
+
+# Largest allowed difference of any class probability between the export and the PyTorch model:
+# float32 graphs agree to rounding; dynamic int8 quantization moves borderline probabilities more.
+DEFAULT_TOLERANCE = {ONNX: 1e-3, ONNX_INT8: 0.1}
+PARITY_TEXTS = 256
+REPORT = "export.json"
+
+
+class LogitsOnly(torch.nn.Module):
+    """The classifier with positional token inputs and logits as its one output: what the exporter traces."""
+
+    def __init__(self, model, input_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.input_names, inputs))).logits
+
+
+def exportable_model(run: Run):
+    """The run's classifier as one plain module: a foldable adapter (LoRA, IA3) is merged into its backbone."""
+    from lmadapt.strategies import get_strategy
+
+    model = run.load_model(share_backbone=False)
+    if get_strategy(run.run_config.strategy_name).mergeable:
+        model = model.merge_and_unload()
+    return model.float().eval()
+
+
+def trace_to_onnx(model, tokenizer, target: Path) -> None:
+    sample = tokenizer(
+        ["a short example", "a somewhat longer example sentence to trace"], padding=True, return_tensors="pt"
+    )
+    names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    try:
+        torch.onnx.export(
+            LogitsOnly(model, names),
+            tuple(sample[name] for name in names),
+            str(target),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=dynamic,
+            opset_version=17,
+            dynamo=False,
+        )
+    except Exception as error:  # the tracer's errors name the operation it could not express
+        raise LmadaptError(
+            f"this model does not export to ONNX: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
+            fix="serve the run with --backend torch (length-sorted batches, inference mode)",
+        ) from None
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Per-channel weights halve the probability drift of per-tensor ones (DESIGN.md 8).
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def parity(run: Run, reference: np.ndarray, texts: list[str], path: Path, backend: str) -> dict:
+    """How far the exported graph's probabilities and labels are from the PyTorch model's on `texts`."""
+    from lmadapt.serving.predict import Predictor
+
+    exported = Predictor(OnnxEngine(path, backend), run.load_tokenizer(), run.labels, run.max_length).scores(texts)
+    difference = np.abs(exported - reference)
+    return {
+        "max_probability_difference": float(difference.max()),
+        "mean_probability_difference": float(difference.mean()),
+        "label_agreement": float((exported.argmax(axis=1) == reference.argmax(axis=1)).mean()),
+        "texts_checked": len(texts),
+        "bytes": path.stat().st_size,
+    }
+
+
+def export_onnx(run: Run, quantize: str | None = None, tolerance: float | None = None) -> dict:
+    """Write the run's ONNX graph (and its int8 version with `quantize="int8"`) into the run folder.
+
+    Each graph's class probabilities are compared with the PyTorch model's on the run's test data
+    (or fixed sentences); a graph further off than `tolerance` is refused and nothing is written.
+    """
+    from lmadapt.models.merge import parity_texts
+    from lmadapt.serving.predict import Predictor
+
+    if quantize not in (None, "int8"):
+        raise LmadaptError(f"unknown quantization '{quantize}'", fix="pass --quantize int8, or leave it out")
+    backends = [ONNX] + ([ONNX_INT8] if quantize else [])
+    model = exportable_model(run)
+    tokenizer = run.load_tokenizer()
+    texts = parity_texts(run, limit=PARITY_TEXTS)
+    reference = Predictor(model, tokenizer, run.labels, run.max_length).scores(texts)
+    folder = run.path / ONNX_FOLDER
+    report_path = folder / REPORT
+    reports = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
+    with tempfile.TemporaryDirectory(prefix="lmadapt-export-") as scratch:
+        built = {ONNX: Path(scratch) / ONNX_FILES[ONNX]}
+        trace_to_onnx(model, tokenizer, built[ONNX])
+        if quantize:
+            built[ONNX_INT8] = Path(scratch) / ONNX_FILES[ONNX_INT8]
+            quantize_int8(built[ONNX], built[ONNX_INT8])
+        for backend in backends:
+            limit = DEFAULT_TOLERANCE[backend] if tolerance is None else tolerance
+            checked = parity(run, reference, texts, built[backend], backend) | {"tolerance": limit}
+            if not checked["max_probability_difference"] <= limit:
+                raise LmadaptError(
+                    f"the {backend} graph's probabilities differ by up to {checked['max_probability_difference']:.3g} "
+                    f"from the PyTorch model's (tolerance {limit:g}; labels agree on "
+                    f"{100 * checked['label_agreement']:.1f}% of {len(texts)} texts); nothing was written",
+                    where=str(run.path),
+                    fix="serve the run with --backend torch, or raise --tolerance if this drift is acceptable",
+                )
+            reports[backend] = checked | {"file": f"{ONNX_FOLDER}/{ONNX_FILES[backend]}"}
+        folder.mkdir(exist_ok=True)
+        for backend in backends:
+            write_file_atomic(
+                folder / ONNX_FILES[backend], lambda partial, b=backend: shutil.copyfile(built[b], partial)
+            )
+    write_file_atomic(report_path, lambda partial: partial.write_text(json.dumps(reports, indent=2) + "\n"))
+    add_to_manifest(run.path, [folder / ONNX_FILES[b] for b in backends] + [report_path])
+    return {backend: reports[backend] for backend in backends}

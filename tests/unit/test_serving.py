@@ -1,0 +1,298 @@
+"""Fast inference and the REST service: ONNX export with its parity check, inference backends, and a
+real HTTP server (uvicorn on a free port) driven by an HTTP client: limits, auth, batching, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+import pytest
+
+import lmadapt
+from lmadapt.errors import LmadaptError
+from lmadapt.serving.app import ServiceSettings
+from tests.conftest import REPO, sentiment_rows, tiny_overrides, write_three_splits
+
+TEXTS = ["a great and moving film", "dull boring plot", "the acting was superb", "tedious and lifeless ending"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_bert, tmp_path_factory):
+    """A tiny BERT fully fine-tuned on the synthetic sentiment rows, in a run folder of its own."""
+    work = tmp_path_factory.mktemp("serving")
+    files = write_three_splits(work, sentiment_rows(360))
+    return lmadapt.train(lmadapt.load_config(None, tiny_overrides(tiny_bert, files, work / "runs", "sentiment")))
+
+
+@pytest.fixture(scope="module")
+def exported_run(trained_run):
+    lmadapt.export(trained_run.path, quantize="int8")
+    return lmadapt.load(trained_run.path)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def live_server(runs, **settings):
+    """The service on a free loopback port, in a thread of this process; yields its base URL."""
+    import uvicorn
+
+    app = lmadapt.create_app(runs, ServiceSettings(**settings))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def scores_of(response_json) -> np.ndarray:
+    return np.array([[p["scores"][label] for label in ("positive", "negative")] for p in response_json["predictions"]])
+
+
+# --- export and inference backends -----------------------------------------------------------------------
+
+
+def test_export_writes_checked_graphs_into_the_run_folder_and_its_manifest(exported_run):
+    from lmadapt.runs import verify_manifest
+
+    report = json.loads((exported_run.path / "onnx" / "export.json").read_text())
+    for backend in ("onnx", "onnx-int8"):
+        assert report[backend]["texts_checked"] == 60  # the run's test rows
+        assert report[backend]["max_probability_difference"] <= report[backend]["tolerance"]
+    assert report["onnx"]["max_probability_difference"] < 1e-4
+    manifest = json.loads((exported_run.path / "manifest.json").read_text())
+    assert {"onnx/model.onnx", "onnx/model.int8.onnx", "onnx/export.json"} <= set(manifest["files"])
+    verify_manifest(exported_run.path)
+
+
+def test_every_backend_agrees_with_pytorch(exported_run):
+    reference = exported_run.predictor.scores(TEXTS * 5)
+    for backend, tolerance in (("torch", 1e-6), ("onnx", 1e-5), ("onnx-int8", 0.05), ("torch-bf16", 0.05)):
+        predictor = exported_run.inference(backend, workers=2, batch_size=3)
+        assert predictor.engine.name == backend
+        np.testing.assert_allclose(predictor.scores(TEXTS * 5), reference, atol=tolerance, err_msg=backend)
+    assert exported_run.inference("auto").engine.name == "onnx-int8"
+
+
+def test_parallel_workers_keep_the_order_of_the_texts(trained_run):
+    texts = [f"{word} film {i}" for i, word in enumerate(["great", "dull", "superb", "awful", "moving"] * 8)]
+    alone = trained_run.inference("torch", workers=1, batch_size=4).scores(texts)
+    together = trained_run.inference("torch", workers=2, batch_size=4).scores(texts)
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path):
+    files = write_three_splits(tmp_path, sentiment_rows(360))
+    run = lmadapt.train(lmadapt.load_config(None, tiny_overrides(tiny_bert, files, tmp_path / "runs", "strict")))
+    before = (run.path / "manifest.json").read_bytes()
+    with pytest.raises(LmadaptError, match="tolerance 0"):
+        lmadapt.export(run.path, quantize="int8", tolerance=0.0)
+    assert not (run.path / "onnx").exists()
+    assert (run.path / "manifest.json").read_bytes() == before
+    with pytest.raises(LmadaptError, match="lmadapt export"):
+        lmadapt.load(run.path).inference("onnx")
+
+
+def test_a_changed_export_is_caught_on_load(exported_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported_run.path, copy)
+    with (copy / "onnx" / "model.int8.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(LmadaptError, match="model.int8.onnx"):
+        lmadapt.load(copy)
+
+
+# --- the REST service ------------------------------------------------------------------------------------
+
+
+def test_predictions_match_predict_and_models_are_listed(exported_run):
+    with live_server([exported_run], backend="torch") as url, httpx.Client(base_url=url) as client:
+        response = client.post("/v1/predict", json={"texts": TEXTS})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["model"] == exported_run.name
+        direct = exported_run.predict(TEXTS)
+        assert [p["label"] for p in body["predictions"]] == [d["label"] for d in direct]
+        np.testing.assert_allclose(
+            scores_of(body), [[d["scores"][k] for k in ("positive", "negative")] for d in direct], atol=1e-6
+        )
+        models = client.get("/v1/models").json()
+        assert [(m["name"], m["backend"], m["labels"]) for m in models] == [
+            (exported_run.name, "torch", exported_run.labels.labels)
+        ]
+        assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_every_limit_returns_its_documented_error(trained_run):
+    limits = {"max_texts": 3, "max_chars": 40, "max_body_bytes": 400}
+    with live_server([trained_run], **limits) as url, httpx.Client(base_url=url) as client:
+
+        def refused(status, code, **request):
+            response = client.request(request.pop("method", "POST"), request.pop("path", "/v1/predict"), **request)
+            assert response.status_code == status, response.text
+            error = response.json()["error"]
+            assert error["code"] == code and error["message"]
+            return error
+
+        assert "limit is 3" in refused(422, "too_many_texts", json={"texts": ["great"] * 4})["message"]
+        assert "limit is 40" in refused(422, "text_too_long", json={"texts": ["great " * 10]})["message"]
+        refused(422, "empty_text", json={"texts": ["great", "  "]})
+        refused(422, "no_texts", json={"texts": []})
+        refused(422, "invalid_request", json={"texts": "great"})
+        refused(422, "invalid_request", json={"model": trained_run.name})
+        refused(400, "malformed_json", content=b'{"texts": [', headers={"content-type": "application/json"})
+        assert trained_run.name in refused(404, "unknown_model", json={"model": "nope", "texts": ["great"]})["fix"]
+        refused(413, "body_too_large", json={"texts": ["great film " * 3] * 20})
+
+        def chunks():  # no content-length: the limit applies to the bytes as they stream in
+            yield b'{"texts": ["'
+            for _ in range(10):
+                yield b"great film " * 10
+            yield b'"]}'
+
+        refused(413, "body_too_large", content=chunks(), headers={"content-type": "application/json"})
+        refused(404, "not_found", method="GET", path="/v2/nothing")
+        refused(405, "method_not_allowed", method="GET", path="/v1/predict")
+        metrics = client.get("/metrics").text
+        assert 'lmadapt_errors_total{code="too_many_texts"} 1.0' in metrics
+        assert 'lmadapt_errors_total{code="body_too_large"} 2.0' in metrics
+
+
+def test_api_key_is_required_on_every_route(trained_run):
+    with live_server([trained_run], api_key="s3cret") as url, httpx.Client(base_url=url) as client:
+        for method, path in (("POST", "/v1/predict"), ("GET", "/v1/models"), ("GET", "/healthz"), ("GET", "/metrics")):
+            body = {"json": {"texts": ["great"]}} if method == "POST" else {}
+            missing = client.request(method, path, **body)
+            wrong = client.request(method, path, headers={"X-API-Key": "guess"}, **body)
+            assert (missing.status_code, wrong.status_code) == (401, 401), path
+            assert missing.json()["error"]["code"] == "unauthorized"
+            assert missing.headers["www-authenticate"] == "Bearer"
+        assert client.post("/v1/predict", json={"texts": ["great"]}, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/openapi.json").status_code == 200  # the schema itself is public
+
+
+def test_slow_predictions_time_out_with_504(trained_run):
+    with live_server([trained_run], timeout_s=0.05, max_wait_ms=500) as url, httpx.Client(base_url=url) as client:
+        response = client.post("/v1/predict", json={"texts": ["great"]})
+        assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(trained_run):
+    requests = [
+        [f"{word} story {i}", f"{other} plot {i}"]
+        for i, (word, other) in enumerate([("great", "dull"), ("awful", "superb")] * 8)
+    ]
+    expected = [trained_run.predict(texts) for texts in requests]
+    with (
+        live_server([trained_run], backend="torch", max_wait_ms=200, max_batch=64) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        with ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(lambda texts: client.post("/v1/predict", json={"texts": texts}), requests))
+        metrics = client.get("/metrics").text
+    for answer, wanted in zip(answers, expected):
+        assert answer.status_code == 200
+        got = answer.json()["predictions"]
+        assert [p["label"] for p in got] == [w["label"] for w in wanted]
+        np.testing.assert_allclose(
+            scores_of(answer.json()), [[w["scores"][k] for k in ("positive", "negative")] for w in wanted], atol=1e-5
+        )
+    batches = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("lmadapt_batch_size_count"))
+    )
+    texts = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("lmadapt_batch_size_sum")))
+    assert texts == 2 * len(requests)
+    assert batches < len(requests)  # some forward passes served more than one request
+
+
+def test_several_runs_served_by_name(trained_run, exported_run, tmp_path):
+    import shutil
+
+    other = tmp_path / "second"
+    shutil.copytree(trained_run.path, other)
+    with live_server([trained_run, lmadapt.load(other)], backend="torch") as url, httpx.Client(base_url=url) as client:
+        assert client.post("/v1/predict", json={"texts": ["great"]}).json()["error"]["code"] == "model_required"
+        assert client.post("/v1/predict", json={"model": "second", "texts": ["great"]}).json()["model"] == "second"
+
+
+def test_sigterm_lets_requests_in_flight_finish(trained_run):
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "lmadapt.cli",
+        "serve",
+        str(trained_run.path),
+        "--port",
+        str(port),
+        "--max-wait-ms",
+        "1500",
+    ]
+    server = subprocess.Popen(
+        command, cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO / "src")}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, f"{url}/v1/predict", json={"texts": ["great"]}, timeout=30)
+            time.sleep(0.5)  # the request now waits in the batcher (1.5 s window)
+            server.send_signal(signal.SIGTERM)
+            response = pending.result()
+        assert response.status_code == 200 and response.json()["predictions"][0]["label"] in ("positive", "negative")
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_generated_requests_never_get_a_server_error(trained_run):
+    """schemathesis generates requests from the OpenAPI schema (and drops the key): each answer conforms
+    to the schema, none is a 5xx, and without the key every route says 401."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    with live_server([trained_run], backend="torch", max_texts=16, max_chars=200, api_key="k3y") as url:
+        schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert {op.path for op in operations} == {"/v1/predict", "/v1/models", "/healthz", "/metrics"}
+        for operation in operations:
+
+            @given(case=operation.as_strategy())
+            @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            def check(case):
+                case.call_and_validate(headers={"X-API-Key": "k3y"})
+
+            check()
