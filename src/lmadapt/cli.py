@@ -14,6 +14,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from lmadapt.errors import LmadaptError
+from lmadapt.serving.settings import ServiceSettings, setting_help
 
 app = typer.Typer(
     help="Adapt pretrained language models to real tasks, offline or online, and put them to work.",
@@ -225,14 +226,14 @@ def serve(
     api_key: str | None = typer.Option(
         None, envvar="LMADAPT_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."
     ),
-    backend: str = typer.Option("auto", help="auto, torch, torch-bf16, onnx, onnx-int8 (see `lmadapt predict`)."),
-    max_texts: int = typer.Option(256, min=1, help="Most texts in one request (else 422)."),
-    max_chars: int = typer.Option(10_000, min=1, help="Most characters in one text (else 422)."),
-    max_body_bytes: int = typer.Option(1_048_576, min=1, help="Largest request body in bytes (else 413)."),
-    timeout: float = typer.Option(30.0, min=0.001, help="Seconds a prediction may take (else 504)."),
-    max_batch: int = typer.Option(64, min=1, help="Most texts gathered into one forward pass."),
-    max_wait_ms: float = typer.Option(5.0, min=0, help="How long a request waits for others to share its batch."),
-    workers: int = typer.Option(0, min=0, help="Slices of a batch run at once, one core each; 0: one per core."),
+    backend: str = typer.Option(ServiceSettings.backend, help=setting_help("backend")),
+    max_texts: int = typer.Option(ServiceSettings.max_texts, min=1, help=setting_help("max_texts")),
+    max_chars: int = typer.Option(ServiceSettings.max_chars, min=1, help=setting_help("max_chars")),
+    max_body_bytes: int = typer.Option(ServiceSettings.max_body_bytes, min=1, help=setting_help("max_body_bytes")),
+    timeout: float = typer.Option(ServiceSettings.timeout_s, min=0.001, help=setting_help("timeout_s")),
+    max_batch: int = typer.Option(ServiceSettings.max_batch, min=1, help=setting_help("max_batch")),
+    max_wait_ms: float = typer.Option(ServiceSettings.max_wait_ms, min=0, help=setting_help("max_wait_ms")),
+    workers: int = typer.Option(ServiceSettings.workers, min=0, help=setting_help("workers")),
     shutdown_timeout: float = typer.Option(30.0, min=0, help="Seconds in-flight requests get to finish on SIGTERM."),
 ) -> None:
     """Serve runs over HTTP: POST /v1/predict, GET /v1/models, /healthz, /metrics, /docs.
@@ -243,7 +244,7 @@ def serve(
     Example: lmadapt serve runs/sentiment-lora runs/intent-lora --port 8000
     """
     import lmadapt
-    from lmadapt.serving.app import ServiceSettings, serve_forever
+    from lmadapt.serving.app import serve_forever
 
     settings = ServiceSettings(
         api_key=api_key,

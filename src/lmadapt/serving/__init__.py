@@ -1,5 +1,5 @@
-"""Serving: batch prediction (and, later, fast inference and the REST service)."""
+"""Serving: batch prediction, fast inference engines (ONNX Runtime), ONNX export, and the REST service.
 
-from lmadapt.serving.predict import Predictor
-
-__all__ = ["Predictor"]
+predict.Predictor scores texts; engines.py holds the inference paths; export.py writes ONNX graphs;
+app.py is the FastAPI service, batching.py its micro-batcher, settings.py its limits.
+"""

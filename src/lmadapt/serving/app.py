@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -31,25 +31,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run
 from lmadapt.serving.batching import MicroBatcher
+from lmadapt.serving.settings import ServiceSettings
 
 API_KEY_ENV = "LMADAPT_API_KEY"
-
-
-@dataclass
-class ServiceSettings:
-    """Limits and batching of the service; every field is a `lmadapt serve` option."""
-
-    api_key: str | None = field(default=None, metadata={"help": "Key every request must carry; None: no auth."})
-    max_texts: int = field(default=256, metadata={"help": "Most texts in one request."})
-    max_chars: int = field(default=10_000, metadata={"help": "Most characters in one text."})
-    max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest request body."})
-    timeout_s: float = field(default=30.0, metadata={"help": "A prediction request gives up after this long."})
-    max_batch: int = field(default=64, metadata={"help": "Most texts in one forward pass."})
-    max_wait_ms: float = field(default=5.0, metadata={"help": "How long a request waits for others to batch with."})
-    workers: int = field(default=0, metadata={"help": "Parallel batch slices per forward pass; 0: one per core."})
-    backend: str = field(
-        default="auto", metadata={"help": "Inference backend: auto, torch, torch-bf16, onnx, onnx-int8."}
-    )
 
 
 class ApiError(Exception):

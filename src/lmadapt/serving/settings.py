@@ -1,0 +1,28 @@
+"""The REST service's limits and batching: one dataclass the API and `lmadapt serve`'s options share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class ServiceSettings:
+    """Limits and batching of the service; every field is a `lmadapt serve` option."""
+
+    api_key: str | None = field(default=None, metadata={"help": "Key every request must carry; None: no auth."})
+    max_texts: int = field(default=256, metadata={"help": "Most texts in one request (else 422)."})
+    max_chars: int = field(default=10_000, metadata={"help": "Most characters in one text (else 422)."})
+    max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest request body in bytes (else 413)."})
+    timeout_s: float = field(default=30.0, metadata={"help": "Seconds a prediction may take (else 504)."})
+    max_batch: int = field(default=64, metadata={"help": "Most texts gathered into one forward pass."})
+    max_wait_ms: float = field(
+        default=5.0, metadata={"help": "How long a request waits for others to share its batch."}
+    )
+    workers: int = field(default=0, metadata={"help": "Slices of a batch run at once, one core each; 0: one per core."})
+    backend: str = field(
+        default="auto", metadata={"help": "Inference backend: auto, torch, torch-bf16, onnx, onnx-int8."}
+    )
+
+
+def setting_help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(ServiceSettings) if f.name == name)
