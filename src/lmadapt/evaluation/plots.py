@@ -152,9 +152,19 @@ def plot_stream_comparison(results: list[dict], path: Path, title: str) -> None:
     """Continual learning, one entry per method: mean accuracy on the experiences seen so far after each
     step (left), and final average accuracy beside forgetting (right)."""
     figure, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
+    steps = max(len(r["average_accuracy_by_step"]) for r in results)
     for result in results:
         by_step = result["average_accuracy_by_step"]
-        curve.plot(range(1, len(by_step) + 1), [100 * v for v in by_step], marker="o", label=result["method"])
+        if len(by_step) == 1 and steps > 1:  # joint learns every experience in one step: a level to compare with
+            curve.axhline(
+                100 * result["average_accuracy"],
+                linestyle="--",
+                color="gray",
+                label=f"{result['method']} (all at once)",
+            )
+        else:
+            curve.plot(range(1, len(by_step) + 1), [100 * v for v in by_step], marker="o", label=result["method"])
+    curve.set_xticks(range(1, steps + 1))
     curve.set_xlabel("experiences learned")
     curve.set_ylabel("accuracy on those seen (%)")
     curve.grid(alpha=0.3)
