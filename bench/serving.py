@@ -128,15 +128,9 @@ def serve_and_load(run_path: Path, texts: list[str], args) -> dict:
     try:
         import httpx
 
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start") from None
-                time.sleep(0.5)
+        from lmadapt.serving.app import wait_until_serving
+
+        wait_until_serving(url, server, timeout_s=300)
         backend = httpx.get(f"{url}/v1/models").json()[0]["backend"]
         figures = asyncio.run(load_test(url, texts, args.clients, args.seconds, args.texts_per_request))
         batches = [

@@ -20,7 +20,7 @@ import pytest
 
 import lmadapt
 from lmadapt.errors import LmadaptError
-from lmadapt.serving.app import ServiceSettings
+from lmadapt.serving.app import ServiceSettings, wait_until_serving
 from tests.conftest import REPO, sentiment_rows, tiny_overrides, write_three_splits
 
 TEXTS = ["a great and moving film", "dull boring plot", "the acting was superb", "tedious and lifeless ending"]
@@ -258,14 +258,7 @@ def test_sigterm_lets_requests_in_flight_finish(trained_run):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
+        wait_until_serving(url, server)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(httpx.post, f"{url}/v1/predict", json={"texts": ["great"]}, timeout=30)
             time.sleep(0.5)  # the request now waits in the batcher (1.5 s window)

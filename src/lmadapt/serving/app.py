@@ -415,3 +415,22 @@ def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, shutd
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def wait_until_serving(url: str, process=None, timeout_s: float = 120.0) -> None:
+    """Return once the service at `url` answers /healthz (any status: with a key set it says 401); raise
+    RuntimeError if `process` (its subprocess.Popen) exits first or `timeout_s` passes."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+                raise RuntimeError(f"the service at {url} did not start") from None
+            time.sleep(0.2)
