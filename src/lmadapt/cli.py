@@ -238,8 +238,9 @@ def serve(
 ) -> None:
     """Serve runs over HTTP: POST /v1/predict, GET /v1/models, /healthz, /metrics, /docs.
 
-    Concurrent requests for one model are batched into one forward pass. Runs on the same backbone
-    share its weights in memory (torch backend).
+    Concurrent requests for one model are batched into one forward pass. On the torch backend, runs
+    on the same backbone share its weights in memory; an ONNX export (which `auto` prefers) holds
+    its own copy, so pass --backend torch to share one backbone between many adapters.
 
     Example: lmadapt serve runs/sentiment-lora runs/intent-lora --port 8000
     """
@@ -501,7 +502,8 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         errors.print(
-            "interrupted: a run folder is only written when complete; continue with `lmadapt train CONFIG --resume`"
+            "interrupted: nothing half-written is left (run folders and exports are only written when complete); "
+            "continue training with `lmadapt train CONFIG --resume`"
         )
         sys.exit(130)
 

@@ -57,13 +57,25 @@ def write_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def add_to_manifest(folder: Path, files: Sequence[Path]) -> None:
-    """Sign files added to a finished (verified) run folder, keeping every other entry as it was."""
+def manifest_entry(file: Path) -> dict:
+    return {"sha256": _sha256(file), "bytes": file.stat().st_size}
+
+
+def update_manifest(folder: Path, entries: dict[str, dict | None]) -> None:
+    """Sign (entry) or unlist (None) files of a finished, verified run folder; other entries stay as they were."""
     path = folder / MANIFEST
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    for file in files:
-        manifest["files"][str(file.relative_to(folder))] = {"sha256": _sha256(file), "bytes": file.stat().st_size}
+    for name, entry in entries.items():
+        if entry is None:
+            manifest["files"].pop(name, None)
+        else:
+            manifest["files"][name] = entry
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def manifest_lists(folder: Path, name: str) -> bool:
+    path = folder / MANIFEST
+    return path.is_file() and name in json.loads(path.read_text(encoding="utf-8")).get("files", {})
 
 
 def verify_manifest(folder: Path) -> None:
@@ -233,7 +245,7 @@ class Run:
 
         from lmadapt.models.artifacts import load_model_and_reader
         from lmadapt.serving.engines import TORCH, TORCH_BF16, OnnxEngine, TorchEngine, onnx_path, resolve_backend
-        from lmadapt.serving.predict import Predictor
+        from lmadapt.serving.predict import Predictor, threads_per_worker
 
         chosen = resolve_backend(self.path, backend)
         if chosen == TORCH:
@@ -242,8 +254,7 @@ class Run:
             model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels)
             engine, tokenizer = TorchEngine(model.to(torch.bfloat16), TORCH_BF16), reader or self.load_tokenizer()
         else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            engine = OnnxEngine(onnx_path(self.path, chosen), chosen, threads=threads)
+            engine = OnnxEngine(onnx_path(self.path, chosen), chosen, threads=threads_per_worker(max(1, workers)))
             tokenizer = self.load_tokenizer()
         return Predictor(engine, tokenizer, self.labels, self.max_length, batch_size=batch_size, workers=workers)
 

@@ -28,6 +28,8 @@ def run_cli(monkeypatch, capsys, *args):
         ["evaluate"],
         ["predict"],
         ["merge"],
+        ["export"],
+        ["serve"],
         ["fewshot"],
         ["continual"],
         ["update"],
@@ -63,6 +65,10 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
         (["continual", tmp_path / "missing.yaml"], "config file not found"),
         (["update", tmp_path / "no-run", "--data", tmp_path / "bad.csv"], "run folder not found"),
         (["fewshot", tmp_path / "missing.yaml"], "config file not found"),
+        (["export", tmp_path / "no-run"], "run folder not found"),
+        (["export", tmp_path / "no-run", "--format", "tflite"], "unknown export format 'tflite'"),
+        (["serve", tmp_path / "no-run"], "run folder not found"),
+        (["predict", tmp_path / "no-run", "text", "--backend", "onnx"], "run folder not found"),
     ]
     for args, expected in cases:
         code, out, err = run_cli(monkeypatch, capsys, *args)

@@ -80,7 +80,7 @@ def test_export_writes_checked_graphs_into_the_run_folder_and_its_manifest(expor
     report = json.loads((exported_run.path / "onnx" / "export.json").read_text())
     for backend in ("onnx", "onnx-int8"):
         assert report[backend]["texts_checked"] == 60  # the run's test rows
-        assert report[backend]["max_probability_difference"] <= report[backend]["tolerance"]
+        assert report[backend]["label_agreement"] == 1.0
     assert report["onnx"]["max_probability_difference"] < 1e-4
     manifest = json.loads((exported_run.path / "manifest.json").read_text())
     assert {"onnx/model.onnx", "onnx/model.int8.onnx", "onnx/export.json"} <= set(manifest["files"])
@@ -113,6 +113,32 @@ def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path):
     assert (run.path / "manifest.json").read_bytes() == before
     with pytest.raises(LmadaptError, match="lmadapt export"):
         lmadapt.load(run.path).inference("onnx")
+    # A graph the manifest does not sign (left by an interrupted export, or put there by hand) is not used.
+    (run.path / "onnx").mkdir()
+    (run.path / "onnx" / "model.onnx").write_bytes(b"not a graph")
+    assert lmadapt.load(run.path).inference("auto").engine.name == "torch"
+    with pytest.raises(LmadaptError, match="has no onnx export"):
+        lmadapt.load(run.path).inference("onnx")
+
+
+def test_exporting_again_keeps_the_run_loadable(exported_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "again"
+    shutil.copytree(exported_run.path, copy)
+    lmadapt.export(copy)  # float32 only: the int8 graph and its report stay signed
+    again = lmadapt.load(copy)
+    assert again.inference("auto").engine.name == "onnx-int8"
+    assert set(json.loads((copy / "onnx" / "export.json").read_text())) == {"onnx", "onnx-int8"}
+
+
+def test_cli_predict_on_the_onnx_backend(exported_run, monkeypatch, capsys):
+    from tests.unit.test_cli import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, "predict", exported_run.path, "great film", "--backend", "onnx")
+    expected = exported_run.predict(["great film"])[0]
+    assert code == 0, err
+    assert out.split()[0] == expected["label"]
 
 
 def test_a_changed_export_is_caught_on_load(exported_run, tmp_path):
@@ -194,6 +220,56 @@ def test_api_key_is_required_on_every_route(trained_run):
         assert client.post("/v1/predict", json={"texts": ["great"]}, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.get("/openapi.json").status_code == 200  # the schema itself is public
+
+
+def test_the_key_is_checked_before_anything_else_and_read_as_the_standards_say(trained_run):
+    with pytest.raises(LmadaptError, match="API key is empty"):
+        lmadapt.create_app([trained_run], ServiceSettings(api_key=" "))
+    with live_server([trained_run], api_key="s3cret") as url, httpx.Client(base_url=url) as client:
+        malformed = client.post("/v1/predict", content=b"{", headers={"content-type": "application/json"})
+        assert malformed.status_code == 401  # not 400: without the key nothing is read
+        assert client.get("/healthz", headers={"Authorization": "bearer s3cret"}).status_code == 200
+        proxied = {"Authorization": "Basic dXNlcjpwYXNz", "X-API-Key": "s3cret"}
+        assert client.get("/healthz", headers=proxied).status_code == 200
+        both = {"Authorization": "Bearer wrong", "X-API-Key": "s3cret"}
+        assert client.get("/healthz", headers=both).status_code == 401
+
+
+def test_text_that_is_not_unicode_is_refused(trained_run):
+    with live_server([trained_run]) as url, httpx.Client(base_url=url) as client:
+        response = client.post(
+            "/v1/predict", content=b'{"texts": ["great", "\\ud800"]}', headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_text"
+
+
+def test_a_failing_request_fails_alone_in_its_batch():
+    import asyncio
+
+    from lmadapt.serving.batching import MicroBatcher
+
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        if "bad" in texts:
+            raise ValueError("cannot read 'bad'")
+        return [text.upper() for text in texts]
+
+    async def scenario():
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(predict, executor, max_batch=16, max_wait_s=0.2)
+            batcher.start()
+            answers = await asyncio.gather(
+                batcher.predict(["a", "b"]), batcher.predict(["bad"]), batcher.predict(["c"]), return_exceptions=True
+            )
+            await batcher.stop()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers[0] == ["A", "B"] and answers[2] == ["C"]
+    assert isinstance(answers[1], ValueError)
+    assert calls[0] == ["a", "b", "bad", "c"]  # one batch first, then each request alone
 
 
 def test_slow_predictions_time_out_with_504(trained_run):

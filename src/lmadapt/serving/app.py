@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run
 from lmadapt.serving.batching import MicroBatcher
+from lmadapt.serving.predict import threads_per_worker
 from lmadapt.serving.settings import ServiceSettings
 
 API_KEY_ENV = "LMADAPT_API_KEY"
@@ -211,6 +212,8 @@ def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
+PUBLIC_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+
 ERROR_RESPONSES = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
@@ -218,7 +221,7 @@ ERROR_RESPONSES = {
         401: "Missing or wrong API key.",
         404: "Unknown model.",
         413: "Request body too large.",
-        422: "Invalid request: too many texts, a text too long or empty, no model named.",
+        422: "Invalid request: too many texts, a text too long, empty or not Unicode, no model named.",
         504: "The prediction did not finish within the request timeout.",
     }.items()
 }
@@ -227,6 +230,8 @@ ERROR_RESPONSES = {
 def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> FastAPI:
     """The service over `runs` (loaded now, so a bad run fails before the server starts)."""
     settings = settings or ServiceSettings()
+    if settings.api_key is not None and not settings.api_key.strip():
+        raise LmadaptError("the API key is empty", fix="pass a non-empty --api-key, or none for a service without auth")
     models = served_models(runs, settings)
     metrics = Metrics()
     workers = settings.workers or os.cpu_count() or 1
@@ -235,8 +240,9 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
     async def lifespan(app: FastAPI):
         import torch
 
-        # Each worker's slice of a batch runs on its own core; PyTorch must not spread one slice over all.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        # Each worker's slice of a batch runs on its own cores; PyTorch must not spread one slice over all.
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(threads_per_worker(workers))
         with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="lmadapt-batch") as executor:
             for served in models.values():
                 served.batcher = MicroBatcher(
@@ -250,6 +256,7 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
             yield
             for served in models.values():
                 await served.batcher.stop()
+        torch.set_num_threads(threads_before)
 
     app = FastAPI(
         title="lmadapt",
@@ -262,26 +269,39 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
     bearer = HTTPBearer(auto_error=False, description="API key as a bearer token.")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key.")
 
-    def require_key(request: Request, _bearer=Depends(bearer), _header=Depends(header)):
-        # The two schemes are declared for the schema; the decision reads the raw headers, so that a
-        # request presenting any wrong or malformed credential is refused, even beside the right one.
-        authorization = request.headers.get("authorization")
-        presented = [request.headers.get("x-api-key"), authorization and authorization.removeprefix("Bearer ")]
+    def declare_key(_bearer=Depends(bearer), _header=Depends(header)) -> None:
+        """Puts the two ways to send the key into the OpenAPI schema; the `authenticate` middleware checks it."""
+
+    def key_refusal(request: Request) -> ApiError | None:
+        # Any wrong credential refuses the request, even beside the right one; an Authorization header of
+        # another scheme (e.g. a proxy's Basic) is not a credential for this service.
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        presented = [request.headers.get("x-api-key"), token.strip() if scheme.lower() == "bearer" else None]
         presented = [given for given in presented if given is not None]
         expected = settings.api_key.encode()
-        if not presented or not all(secrets.compare_digest(given.encode(), expected) for given in presented):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing or wrong API key" if presented else "this service needs an API key",
-                fix="send the key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if presented and all(secrets.compare_digest(given.encode(), expected) for given in presented):
+            return None
+        return ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong API key" if presented else "this service needs an API key",
+            fix="send the key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     # Added first, so it runs inside the request counter below and its refusals are counted.
     app.add_middleware(
         BodySizeLimit, limit=settings.max_body_bytes, on_refuse=metrics.errors.labels("body_too_large").inc
     )
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):
+        """Before anything else reads the request: a request without the key learns nothing else."""
+        refusal = None if settings.api_key is None or request.url.path in PUBLIC_PATHS else key_refusal(request)
+        if refusal is not None:
+            metrics.errors.labels(refusal.code).inc()
+            return error_response(refusal)
+        return await call_next(request)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -351,6 +371,12 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
         for i, text in enumerate(texts):
             if not text.strip():
                 raise ApiError(422, "empty_text", f"text {i} is empty", fix="send non-empty texts")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800": no tokenizer reads it
+                raise ApiError(
+                    422, "invalid_text", f"text {i} is not valid Unicode (a lone surrogate)", fix="send UTF-8 text"
+                ) from None
             if len(text) > settings.max_chars:
                 raise ApiError(
                     422,
@@ -359,7 +385,7 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
                     fix="shorten or split the text",
                 )
 
-    protected = [Depends(require_key)] if settings.api_key else []  # no key: no security scheme in the schema
+    protected = [Depends(declare_key)] if settings.api_key else []  # no key: no security scheme in the schema
 
     async def predict(request) -> PredictResponse:
         """Labels and per-label scores for each text; concurrent requests share forward passes."""
@@ -388,7 +414,10 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
 
     @app.get("/healthz", dependencies=protected)
     async def healthz() -> dict:
-        """Liveness: the service is up and its models are loaded."""
+        """Liveness: the service is up, its models are loaded and their batchers run (else 503)."""
+        stopped = [served.name for served in models.values() if served.batcher is None or not served.batcher.running]
+        if stopped:
+            raise ApiError(503, "not_ready", f"no batcher runs for {', '.join(stopped)}", fix="restart the service")
         return {"status": "ok", "models": len(models)}
 
     @app.get("/metrics", dependencies=protected, response_class=Response)

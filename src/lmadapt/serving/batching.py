@@ -73,23 +73,32 @@ class MicroBatcher:
             size += len(item.texts)
         return batch
 
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [item for item in await self._next_batch() if not item.future.done()]  # drop timed-out ones
-            if not batch:
-                continue
-            texts = [text for item in batch for text in item.texts]
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list[Pending]) -> None:
+        """One forward pass for the batch; if it fails, each request alone, so one bad request fails only itself."""
+        loop = asyncio.get_running_loop()
+        texts = [text for item in batch for text in item.texts]
+        try:
             self.on_batch(len(texts))
-            try:
-                results = await loop.run_in_executor(self.executor, self.predict_batch, texts)
-            except Exception as error:  # every request of the batch gets the error; the loop lives on
+            results = await loop.run_in_executor(self.executor, self.predict_batch, texts)
+        except Exception as error:
+            if len(batch) > 1:
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                continue
-            start = 0
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_result(results[start : start + len(item.texts)])
-                start += len(item.texts)
+                    await self._run([item])
+            elif not batch[0].future.done():
+                batch[0].future.set_exception(error)
+            return
+        start = 0
+        for item in batch:
+            if not item.future.done():
+                item.future.set_result(results[start : start + len(item.texts)])
+            start += len(item.texts)

@@ -49,7 +49,14 @@ class OnnxEngine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # e.g. a graph from a newer opset than this onnxruntime reads
+            raise LmadaptError(
+                f"ONNX Runtime cannot load this graph: {str(error).splitlines()[0][:300]}",
+                where=str(path),
+                fix="export the run again with this lmadapt, or pick --backend torch",
+            ) from None
         self.name = name
         self.path = path
 
@@ -66,6 +73,13 @@ def onnx_path(run_path: Path, backend: str) -> Path:
     return run_path / ONNX_FOLDER / ONNX_FILES[backend]
 
 
+def has_export(run_path: Path, backend: str) -> bool:
+    """The run holds this graph and its manifest signs it (an interrupted export leaves unsigned files)."""
+    from lmadapt.runs import manifest_lists
+
+    return onnx_path(run_path, backend).is_file() and manifest_lists(run_path, f"{ONNX_FOLDER}/{ONNX_FILES[backend]}")
+
+
 def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise LmadaptError(f"unknown inference backend '{backend}'", fix=did_you_mean(backend, BACKENDS))
@@ -76,8 +90,8 @@ def resolve_backend(run_path: Path, backend: str) -> str:
     """The backend to use: `auto` takes an exported ONNX graph (int8 first) when the run has one, else torch."""
     check_backend(backend)
     if backend == AUTO:
-        return next((b for b in (ONNX_INT8, ONNX) if onnx_path(run_path, b).is_file()), TORCH)
-    if backend in ONNX_FILES and not onnx_path(run_path, backend).is_file():
+        return next((b for b in (ONNX_INT8, ONNX) if has_export(run_path, b)), TORCH)
+    if backend in ONNX_FILES and not has_export(run_path, backend):
         quantize = " --quantize int8" if backend == ONNX_INT8 else ""
         raise LmadaptError(
             f"this run has no {backend} export",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lmadapt.errors import LmadaptError
-from lmadapt.runs import Run, add_to_manifest, write_file_atomic
+from lmadapt.runs import Run, manifest_entry, update_manifest, write_file_atomic
 from lmadapt.serving.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine
 
 # Largest allowed difference of any class probability between the export and the PyTorch model:
@@ -74,8 +74,14 @@ def trace_to_onnx(model, tokenizer, target: Path) -> None:
 def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # Per-channel weights halve the probability drift of per-tensor ones (DESIGN.md 8).
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    try:
+        # Per-channel weights halve the probability drift of per-tensor ones (DESIGN.md 8).
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    except Exception as error:  # onnxruntime's own errors: name them, no traceback
+        raise LmadaptError(
+            f"int8 quantization failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
+            fix="export without --quantize (float32), or serve with --backend torch-bf16",
+        ) from None
 
 
 def parity(run: Run, reference: np.ndarray, texts: list[str], path: Path, backend: str) -> dict:
@@ -115,6 +121,11 @@ def export_onnx(run: Run, quantize: str | None = None, tolerance: float | None =
     with tempfile.TemporaryDirectory(prefix="lmadapt-export-") as scratch:
         built = {ONNX: Path(scratch) / ONNX_FILES[ONNX]}
         trace_to_onnx(model, tokenizer, built[ONNX])
+        if len(list(Path(scratch).iterdir())) > 1:  # over 2 GB, the weights go to files beside the graph
+            raise LmadaptError(
+                "this model is larger than one ONNX file holds (2 GB); lmadapt exports graphs up to that size",
+                fix="serve the run with --backend torch or torch-bf16",
+            )
         if quantize:
             built[ONNX_INT8] = Path(scratch) / ONNX_FILES[ONNX_INT8]
             quantize_int8(built[ONNX], built[ONNX_INT8])
@@ -130,11 +141,16 @@ def export_onnx(run: Run, quantize: str | None = None, tolerance: float | None =
                     fix="serve the run with --backend torch, or raise --tolerance if this drift is acceptable",
                 )
             reports[backend] = checked | {"file": f"{ONNX_FOLDER}/{ONNX_FILES[backend]}"}
+        # Unlist the old graphs first, then move the new ones in, then sign them: an interruption leaves
+        # at worst unlisted files, which `auto` does not use and loading does not check.
+        names = {b: f"{ONNX_FOLDER}/{ONNX_FILES[b]}" for b in backends}
+        update_manifest(run.path, {name: None for name in [*names.values(), f"{ONNX_FOLDER}/{REPORT}"]})
         folder.mkdir(exist_ok=True)
         for backend in backends:
             write_file_atomic(
                 folder / ONNX_FILES[backend], lambda partial, b=backend: shutil.copyfile(built[b], partial)
             )
     write_file_atomic(report_path, lambda partial: partial.write_text(json.dumps(reports, indent=2) + "\n"))
-    add_to_manifest(run.path, [folder / ONNX_FILES[b] for b in backends] + [report_path])
+    signed = {name: manifest_entry(run.path / name) for name in [*names.values(), f"{ONNX_FOLDER}/{REPORT}"]}
+    update_manifest(run.path, signed)
     return {backend: reports[backend] for backend in backends}

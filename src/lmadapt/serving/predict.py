@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import decisions, scores_from_logits
 from lmadapt.serving.engines import OnnxEngine, TorchEngine
 
@@ -34,14 +36,20 @@ def evaluating(model):
         model.train(was_training)
 
 
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 @contextmanager
 def torch_threads(workers: int):
-    """Split the cores between `workers` concurrent batches, so PyTorch's own threads do not oversubscribe them."""
+    """Split the cores between `workers` concurrent batches, so PyTorch's own threads do not oversubscribe them.
+
+    The count comes from the cores, not from the current setting, so overlapping calls agree on it."""
     if workers <= 1:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, before // workers))
+    torch.set_num_threads(threads_per_worker(workers))
     try:
         yield
     finally:
@@ -55,6 +63,8 @@ class Predictor:
     """
 
     def __init__(self, model, tokenizer, labels: LabelMap, max_length: int, batch_size: int = 64, workers: int = 1):
+        if workers < 1:
+            raise LmadaptError(f"workers must be at least 1, not {workers}", fix="pass workers=1 or more")
         self.engine = model if isinstance(model, (TorchEngine, OnnxEngine)) else TorchEngine(model)
         self.tokenizer = tokenizer
         self.labels = labels
