@@ -71,12 +71,14 @@ def continual(config: RunConfig | str, *, overrides: list[str] | None = None, ov
     return run_continual(config, overwrite=overwrite)
 
 
-def export(run, *, quantize: str | None = None, tolerance: float | None = None) -> dict:
+def export(
+    run, *, quantize: str | None = None, tolerance: float | None = None, min_agreement: float | None = None
+) -> dict:
     """Write the run's ONNX graph (and int8 version) into its folder, checked against PyTorch; see
     lmadapt.serving.export.export_onnx."""
     from lmadapt.serving.export import export_onnx
 
-    return export_onnx(load(run) if not hasattr(run, "predictor") else run, quantize, tolerance)
+    return export_onnx(load(run) if not hasattr(run, "predictor") else run, quantize, tolerance, min_agreement)
 
 
 def create_app(runs, settings=None):

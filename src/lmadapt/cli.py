@@ -196,13 +196,17 @@ def export(
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     quantize: str | None = typer.Option(None, help="Also write a dynamically quantized graph: int8."),
     tolerance: float | None = typer.Option(
-        None, help="Largest allowed class-probability difference from PyTorch (default 1e-3 float32, 0.1 int8)."
+        None, help="Largest allowed class-probability difference from PyTorch (default 1e-3 float32, 0.5 int8)."
+    ),
+    min_agreement: float | None = typer.Option(
+        None, help="Least share of labels that must agree with PyTorch (default 0.99 float32, 0.97 int8)."
     ),
 ) -> None:
     """Export a run to ONNX inside its folder (onnx/), for fast CPU inference by predict and serve.
 
     Each graph is checked against the PyTorch model on the run's test data (max probability
-    difference, label agreement) and refused, with nothing written, above --tolerance.
+    difference, label agreement) and refused, with nothing written, above --tolerance or below
+    --min-agreement.
 
     Example: lmadapt export runs/sst2-minilm-full --format onnx --quantize int8
     """
@@ -210,7 +214,9 @@ def export(
 
     if format != "onnx":
         raise LmadaptError(f"unknown export format '{format}'", fix="pass --format onnx")
-    for backend, report in lmadapt.export(run, quantize=quantize, tolerance=tolerance).items():
+    for backend, report in lmadapt.export(
+        run, quantize=quantize, tolerance=tolerance, min_agreement=min_agreement
+    ).items():
         console.print(
             f"{backend}: {run / report['file']} ({report['bytes'] / 1e6:.1f} MB); on {report['texts_checked']} texts "
             f"labels agree {100 * report['label_agreement']:.1f}%, max probability difference "
