@@ -12,6 +12,7 @@ On SST-2 validation (872 sentences) with MiniLM `full` (the sst2 recipe on the b
   errors, and the ratio to the best offline path. The clients run on the same 2 cores as the server.
 
     python bench/serving.py --data ../shared/data
+    python bench/serving.py --data ../shared/data --only-service --service-backend torch-bf16   # another load test
 """
 
 from __future__ import annotations
@@ -160,10 +161,10 @@ def main() -> None:
     parser.add_argument("--texts-per-request", type=int, default=8)
     parser.add_argument("--service-backend", default="auto")
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument(
+        "--only-service", action="store_true", help="only the load test; offline rows are read from --out"
+    )
     args = parser.parse_args()
-
-    import torch
-    from transformers import pipeline
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     run = trained_run(args.data, args.workdir, args.train_epochs)
@@ -179,24 +180,51 @@ def main() -> None:
         "cores": cores,
         "batch_size": args.batch_size,
     }
+    # A rerun replaces the rows it measures and keeps the others (--only-service adds a load test on
+    # another backend beside the offline rows it is compared with).
+    kept = json.loads(args.out.read_text()) if args.out.exists() else []
     rows = []
 
+    def add(row: dict) -> None:
+        key = (row["system"], row.get("backend"))
+        kept[:] = [r for r in kept if (r["system"], r.get("backend")) != key]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if args.only_service:
+        rows.extend(r for r in kept if r["system"] != "service")
+        kept[:] = [r for r in kept if r["system"] == "service"]
+    else:
+        kept.clear()
+        measure_paths(run, texts, gold, args, common, add)
+    if not args.skip_service:
+        best = max(r["texts_per_s"] for r in rows if r["system"] != "hf_pipeline")
+        figures = serve_and_load(run.path, texts, args)
+        service = {"system": "service", "clients": args.clients, "texts_per_request": args.texts_per_request}
+        add(common | service | figures | {"ratio_to_best_offline": round(figures["texts_per_s"] / best, 2)})
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows + kept, indent=2) + "\n")
+
+
+def measure_paths(run, texts: list[str], gold: list[str], args, common: dict, add) -> None:
+    """The pipeline baseline, then every lmadapt inference path with 1 worker and one per core."""
+    import torch
+    from transformers import pipeline
+
+    cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     classify = pipeline("text-classification", model=str(run.path / "model"), device="cpu", batch_size=args.batch_size)
     rate, predicted = best_rate(
         lambda batch: [r["label"] for r in classify(batch, truncation=True)], texts, args.repeats
     )
     baseline = rate
-    rows.append(
-        common | {"system": "hf_pipeline", "texts_per_s": round(rate, 1), "accuracy": accuracy(predicted, gold)}
-    )
-    print(json.dumps(rows[-1]), flush=True)
-
+    add(common | {"system": "hf_pipeline", "texts_per_s": round(rate, 1), "accuracy": accuracy(predicted, gold)})
     for path in PATHS:
         for workers in sorted({1, cores}):
             predictor = run.inference(path, workers=workers, batch_size=args.batch_size)
             rate, predicted = best_rate(lambda batch, p=predictor: p.decide(p.scores(batch)), texts, args.repeats)
-            rows.append(
+            add(
                 common
                 | {
                     "strategy": "full",
@@ -208,26 +236,7 @@ def main() -> None:
                     "accuracy": accuracy(predicted, gold),
                 }
             )
-            print(json.dumps(rows[-1]), flush=True)
             torch.set_num_threads(cores)
-
-    if not args.skip_service:
-        best = max(r["texts_per_s"] for r in rows if r["system"] != "hf_pipeline")
-        figures = serve_and_load(run.path, texts, args)
-        rows.append(
-            common
-            | {
-                "system": "service",
-                "clients": args.clients,
-                "texts_per_request": args.texts_per_request,
-                **figures,
-                "ratio_to_best_offline": round(figures["texts_per_s"] / best, 2),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
