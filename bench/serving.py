@@ -125,6 +125,7 @@ def serve_and_load(run_path: Path, texts: list[str], args) -> dict:
     port = free_port()
     command = [sys.executable, "-m", "lmadapt.cli", "serve", str(run_path), "--port", str(port)]
     command += ["--backend", args.service_backend, "--max-texts", str(max(256, args.texts_per_request))]
+    command += ["--max-batch", str(args.max_batch)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--texts-per-request", type=int, default=8)
     parser.add_argument("--service-backend", default="auto")
+    parser.add_argument("--max-batch", type=int, default=64, help="the service's --max-batch (its default: 64)")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument(
         "--only-service", action="store_true", help="only the load test; offline rows are read from --out"
@@ -185,9 +187,11 @@ def main() -> None:
     kept = json.loads(args.out.read_text()) if args.out.exists() else []
     rows = []
 
+    def key(row: dict) -> tuple:
+        return row["system"], row.get("backend"), row.get("max_batch", 64 if row["system"] == "service" else None)
+
     def add(row: dict) -> None:
-        key = (row["system"], row.get("backend"))
-        kept[:] = [r for r in kept if (r["system"], r.get("backend")) != key]
+        kept[:] = [r for r in kept if key(r) != key(row)]
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -201,6 +205,7 @@ def main() -> None:
         best = max(r["texts_per_s"] for r in rows if r["system"] != "hf_pipeline")
         figures = serve_and_load(run.path, texts, args)
         service = {"system": "service", "clients": args.clients, "texts_per_request": args.texts_per_request}
+        service |= {"max_batch": args.max_batch}
         add(common | service | figures | {"ratio_to_best_offline": round(figures["texts_per_s"] / best, 2)})
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
