@@ -14,7 +14,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from lmadapt.errors import LmadaptError
-from lmadapt.serving.settings import ServiceSettings, setting_help
+from lmadapt.serving.settings import API_KEY_ENV, ServiceSettings, setting_help
 
 app = typer.Typer(
     help="Adapt pretrained language models to real tasks, offline or online, and put them to work.",
@@ -150,13 +150,14 @@ def predict(
     import lmadapt
     from lmadapt.runs import checked_texts
     from lmadapt.serving.batch import predict_file
+    from lmadapt.serving.predict import worker_count
 
     if not texts and not input:
         raise LmadaptError("nothing to predict", fix='pass texts ("a great film") or --input FILE --output FILE')
     if input and not output:
         raise LmadaptError("--input needs --output", fix="add --output scored.csv")
     loaded = lmadapt.load(run)
-    predictor = loaded.inference(backend, workers=workers or os.cpu_count() or 1, batch_size=batch_size)
+    predictor = loaded.inference(backend, workers=worker_count(workers), batch_size=batch_size)
     if texts:
         for text, result in zip(texts, predictor.predict(checked_texts(texts))):
             decided = result.get("label", result.get("labels"))
@@ -230,7 +231,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes the service to the network)."),
     port: int = typer.Option(8000, help="Port to listen on."),
     api_key: str | None = typer.Option(
-        None, envvar="LMADAPT_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."
+        None, envvar=API_KEY_ENV, help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."
     ),
     backend: str = typer.Option(ServiceSettings.backend, help=setting_help("backend")),
     max_texts: int = typer.Option(ServiceSettings.max_texts, min=1, help=setting_help("max_texts")),

@@ -52,7 +52,7 @@ def write_manifest(folder: Path) -> None:
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        "files": {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+        "files": {str(p.relative_to(folder)): manifest_entry(p) for p in files},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
@@ -244,7 +244,7 @@ class Run:
         import torch
 
         from lmadapt.models.artifacts import load_model_and_reader
-        from lmadapt.serving.engines import TORCH, TORCH_BF16, OnnxEngine, TorchEngine, onnx_path, resolve_backend
+        from lmadapt.serving.engines import TORCH, TORCH_BF16, OnnxEngine, TorchEngine, onnx_file, resolve_backend
         from lmadapt.serving.predict import Predictor, threads_per_worker
 
         chosen = resolve_backend(self.path, backend)
@@ -254,7 +254,7 @@ class Run:
             model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels)
             engine, tokenizer = TorchEngine(model.to(torch.bfloat16), TORCH_BF16), reader or self.load_tokenizer()
         else:
-            engine = OnnxEngine(onnx_path(self.path, chosen), chosen, threads=threads_per_worker(max(1, workers)))
+            engine = OnnxEngine(self.path / onnx_file(chosen), chosen, threads=threads_per_worker(max(1, workers)))
             tokenizer = self.load_tokenizer()
         return Predictor(engine, tokenizer, self.labels, self.max_length, batch_size=batch_size, workers=workers)
 

@@ -12,7 +12,6 @@ Every error is a JSON body {"error": {"code", "message", "fix"}} with a 4xx stat
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -31,10 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run
 from lmadapt.serving.batching import MicroBatcher
-from lmadapt.serving.predict import threads_per_worker
+from lmadapt.serving.predict import threads_per_worker, worker_count
 from lmadapt.serving.settings import ServiceSettings
-
-API_KEY_ENV = "LMADAPT_API_KEY"
 
 
 class ApiError(Exception):
@@ -156,19 +153,18 @@ class ServedModel:
         )
 
 
-def served_models(runs: Sequence[Run], settings: ServiceSettings) -> dict[str, ServedModel]:
+def served_models(runs: Sequence[Run], settings: ServiceSettings, workers: int) -> dict[str, ServedModel]:
     """One predictor per run on the chosen backend, named by the run folder; names must differ."""
     from lmadapt.serving.engines import check_backend
 
     check_backend(settings.backend)
-    workers = settings.workers or os.cpu_count() or 1
+    batch_size = max(1, -(-settings.max_batch // workers))  # one slice of each batch per worker
     models: dict[str, ServedModel] = {}
     for run in runs:
         if run.name in models:
             raise LmadaptError(
                 f"two runs are both named '{run.name}'", fix="serve runs whose folders have different names"
             )
-        batch_size = max(1, -(-settings.max_batch // workers))  # one slice of each batch per worker
         models[run.name] = ServedModel(run.name, run, run.inference(settings.backend, workers, batch_size))
     return models
 
@@ -232,9 +228,9 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
     settings = settings or ServiceSettings()
     if settings.api_key is not None and not settings.api_key.strip():
         raise LmadaptError("the API key is empty", fix="pass a non-empty --api-key, or none for a service without auth")
-    models = served_models(runs, settings)
+    workers = worker_count(settings.workers)
+    models = served_models(runs, settings, workers)
     metrics = Metrics()
-    workers = settings.workers or os.cpu_count() or 1
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -338,9 +334,7 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception):
-        metrics.errors.labels("internal").inc()
-        body = {"error": {"code": "internal", "message": f"{type(error).__name__}: {error}", "fix": None}}
-        return JSONResponse(body, status_code=500)
+        return await api_error(request, ApiError(500, "internal", f"{type(error).__name__}: {error}"))
 
     def choose_model(name: str | None) -> ServedModel:
         if name is None:

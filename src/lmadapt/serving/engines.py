@@ -59,25 +59,23 @@ class OnnxEngine:
             ) from None
         self.name = name
         self.path = path
-
-    @property
-    def input_names(self) -> list[str]:
-        return [item.name for item in self.session.get_inputs()]
+        self.input_names = [item.name for item in self.session.get_inputs()]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: batch[name].astype(np.int64, copy=False) for name in self.input_names}
         return self.session.run(["logits"], feed)[0].astype(np.float32, copy=False)
 
 
-def onnx_path(run_path: Path, backend: str) -> Path:
-    return run_path / ONNX_FOLDER / ONNX_FILES[backend]
+def onnx_file(backend: str) -> str:
+    """The graph's path inside a run folder, as its manifest lists it."""
+    return f"{ONNX_FOLDER}/{ONNX_FILES[backend]}"
 
 
 def has_export(run_path: Path, backend: str) -> bool:
     """The run holds this graph and its manifest signs it (an interrupted export leaves unsigned files)."""
     from lmadapt.runs import manifest_lists
 
-    return onnx_path(run_path, backend).is_file() and manifest_lists(run_path, f"{ONNX_FOLDER}/{ONNX_FILES[backend]}")
+    return (run_path / onnx_file(backend)).is_file() and manifest_lists(run_path, onnx_file(backend))
 
 
 def check_backend(backend: str) -> str:

@@ -16,7 +16,7 @@ import torch
 
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run, manifest_entry, update_manifest, write_file_atomic
-from lmadapt.serving.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine
+from lmadapt.serving.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine, onnx_file
 
 # Largest allowed difference of any class probability between the export and the PyTorch model, and the
 # least share of labels that must agree: float32 graphs agree to rounding; dynamic int8 quantization
@@ -87,11 +87,11 @@ def quantize_int8(source: Path, target: Path) -> None:
         ) from None
 
 
-def parity(run: Run, reference: np.ndarray, texts: list[str], path: Path, backend: str) -> dict:
+def parity(run: Run, tokenizer, reference: np.ndarray, texts: list[str], path: Path, backend: str) -> dict:
     """How far the exported graph's probabilities and labels are from the PyTorch model's on `texts`."""
     from lmadapt.serving.predict import Predictor
 
-    exported = Predictor(OnnxEngine(path, backend), run.load_tokenizer(), run.labels, run.max_length).scores(texts)
+    exported = Predictor(OnnxEngine(path, backend), tokenizer, run.labels, run.max_length).scores(texts)
     difference = np.abs(exported - reference)
     return {
         "max_probability_difference": float(difference.max()),
@@ -123,6 +123,7 @@ def export_onnx(
     reference = Predictor(model, tokenizer, run.labels, run.max_length).scores(texts)
     folder = run.path / ONNX_FOLDER
     report_path = folder / REPORT
+    written = [onnx_file(b) for b in backends] + [f"{ONNX_FOLDER}/{REPORT}"]  # as the manifest names them
     reports = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="lmadapt-export-") as scratch:
         built = {ONNX: Path(scratch) / ONNX_FILES[ONNX]}
@@ -138,7 +139,7 @@ def export_onnx(
         for backend in backends:
             limit = DEFAULT_TOLERANCE[backend] if tolerance is None else tolerance
             agreement = DEFAULT_MIN_AGREEMENT[backend] if min_agreement is None else min_agreement
-            checked = parity(run, reference, texts, built[backend], backend)
+            checked = parity(run, tokenizer, reference, texts, built[backend], backend)
             checked |= {"tolerance": limit, "min_agreement": agreement}
             if not (checked["max_probability_difference"] <= limit and checked["label_agreement"] >= agreement):
                 raise LmadaptError(
@@ -149,17 +150,15 @@ def export_onnx(
                     where=str(run.path),
                     fix="serve the run with --backend torch, or relax --tolerance / --min-agreement if this drift is acceptable",
                 )
-            reports[backend] = checked | {"file": f"{ONNX_FOLDER}/{ONNX_FILES[backend]}"}
+            reports[backend] = checked | {"file": onnx_file(backend)}
         # Unlist the old graphs first, then move the new ones in, then sign them: an interruption leaves
         # at worst unlisted files, which `auto` does not use and loading does not check.
-        names = {b: f"{ONNX_FOLDER}/{ONNX_FILES[b]}" for b in backends}
-        update_manifest(run.path, {name: None for name in [*names.values(), f"{ONNX_FOLDER}/{REPORT}"]})
+        update_manifest(run.path, {name: None for name in written})
         folder.mkdir(exist_ok=True)
         for backend in backends:
             write_file_atomic(
                 folder / ONNX_FILES[backend], lambda partial, b=backend: shutil.copyfile(built[b], partial)
             )
     write_file_atomic(report_path, lambda partial: partial.write_text(json.dumps(reports, indent=2) + "\n"))
-    signed = {name: manifest_entry(run.path / name) for name in [*names.values(), f"{ONNX_FOLDER}/{REPORT}"]}
-    update_manifest(run.path, signed)
+    update_manifest(run.path, {name: manifest_entry(run.path / name) for name in written})
     return {backend: reports[backend] for backend in backends}

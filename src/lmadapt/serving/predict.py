@@ -36,6 +36,11 @@ def evaluating(model):
         model.train(was_training)
 
 
+def worker_count(requested: int) -> int:
+    """Batches to run at once: `requested`, or one per core for 0."""
+    return requested or os.cpu_count() or 1
+
+
 def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+API_KEY_ENV = "LMADAPT_API_KEY"  # where `lmadapt serve` reads the key when --api-key is not given
+
 
 @dataclass
 class ServiceSettings:
