@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 from runner import ROOT, git_commit, write_sst2_subset
+
+from lmadapt.serving.settings import ServiceSettings
 
 PATHS = ["torch", "torch-bf16", "onnx", "onnx-int8"]
 
@@ -108,9 +111,11 @@ async def load_test(url: str, texts: list[str], clients: int, seconds: float, pe
         await asyncio.gather(*(client(i, http, time.perf_counter() + 3) for i in range(clients)))  # warm-up
         latencies.clear()
         errors = done_texts = 0
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         await asyncio.gather(*(client(i, http, started + seconds) for i in range(clients)))
         elapsed = time.perf_counter() - started
+        client_cpu = cpu_seconds() - cpu_before
     return {
         "texts_per_s": round(done_texts / elapsed, 1),
         "requests": len(latencies),
@@ -118,7 +123,13 @@ async def load_test(url: str, texts: list[str], clients: int, seconds: float, pe
         "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 1),
         "errors": errors,
         "seconds": round(elapsed, 1),
+        "client_cores_busy": round(client_cpu / elapsed, 2),  # what the clients took of the shared cores
     }
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def serve_and_load(run_path: Path, texts: list[str], args) -> dict:
@@ -155,13 +166,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lmadapt-serving-bench"))
     parser.add_argument("--train-epochs", type=int, default=2, help="epochs of the run measured (the recipe: 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per path; the best counts")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per path; the best counts")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--texts-per-request", type=int, default=8)
     parser.add_argument("--service-backend", default="auto")
-    parser.add_argument("--max-batch", type=int, default=64, help="the service's --max-batch (its default: 64)")
+    parser.add_argument("--max-batch", type=int, default=ServiceSettings.max_batch, help="the service's --max-batch")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument(
         "--only-service", action="store_true", help="only the load test; offline rows are read from --out"
@@ -188,7 +199,7 @@ def main() -> None:
     rows = []
 
     def key(row: dict) -> tuple:
-        return row["system"], row.get("backend"), row.get("max_batch", 64 if row["system"] == "service" else None)
+        return row["system"], row.get("backend"), row.get("max_batch")
 
     def add(row: dict) -> None:
         kept[:] = [r for r in kept if key(r) != key(row)]

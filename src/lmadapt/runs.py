@@ -238,23 +238,30 @@ class Run:
         model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels, share_backbone=True)
         return Predictor(model, reader or self.load_tokenizer(), self.labels, self.max_length)
 
-    def inference(self, backend: str = "auto", workers: int = 1, batch_size: int = 64):
-        """A predictor on the chosen inference path: `auto` takes the run's ONNX export (int8 first) when it
-        has one, else PyTorch; `workers` batches run at once, each on its share of the cores."""
+    def inference(self, backend: str = "auto", workers: int = 1, batch_size: int = 64, engine_workers: int = 0):
+        """A predictor on the chosen inference path (`auto`: the fastest here, see `resolve_backend`);
+        `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
+        concurrent callers instead, when the caller runs batches at once itself, as the service does)."""
         import torch
 
         from lmadapt.models.artifacts import load_model_and_reader
+        from lmadapt.models.shared import cast_keeping_shared
         from lmadapt.serving.engines import TORCH, TORCH_BF16, OnnxEngine, TorchEngine, onnx_file, resolve_backend
         from lmadapt.serving.predict import Predictor, threads_per_worker
 
         chosen = resolve_backend(self.path, backend)
         if chosen == TORCH:
             engine, tokenizer = self.predictor.engine, self.predictor.tokenizer
-        elif chosen == TORCH_BF16:  # its own copy: casting must not touch weights other runs share
-            model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels)
-            engine, tokenizer = TorchEngine(model.to(torch.bfloat16), TORCH_BF16), reader or self.load_tokenizer()
+        elif chosen == TORCH_BF16:  # a model of its own, on the shared bf16 copy of its backbone
+            model, reader = load_model_and_reader(
+                self.path / "model", self.run_config, self.labels, share_backbone=True
+            )
+            engine = TorchEngine(cast_keeping_shared(model, torch.bfloat16), TORCH_BF16)
+            tokenizer = reader or self.load_tokenizer()
         else:
-            engine = OnnxEngine(self.path / onnx_file(chosen), chosen, threads=threads_per_worker(max(1, workers)))
+            engine = OnnxEngine(
+                self.path / onnx_file(chosen), chosen, threads=threads_per_worker(max(1, engine_workers or workers))
+            )
             tokenizer = self.load_tokenizer()
         return Predictor(engine, tokenizer, self.labels, self.max_length, batch_size=batch_size, workers=workers)
 

@@ -212,6 +212,24 @@ def test_runs_on_one_backbone_share_its_weights_in_memory(tuned_tiny_bert, senti
     # BitFit's own biases are its own, not the shared backbone's.
     bias = "layer.0.attention.self.query.bias"
     assert storage(models[1], bias) != storage(models[2], bias)
+    # On bf16 they share one bf16 copy, and each still answers as its own run cast alone.
+    halves = [lmadapt.load(run.path).inference("torch-bf16").model for run in (first, second, fourth)]
+    assert (
+        storage(halves[0], query)
+        == storage(halves[1], query)
+        == storage(halves[2], "layer.0.attention.self.query.base_layer.weight")
+    )
+    assert storage(halves[0], query) != storage(models[0], query)
+    assert storage(halves[1], bias) != storage(halves[0], bias)
+    for run, half in zip((first, second, fourth), halves):
+        assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+        alone = run.load_model(share_backbone=False).to(torch.bfloat16)
+        tokenizer = run.load_tokenizer()
+        np.testing.assert_allclose(
+            Predictor(half, tokenizer, run.labels, run.max_length).logits(TEXTS),
+            Predictor(alone, tokenizer, run.labels, run.max_length).logits(TEXTS),
+            atol=1e-6,
+        )
 
 
 def test_bad_peft_options_are_clear_errors():

@@ -93,6 +93,17 @@ def test_every_backend_agrees_with_pytorch(exported_run):
         predictor = exported_run.inference(backend, workers=2, batch_size=3)
         assert predictor.engine.name == backend
         np.testing.assert_allclose(predictor.scores(TEXTS * 5), reference, atol=tolerance, err_msg=backend)
+
+
+@pytest.fixture
+def cpu_without_amx(monkeypatch):
+    monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: False)
+
+
+def test_auto_takes_bf16_with_amx_else_the_int8_export(exported_run, monkeypatch):
+    monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: True)
+    assert exported_run.inference("auto").engine.name == "torch-bf16"
+    monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: False)
     assert exported_run.inference("auto").engine.name == "onnx-int8"
 
 
@@ -103,7 +114,7 @@ def test_parallel_workers_keep_the_order_of_the_texts(trained_run):
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
-def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path):
+def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path, cpu_without_amx):
     files = write_three_splits(tmp_path, sentiment_rows(360))
     run = lmadapt.train(lmadapt.load_config(None, tiny_overrides(tiny_bert, files, tmp_path / "runs", "strict")))
     before = (run.path / "manifest.json").read_bytes()
@@ -121,7 +132,7 @@ def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path):
         lmadapt.load(run.path).inference("onnx")
 
 
-def test_exporting_again_keeps_the_run_loadable(exported_run, tmp_path):
+def test_exporting_again_keeps_the_run_loadable(exported_run, tmp_path, cpu_without_amx):
     import shutil
 
     copy = tmp_path / "again"
@@ -243,11 +254,54 @@ def test_text_that_is_not_unicode_is_refused(trained_run):
         assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_text"
 
 
-def test_a_failing_request_fails_alone_in_its_batch():
+def run_batcher(predict, requests: list[list[str]], **options) -> list:
     import asyncio
 
     from lmadapt.serving.batching import MicroBatcher
 
+    async def scenario():
+        with ThreadPoolExecutor(options.get("slots", 1)) as executor:
+            batcher = MicroBatcher(predict, executor, **options)
+            batcher.start()
+            answers = await asyncio.gather(*(batcher.predict(texts) for texts in requests), return_exceptions=True)
+            await batcher.stop()
+        return answers
+
+    return asyncio.run(scenario())
+
+
+def test_a_pass_takes_the_oldest_text_and_those_nearest_its_length():
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        return [text.upper() for text in texts]
+
+    answers = run_batcher(predict, [["long text", "b"], ["more text", "d"]], max_batch=2, max_wait_s=0.2)
+    assert answers == [["LONG TEXT", "B"], ["MORE TEXT", "D"]]  # each request's answers in its own order
+    assert calls == [["long text", "more text"], ["b", "d"]]
+
+
+def test_a_large_request_is_spread_over_every_slot():
+    running, most = [], []
+    lock = threading.Lock()
+
+    def predict(texts):
+        with lock:
+            running.append(1)
+            most.append(len(running))
+        time.sleep(0.1)
+        with lock:
+            running.pop()
+        return [len(text) for text in texts]
+
+    texts = [f"text {i}" * (i + 1) for i in range(6)]
+    answers = run_batcher(predict, [texts], max_batch=2, max_wait_s=0.05, slots=2)
+    assert answers == [[len(text) for text in texts]]
+    assert max(most) == 2 and len(most) == 3  # three passes of two, two at a time
+
+
+def test_a_failing_request_fails_alone_in_its_pass():
     calls = []
 
     def predict(texts):
@@ -256,20 +310,10 @@ def test_a_failing_request_fails_alone_in_its_batch():
             raise ValueError("cannot read 'bad'")
         return [text.upper() for text in texts]
 
-    async def scenario():
-        with ThreadPoolExecutor(1) as executor:
-            batcher = MicroBatcher(predict, executor, max_batch=16, max_wait_s=0.2)
-            batcher.start()
-            answers = await asyncio.gather(
-                batcher.predict(["a", "b"]), batcher.predict(["bad"]), batcher.predict(["c"]), return_exceptions=True
-            )
-            await batcher.stop()
-        return answers
-
-    answers = asyncio.run(scenario())
+    answers = run_batcher(predict, [["a", "b"], ["bad"], ["c"]], max_batch=16, max_wait_s=0.2)
     assert answers[0] == ["A", "B"] and answers[2] == ["C"]
     assert isinstance(answers[1], ValueError)
-    assert calls[0] == ["a", "b", "bad", "c"]  # one batch first, then each request alone
+    assert calls[0] == ["a", "b", "bad", "c"]  # one pass first, then each request alone
 
 
 def test_slow_predictions_time_out_with_504(trained_run):

@@ -38,3 +38,22 @@ def share_backbone(model, key: str) -> int:
                 parameter.data = tensor
                 count += 1
         return count
+
+
+def cast_keeping_shared(model, dtype: torch.dtype):
+    """`model` cast to `dtype` (in place), its shared backbone tensors swapped for one shared copy in that dtype,
+    made once per backbone: runs that share a backbone in float32 share it in bf16 too."""
+    with _lock:
+        owner = {
+            tensor.data_ptr(): (key, name) for (key, _), weights in _weights.items() for name, tensor in weights.items()
+        }
+        for parameter in model.parameters():
+            found = owner.get(parameter.data_ptr())
+            if found is None or parameter.dtype == dtype:
+                continue
+            key, name = found
+            copies = _weights.setdefault((key, str(dtype)), {})
+            if name not in copies:
+                copies[name] = parameter.data.to(dtype)
+            parameter.data = copies[name]
+    return model.to(dtype)  # the run's own tensors (a head, an adapter, a delta); shared ones are in dtype already

@@ -158,14 +158,15 @@ def served_models(runs: Sequence[Run], settings: ServiceSettings, workers: int) 
     from lmadapt.serving.engines import check_backend
 
     check_backend(settings.backend)
-    batch_size = max(1, -(-settings.max_batch // workers))  # one slice of each batch per worker
     models: dict[str, ServedModel] = {}
     for run in runs:
         if run.name in models:
             raise LmadaptError(
                 f"two runs are both named '{run.name}'", fix="serve runs whose folders have different names"
             )
-        models[run.name] = ServedModel(run.name, run, run.inference(settings.backend, workers, batch_size))
+        # The batcher runs `workers` passes at once; each is one engine call on its share of the cores.
+        predictor = run.inference(settings.backend, workers=1, batch_size=settings.max_batch, engine_workers=workers)
+        models[run.name] = ServedModel(run.name, run, predictor)
     return models
 
 
@@ -203,6 +204,47 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, send)
 
 
+class ApiKeyCheck:
+    """ASGI middleware: before anything else reads the request, one without the key gets 401 and learns nothing else."""
+
+    def __init__(self, app, refusal, on_refuse):
+        self.app, self.refusal, self.on_refuse = app, refusal, on_refuse
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            refusal = self.refusal(Request(scope))
+            if refusal is not None:
+                self.on_refuse(refusal.code)
+                return await error_response(refusal)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class RequestMetrics:
+    """ASGI middleware: counts requests by route and status and times them (plain ASGI: it costs little per call)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500  # an exception escaping the app becomes a 500
+
+        async def noting_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            route = scope.get("route")  # set by the router as it matched
+            path = route.path if route is not None else "unmatched"
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
 def error_response(error: ApiError) -> JSONResponse:
     body = {"error": {"code": error.code, "message": error.message, "fix": error.fix}}
     return JSONResponse(body, status_code=error.status, headers=error.headers)
@@ -236,16 +278,18 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
     async def lifespan(app: FastAPI):
         import torch
 
-        # Each worker's slice of a batch runs on its own cores; PyTorch must not spread one slice over all.
+        # `workers` forward passes run at once (of any model), each on its own cores: PyTorch must not
+        # spread one pass over all of them.
         threads_before = torch.get_num_threads()
         torch.set_num_threads(threads_per_worker(workers))
-        with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="lmadapt-batch") as executor:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lmadapt-pass") as executor:
             for served in models.values():
                 served.batcher = MicroBatcher(
                     served.predictor.predict,
                     executor,
                     max_batch=settings.max_batch,
                     max_wait_s=settings.max_wait_ms / 1000,
+                    slots=workers,
                     on_batch=metrics.batch_size.labels(served.name).observe,
                 )
                 served.batcher.start()
@@ -285,29 +329,13 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    # Added first, so it runs inside the request counter below and its refusals are counted.
+    # The last added runs first: the request counter sees every refusal, and the key is checked before the body.
     app.add_middleware(
         BodySizeLimit, limit=settings.max_body_bytes, on_refuse=metrics.errors.labels("body_too_large").inc
     )
-
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):
-        """Before anything else reads the request: a request without the key learns nothing else."""
-        refusal = None if settings.api_key is None or request.url.path in PUBLIC_PATHS else key_refusal(request)
-        if refusal is not None:
-            metrics.errors.labels(refusal.code).inc()
-            return error_response(refusal)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = route.path if route is not None else "unmatched"
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyCheck, refusal=key_refusal, on_refuse=lambda code: metrics.errors.labels(code).inc())
+    app.add_middleware(RequestMetrics, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):

@@ -84,10 +84,19 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def bf16_in_hardware() -> bool:
+    """This CPU multiplies bf16 matrices in hardware (AMX): there bf16 PyTorch beats int8 ONNX Runtime
+    (DESIGN.md 8; bench/RESULTS.md, serving). Elsewhere bf16 is emulated and slower than float32."""
+    return not torch.cuda.is_available() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+
+
 def resolve_backend(run_path: Path, backend: str) -> str:
-    """The backend to use: `auto` takes an exported ONNX graph (int8 first) when the run has one, else torch."""
+    """The backend to use. `auto` is the fastest path here: bf16 PyTorch on a CPU with AMX, else the run's
+    ONNX export (int8 first) when it has one, else PyTorch float32."""
     check_backend(backend)
     if backend == AUTO:
+        if bf16_in_hardware():
+            return TORCH_BF16
         return next((b for b in (ONNX_INT8, ONNX) if has_export(run_path, b)), TORCH)
     if backend in ONNX_FILES and not has_export(run_path, backend):
         quantize = " --quantize int8" if backend == ONNX_INT8 else ""

@@ -16,13 +16,16 @@ class ServiceSettings:
     max_chars: int = field(default=10_000, metadata={"help": "Most characters in one text (else 422)."})
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest request body in bytes (else 413)."})
     timeout_s: float = field(default=30.0, metadata={"help": "Seconds a prediction may take (else 504)."})
-    max_batch: int = field(default=64, metadata={"help": "Most texts gathered into one forward pass."})
-    max_wait_ms: float = field(
-        default=5.0, metadata={"help": "How long a request waits for others to share its batch."}
+    max_batch: int = field(
+        default=32, metadata={"help": "Most texts in one forward pass (texts of similar length, from any requests)."}
     )
-    workers: int = field(default=0, metadata={"help": "Slices of a batch run at once, one core each; 0: one per core."})
+    max_wait_ms: float = field(
+        default=5.0, metadata={"help": "How long a free worker waits for a fuller forward pass."}
+    )
+    workers: int = field(default=0, metadata={"help": "Forward passes run at once, one core each; 0: one per core."})
     backend: str = field(
-        default="auto", metadata={"help": "Inference backend: auto, torch, torch-bf16, onnx, onnx-int8."}
+        default="auto",
+        metadata={"help": "Inference backend: auto (the fastest here), torch, torch-bf16, onnx, onnx-int8."},
     )
 
 
