@@ -4,7 +4,7 @@ On SST-2 validation (872 sentences) with MiniLM `full` (the sst2 recipe on the b
 20,000-row subset, trained once into --workdir and exported to ONNX, float32 and int8):
 
 - system `hf_pipeline`: transformers pipeline("text-classification", batch_size=32), the baseline;
-- one row per lmadapt inference path (`torch`, `torch_bf16`, `onnx`, `onnx_int8`), each with 1 worker
+- one row per lmadapt inference path (`torch`, `torch_bf16`, `onnx`, `onnx_int8`, `openvino`), each with 1 worker
   (all cores on one batch) and with one worker per core: texts/s (tokenization included, best of
   --repeats passes after a warm-up), accuracy, and the ratio to the pipeline measured in the same run;
 - system `service`: `lmadapt serve` on loopback (fastest backend) under --clients concurrent clients
@@ -36,7 +36,7 @@ from runner import ROOT, git_commit, write_sst2_subset
 
 from lmadapt.serving.settings import ServiceSettings
 
-PATHS = ["torch", "torch-bf16", "onnx", "onnx-int8"]
+PATHS = ["torch", "torch-bf16", "onnx", "onnx-int8", "openvino"]
 
 
 def trained_run(data: Path, workdir: Path, epochs: int):

@@ -138,8 +138,8 @@ def predict(
     batch_size: int = typer.Option(64, min=1, help="Texts per forward pass."),
     backend: str = typer.Option(
         "auto",
-        help="auto (the fastest here: torch-bf16 on a CPU with AMX, else the run's ONNX export, int8 first, else "
-        "torch), torch, torch-bf16, onnx, onnx-int8.",
+        help="auto (the fastest here: on a CPU with AMX openvino if the run is exported, else torch-bf16; elsewhere "
+        "the run's ONNX export, int8 first, else torch), torch, torch-bf16, onnx, onnx-int8, openvino.",
     ),
     workers: int = typer.Option(0, min=0, help="Batches run at once, each on its share of the cores; 0: one per core."),
 ) -> None:
@@ -249,7 +249,7 @@ def serve(
 
     Concurrent requests for one model share forward passes: each of --workers passes takes the oldest
     waiting text and those nearest its length. On torch and torch-bf16, runs on the same backbone share
-    its weights in memory; an ONNX export holds its own copy.
+    its weights in memory; an exported graph (onnx, onnx-int8, openvino) holds its own copy.
 
     Example: lmadapt serve runs/sentiment-lora runs/intent-lora --port 8000
     """

@@ -246,7 +246,16 @@ class Run:
 
         from lmadapt.models.artifacts import load_model_and_reader
         from lmadapt.models.shared import cast_keeping_shared
-        from lmadapt.serving.engines import TORCH, TORCH_BF16, OnnxEngine, TorchEngine, onnx_file, resolve_backend
+        from lmadapt.serving.engines import (
+            OPENVINO,
+            TORCH,
+            TORCH_BF16,
+            OnnxEngine,
+            OpenVinoEngine,
+            TorchEngine,
+            onnx_file,
+            resolve_backend,
+        )
         from lmadapt.serving.predict import Predictor, threads_per_worker
 
         chosen = resolve_backend(self.path, backend)
@@ -258,10 +267,12 @@ class Run:
             )
             engine = TorchEngine(cast_keeping_shared(model, torch.bfloat16), TORCH_BF16)
             tokenizer = reader or self.load_tokenizer()
-        else:
-            engine = OnnxEngine(
-                self.path / onnx_file(chosen), chosen, threads=threads_per_worker(max(1, engine_workers or workers))
-            )
+        else:  # an exported graph
+            graph, concurrent = self.path / onnx_file(chosen), max(1, engine_workers or workers)
+            if chosen == OPENVINO:
+                engine = OpenVinoEngine(graph, streams=concurrent)
+            else:
+                engine = OnnxEngine(graph, chosen, threads=threads_per_worker(concurrent))
             tokenizer = self.load_tokenizer()
         return Predictor(engine, tokenizer, self.labels, self.max_length, batch_size=batch_size, workers=workers)
 

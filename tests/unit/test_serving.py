@@ -89,7 +89,8 @@ def test_export_writes_checked_graphs_into_the_run_folder_and_its_manifest(expor
 
 def test_every_backend_agrees_with_pytorch(exported_run):
     reference = exported_run.predictor.scores(TEXTS * 5)
-    for backend, tolerance in (("torch", 1e-6), ("onnx", 1e-5), ("onnx-int8", 0.05), ("torch-bf16", 0.05)):
+    backends = [("torch", 1e-6), ("onnx", 1e-5), ("onnx-int8", 0.05), ("torch-bf16", 0.05), ("openvino", 0.05)]
+    for backend, tolerance in backends:
         predictor = exported_run.inference(backend, workers=2, batch_size=3)
         assert predictor.engine.name == backend
         np.testing.assert_allclose(predictor.scores(TEXTS * 5), reference, atol=tolerance, err_msg=backend)
@@ -100,11 +101,19 @@ def cpu_without_amx(monkeypatch):
     monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: False)
 
 
-def test_auto_takes_bf16_with_amx_else_the_int8_export(exported_run, monkeypatch):
-    monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: True)
-    assert exported_run.inference("auto").engine.name == "torch-bf16"
-    monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: False)
-    assert exported_run.inference("auto").engine.name == "onnx-int8"
+def test_auto_takes_the_fastest_path_this_cpu_has(exported_run, monkeypatch):
+    def auto(amx: bool, openvino: bool = True, exported: bool = True) -> str:
+        monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: amx)
+        monkeypatch.setattr("lmadapt.serving.engines.openvino_installed", lambda: openvino)
+        if not exported:
+            monkeypatch.setattr("lmadapt.serving.engines.has_export", lambda *_: False)
+        return exported_run.inference("auto").engine.name
+
+    assert auto(amx=True) == "openvino"
+    assert auto(amx=True, openvino=False) == "torch-bf16"
+    assert auto(amx=False) == "onnx-int8"
+    assert auto(amx=True, exported=False) == "torch-bf16"
+    assert auto(amx=False, exported=False) == "torch"
 
 
 def test_parallel_workers_keep_the_order_of_the_texts(trained_run):

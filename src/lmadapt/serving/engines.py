@@ -2,6 +2,7 @@
 
 - `torch`: the PyTorch model, inference mode (fp32, or bf16 weights with `torch-bf16`).
 - `onnx`, `onnx-int8`: ONNX Runtime on the graph `lmadapt export` wrote into the run folder.
+- `openvino`: OpenVINO on the exported float32 graph (in bf16 on a CPU with AMX, OpenVINO's default there).
 
 Every engine is thread-safe for concurrent calls, so a Predictor can run batches on several threads
 (each engine thread on one core: on a small CPU this beats one batch on all cores, DESIGN.md 8).
@@ -9,6 +10,8 @@ Every engine is thread-safe for concurrent calls, so a Predictor can run batches
 
 from __future__ import annotations
 
+import os
+import queue
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,10 @@ import torch
 
 from lmadapt.errors import LmadaptError, did_you_mean
 
-TORCH, TORCH_BF16, ONNX, ONNX_INT8, AUTO = "torch", "torch-bf16", "onnx", "onnx-int8", "auto"
-BACKENDS = (AUTO, TORCH, TORCH_BF16, ONNX, ONNX_INT8)
+TORCH, TORCH_BF16, ONNX, ONNX_INT8, OPENVINO, AUTO = "torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "auto"
+BACKENDS = (AUTO, TORCH, TORCH_BF16, ONNX, ONNX_INT8, OPENVINO)
 ONNX_FOLDER = "onnx"
-ONNX_FILES = {ONNX: "model.onnx", ONNX_INT8: "model.int8.onnx"}
+ONNX_FILES = {ONNX: "model.onnx", ONNX_INT8: "model.int8.onnx", OPENVINO: "model.onnx"}  # the graph each runs
 
 
 class TorchEngine:
@@ -66,6 +69,48 @@ class OnnxEngine:
         return self.session.run(["logits"], feed)[0].astype(np.float32, copy=False)
 
 
+class OpenVinoEngine:
+    """An exported classifier on OpenVINO's CPU plugin, `streams` batches at once (each on its share of the
+    cores). OpenVINO computes in bf16 where the CPU has AMX: measured faster than torch-bf16 here
+    (bench/RESULTS.md, serving), with the same precision."""
+
+    def __init__(self, path: Path, streams: int = 1):
+        import openvino
+
+        options = {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "NUM_STREAMS": str(streams),
+            "INFERENCE_NUM_THREADS": str(os.cpu_count() or 1),
+        }
+        try:
+            self.compiled = openvino.Core().compile_model(str(path), "CPU", options)
+        except Exception as error:  # e.g. an operator this OpenVINO does not convert
+            raise LmadaptError(
+                f"OpenVINO cannot load this graph: {str(error).splitlines()[0][:300]}",
+                where=str(path),
+                fix="pick --backend torch-bf16 or onnx",
+            ) from None
+        self.name = OPENVINO
+        self.path = path
+        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self.logits = self.compiled.output("logits")
+        self.idle = queue.SimpleQueue()  # infer requests not in use: one per concurrent call, made as needed
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            request = self.idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            feed = {name: batch[name].astype(np.int64, copy=False) for name in self.input_names}
+            return np.array(request.infer(feed)[self.logits], dtype=np.float32)
+        finally:
+            self.idle.put(request)
+
+
+ENGINES = (TorchEngine, OnnxEngine, OpenVinoEngine)
+
+
 def onnx_file(backend: str) -> str:
     """The graph's path inside a run folder, as its manifest lists it."""
     return f"{ONNX_FOLDER}/{ONNX_FILES[backend]}"
@@ -90,13 +135,20 @@ def bf16_in_hardware() -> bool:
     return not torch.cuda.is_available() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
 
 
+def openvino_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("openvino") is not None
+
+
 def resolve_backend(run_path: Path, backend: str) -> str:
-    """The backend to use. `auto` is the fastest path here: bf16 PyTorch on a CPU with AMX, else the run's
-    ONNX export (int8 first) when it has one, else PyTorch float32."""
+    """The backend to use. `auto` is the fastest path here, as measured (bench/RESULTS.md, serving): on a CPU
+    with AMX, OpenVINO on the run's ONNX export, else bf16 PyTorch; elsewhere the ONNX export (int8 first),
+    else PyTorch float32."""
     check_backend(backend)
     if backend == AUTO:
         if bf16_in_hardware():
-            return TORCH_BF16
+            return OPENVINO if has_export(run_path, OPENVINO) and openvino_installed() else TORCH_BF16
         return next((b for b in (ONNX_INT8, ONNX) if has_export(run_path, b)), TORCH)
     if backend in ONNX_FILES and not has_export(run_path, backend):
         quantize = " --quantize int8" if backend == ONNX_INT8 else ""

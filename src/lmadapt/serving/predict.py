@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import decisions, scores_from_logits
-from lmadapt.serving.engines import OnnxEngine, TorchEngine
+from lmadapt.serving.engines import ENGINES, TorchEngine
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int):
@@ -70,7 +70,7 @@ class Predictor:
     def __init__(self, model, tokenizer, labels: LabelMap, max_length: int, batch_size: int = 64, workers: int = 1):
         if workers < 1:
             raise LmadaptError(f"workers must be at least 1, not {workers}", fix="pass workers=1 or more")
-        self.engine = model if isinstance(model, (TorchEngine, OnnxEngine)) else TorchEngine(model)
+        self.engine = model if isinstance(model, ENGINES) else TorchEngine(model)
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length

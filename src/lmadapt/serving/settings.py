@@ -25,7 +25,7 @@ class ServiceSettings:
     workers: int = field(default=0, metadata={"help": "Forward passes run at once, one core each; 0: one per core."})
     backend: str = field(
         default="auto",
-        metadata={"help": "Inference backend: auto (the fastest here), torch, torch-bf16, onnx, onnx-int8."},
+        metadata={"help": "Inference backend: auto (the fastest here), torch, torch-bf16, onnx, onnx-int8, openvino."},
     )
 
 
