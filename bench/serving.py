@@ -8,8 +8,10 @@ On SST-2 validation (872 sentences) with MiniLM `full` (the sst2 recipe on the b
   (all cores on one batch) and with one worker per core: texts/s (tokenization included, best of
   --repeats passes after a warm-up), accuracy, and the ratio to the pipeline measured in the same run;
 - system `service`: `lmadapt serve` on loopback (fastest backend) under --clients concurrent clients
-  for --seconds, each request --texts-per-request validation sentences: throughput, p50/p99 latency,
-  errors, and the ratio to the best offline path. The clients run on the same 2 cores as the server.
+  for --seconds (in --rounds parts), each request --texts-per-request validation sentences: throughput,
+  p50/p99 latency, errors, and its ratio to the same backend's offline throughput sustained over
+  offline parts interleaved with the load's (and to the best offline pass of any path). The clients run
+  on the same 2 cores as the server.
 
     python bench/serving.py --data ../shared/data
     python bench/serving.py --data ../shared/data --only-service --service-backend torch-bf16   # another load test
@@ -72,6 +74,16 @@ def best_rate(predict, texts: list[str], repeats: int) -> tuple[float, list]:
     return best, labels
 
 
+def sustained(predictor, texts: list[str], seconds: float) -> tuple[int, float]:
+    """Texts predicted in whole passes over `texts`, back to back for at least `seconds`, and the time taken."""
+    predictor.scores(texts[:64])
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predictor.scores(texts)
+        done += len(texts)
+    return done, time.perf_counter() - started
+
+
 def accuracy(predicted: list, gold: list) -> float:
     return round(100 * float(np.mean([p == g for p, g in zip(predicted, gold)])), 2)
 
@@ -83,32 +95,37 @@ def free_port() -> int:
 
 
 async def load_test(url: str, texts: list[str], clients: int, seconds: float, per_request: int) -> dict:
-    """`clients` concurrent clients posting `per_request` texts each, back to back, for `seconds`."""
-    import httpx
+    """`clients` concurrent clients posting `per_request` texts each, back to back, for `seconds` (after 1 s of
+    warm-up): texts answered, seconds, latencies, errors, and the CPU seconds the clients took.
+
+    aiohttp, not httpx: the clients share the server's cores, so the lighter client leaves more of them to the
+    server (what the clients took is reported as client_cores_busy)."""
+    import aiohttp
 
     latencies, errors, done_texts = [], 0, 0
     rng = random.Random(0)
-    requests = [rng.sample(texts, per_request) for _ in range(512)]
+    requests = [json.dumps({"texts": rng.sample(texts, per_request)}) for _ in range(512)]
+    headers = {"content-type": "application/json"}
 
-    async def client(index: int, http: httpx.AsyncClient, deadline: float) -> None:
+    async def client(index: int, http: aiohttp.ClientSession, deadline: float) -> None:
         nonlocal errors, done_texts
         sent = index
         while time.perf_counter() < deadline:
-            body = {"texts": requests[sent % len(requests)]}
+            body = requests[sent % len(requests)]
             sent += clients
             started = time.perf_counter()
             try:
-                response = await http.post(f"{url}/v1/predict", json=body)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
+                async with http.post(f"{url}/v1/predict", data=body, headers=headers) as response:
+                    ok = response.status == 200 and len((await response.json())["predictions"]) == per_request
+            except aiohttp.ClientError:
                 ok = False
             latencies.append(time.perf_counter() - started)
             errors += not ok
             done_texts += per_request if ok else 0
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        await asyncio.gather(*(client(i, http, time.perf_counter() + 3) for i in range(clients)))  # warm-up
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        await asyncio.gather(*(client(i, http, time.perf_counter() + 1) for i in range(clients)))  # warm-up
         latencies.clear()
         errors = done_texts = 0
         cpu_before = cpu_seconds()
@@ -116,15 +133,7 @@ async def load_test(url: str, texts: list[str], clients: int, seconds: float, pe
         await asyncio.gather(*(client(i, http, started + seconds) for i in range(clients)))
         elapsed = time.perf_counter() - started
         client_cpu = cpu_seconds() - cpu_before
-    return {
-        "texts_per_s": round(done_texts / elapsed, 1),
-        "requests": len(latencies),
-        "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
-        "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 1),
-        "errors": errors,
-        "seconds": round(elapsed, 1),
-        "client_cores_busy": round(client_cpu / elapsed, 2),  # what the clients took of the shared cores
-    }
+    return {"texts": done_texts, "seconds": elapsed, "latencies": latencies, "errors": errors, "cpu": client_cpu}
 
 
 def cpu_seconds() -> float:
@@ -132,9 +141,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def serve_and_load(run_path: Path, texts: list[str], args) -> dict:
+def serve_and_load(run, texts: list[str], args) -> dict:
+    """The load test in --rounds parts, each after a part as long as half of it predicting offline on the
+    service's backend (its workers = cores): the machine's speed drifts by tens of percent over minutes
+    here, and interleaving puts the same drift on both sides of the ratio."""
     port = free_port()
-    command = [sys.executable, "-m", "lmadapt.cli", "serve", str(run_path), "--port", str(port)]
+    command = [sys.executable, "-m", "lmadapt.cli", "serve", str(run.path), "--port", str(port)]
     command += ["--backend", args.service_backend, "--max-texts", str(max(256, args.texts_per_request))]
     command += ["--max-batch", str(args.max_batch)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -146,16 +158,38 @@ def serve_and_load(run_path: Path, texts: list[str], args) -> dict:
 
         wait_until_serving(url, server, timeout_s=300)
         backend = httpx.get(f"{url}/v1/models").json()[0]["backend"]
-        figures = asyncio.run(load_test(url, texts, args.clients, args.seconds, args.texts_per_request))
+        offline = run.inference(backend, workers=os.cpu_count() or 1, batch_size=args.batch_size)
+        part = args.seconds / args.rounds
+        offline_texts = offline_seconds = 0.0
+        parts = []
+        for _ in range(args.rounds):
+            done, took = sustained(offline, texts, part / 2)
+            offline_texts, offline_seconds = offline_texts + done, offline_seconds + took
+            parts.append(asyncio.run(load_test(url, texts, args.clients, part, args.texts_per_request)))
         batches = [
             line for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith("lmadapt_batch_size_")
         ]
         count = next(float(line.split()[-1]) for line in batches if line.startswith("lmadapt_batch_size_count"))
         total = next(float(line.split()[-1]) for line in batches if line.startswith("lmadapt_batch_size_sum"))
-        return figures | {"backend": backend, "mean_batch_texts": round(total / count, 1)}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
+    elapsed = sum(p["seconds"] for p in parts)
+    latencies = [latency for p in parts for latency in p["latencies"]]
+    rate, offline_rate = sum(p["texts"] for p in parts) / elapsed, offline_texts / offline_seconds
+    return {
+        "backend": backend,
+        "texts_per_s": round(rate, 1),
+        "offline_texts_per_s": round(offline_rate, 1),
+        "ratio_to_offline": round(rate / offline_rate, 2),
+        "requests": len(latencies),
+        "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
+        "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 1),
+        "errors": sum(p["errors"] for p in parts),
+        "seconds": round(elapsed, 1),
+        "client_cores_busy": round(sum(p["cpu"] for p in parts) / elapsed, 2),  # what the clients took
+        "mean_batch_texts": round(total / count, 1),
+    }
 
 
 def main() -> None:
@@ -169,7 +203,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per path; the best counts")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=60, help="of load, in all")
+    parser.add_argument("--rounds", type=int, default=3, help="parts of the load test, each after an offline part")
     parser.add_argument("--texts-per-request", type=int, default=8)
     parser.add_argument("--service-backend", default="auto")
     parser.add_argument("--max-batch", type=int, default=ServiceSettings.max_batch, help="the service's --max-batch")
@@ -214,7 +249,7 @@ def main() -> None:
         measure_paths(run, texts, gold, args, common, add)
     if not args.skip_service:
         best = max(r["texts_per_s"] for r in rows if r["system"] != "hf_pipeline")
-        figures = serve_and_load(run.path, texts, args)
+        figures = serve_and_load(run, texts, args)
         service = {"system": "service", "clients": args.clients, "texts_per_request": args.texts_per_request}
         service |= {"max_batch": args.max_batch}
         add(common | service | figures | {"ratio_to_best_offline": round(figures["texts_per_s"] / best, 2)})

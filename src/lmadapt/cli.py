@@ -242,13 +242,14 @@ def serve(
     timeout: float = typer.Option(ServiceSettings.timeout_s, min=0.001, help=setting_help("timeout_s")),
     max_batch: int = typer.Option(ServiceSettings.max_batch, min=1, help=setting_help("max_batch")),
     max_wait_ms: float = typer.Option(ServiceSettings.max_wait_ms, min=0, help=setting_help("max_wait_ms")),
+    max_delay_ms: float = typer.Option(ServiceSettings.max_delay_ms, min=0, help=setting_help("max_delay_ms")),
     workers: int = typer.Option(ServiceSettings.workers, min=0, help=setting_help("workers")),
     shutdown_timeout: float = typer.Option(30.0, min=0, help="Seconds in-flight requests get to finish on SIGTERM."),
 ) -> None:
     """Serve runs over HTTP: POST /v1/predict, GET /v1/models, /healthz, /metrics, /docs.
 
-    Concurrent requests for one model share forward passes: each of --workers passes takes the oldest
-    waiting text and those nearest its length. On torch and torch-bf16, runs on the same backbone share
+    Concurrent requests for one model share forward passes: each of --workers passes takes the waiting
+    texts of the most similar lengths (a text waiting --max-delay-ms goes next). On torch and torch-bf16, runs on the same backbone share
     its weights in memory; an exported graph (onnx, onnx-int8, openvino) holds its own copy.
 
     Example: lmadapt serve runs/sentiment-lora runs/intent-lora --port 8000
@@ -264,6 +265,7 @@ def serve(
         timeout_s=timeout,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
+        max_delay_ms=max_delay_ms,
         workers=workers,
         backend=backend,
     )

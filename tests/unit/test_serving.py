@@ -279,16 +279,20 @@ def run_batcher(predict, requests: list[list[str]], **options) -> list:
     return asyncio.run(scenario())
 
 
-def test_a_pass_takes_the_oldest_text_and_those_nearest_its_length():
+def test_a_pass_takes_texts_of_similar_length_and_an_overdue_text_first():
     calls = []
 
     def predict(texts):
         calls.append(list(texts))
         return [text.upper() for text in texts]
 
-    answers = run_batcher(predict, [["long text", "b"], ["more text", "d"]], max_batch=2, max_wait_s=0.2)
+    requests = [["long text", "b"], ["more text", "d"]]
+    answers = run_batcher(predict, requests, max_batch=2, max_wait_s=0.2)
     assert answers == [["LONG TEXT", "B"], ["MORE TEXT", "D"]]  # each request's answers in its own order
-    assert calls == [["long text", "more text"], ["b", "d"]]
+    assert calls == [["b", "d"], ["long text", "more text"]]  # the tightest length windows
+    calls.clear()
+    run_batcher(predict, requests, max_batch=2, max_wait_s=0.2, max_delay_s=0)
+    assert calls == [["long text", "more text"], ["b", "d"]]  # the oldest text, overdue, goes first
 
 
 def test_a_large_request_is_spread_over_every_slot():

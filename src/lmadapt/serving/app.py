@@ -289,6 +289,7 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
                     executor,
                     max_batch=settings.max_batch,
                     max_wait_s=settings.max_wait_ms / 1000,
+                    max_delay_s=settings.max_delay_ms / 1000,
                     slots=workers,
                     on_batch=metrics.batch_size.labels(served.name).observe,
                 )
@@ -409,7 +410,7 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
 
     protected = [Depends(declare_key)] if settings.api_key else []  # no key: no security scheme in the schema
 
-    async def predict(request) -> PredictResponse:
+    async def predict(request) -> Response:
         """Labels and per-label scores for each text; concurrent requests share forward passes."""
         served = choose_model(request.model)
         check_texts(request.texts)
@@ -423,7 +424,9 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
                 fix="send fewer texts per request, or retry when the service is less busy",
             ) from None
         metrics.texts.labels(served.name).inc(len(results))
-        return PredictResponse(model=served.name, predictions=[Prediction(**result) for result in results])
+        answer = PredictResponse(model=served.name, predictions=[Prediction(**result) for result in results])
+        # Serialized by pydantic directly: FastAPI would validate and encode it again (costly per request).
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     # The request's type is built for this service's limits, so it is set here, not in a (string) annotation.
     predict.__annotations__["request"] = request_model(settings)

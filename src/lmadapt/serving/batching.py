@@ -1,12 +1,13 @@
 """Micro-batching: concurrent requests for one model share forward passes, and the cores never wait for HTTP.
 
 Texts, not requests, are the unit: every text of every waiting request joins one pool. Each of
-`slots` forward-pass slots (one per core group) takes, when it is free, the oldest waiting text and the
-waiting texts nearest to it in length, at most `max_batch` of them. So a pass holds texts of similar
-length (little padding, as in offline length-sorted prediction), the oldest text always goes next
-(no starvation), a large request is spread over all slots, and while one slot's pass runs the others
-take what arrived meanwhile. A request is answered once all its texts are scored. A free slot waits
-at most `max_wait_s` (from the oldest text's arrival) for a fuller pass.
+`slots` forward-pass slots (one per core group) takes, when it is free, at most `max_batch` waiting
+texts of the most similar lengths (the tightest length window in the pool), so a pass pads little,
+as in offline length-sorted prediction. A text that has waited `max_delay_s` goes in the next pass,
+with the texts nearest its length, so tight packing never starves a text of unusual length. A large
+request is spread over all slots, and while one slot's pass runs the others take what arrived
+meanwhile. A request is answered once all its texts are scored. A free slot waits at most
+`max_wait_s` (from the oldest text's arrival) for a fuller pass.
 """
 
 from __future__ import annotations
@@ -40,15 +41,17 @@ class Text:
         return self.request.texts[self.position]
 
 
-def nearest_in_length(waiting: list[Text], size: int) -> list[Text]:
-    """The oldest waiting text and the `size` - 1 others whose lengths lie closest around it."""
+def next_pass(waiting: list[Text], size: int, overdue: bool) -> list[Text]:
+    """At most `size` texts of `waiting` (in arrival order) of similar length: the tightest length window,
+    or, when the oldest text is `overdue`, the window around it."""
     if len(waiting) <= size:
         return list(waiting)
-    oldest = waiting[0]
     by_length = sorted(waiting, key=lambda item: len(item.text))
     lengths = [len(item.text) for item in by_length]
-    at = by_length.index(oldest)
-    starts = range(max(0, at - size + 1), min(at, len(by_length) - size) + 1)
+    starts = range(len(by_length) - size + 1)
+    if overdue:
+        at = by_length.index(waiting[0])
+        starts = range(max(0, at - size + 1), min(at, len(by_length) - size) + 1)
     start = min(starts, key=lambda s: lengths[s + size - 1] - lengths[s])
     return by_length[start : start + size]
 
@@ -62,6 +65,7 @@ class MicroBatcher:
         executor: Executor,
         max_batch: int = 32,
         max_wait_s: float = 0.005,
+        max_delay_s: float = 0.2,
         slots: int = 1,
         on_batch: Callable[[int], None] = lambda size: None,
     ):
@@ -69,6 +73,7 @@ class MicroBatcher:
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.max_delay_s = max_delay_s
         self.slots = slots
         self.on_batch = on_batch
         self.waiting: list[Text] = []  # in arrival order
@@ -118,7 +123,8 @@ class MicroBatcher:
     async def _serve(self) -> None:
         while True:
             await self._wait_for_pass()
-            chosen = nearest_in_length(self.waiting, self.max_batch)
+            overdue = asyncio.get_running_loop().time() - self.waiting[0].arrived >= self.max_delay_s
+            chosen = next_pass(self.waiting, self.max_batch, overdue)
             taken = {id(item) for item in chosen}
             self.waiting = [item for item in self.waiting if id(item) not in taken]
             await self._run(chosen)

@@ -17,10 +17,15 @@ class ServiceSettings:
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest request body in bytes (else 413)."})
     timeout_s: float = field(default=30.0, metadata={"help": "Seconds a prediction may take (else 504)."})
     max_batch: int = field(
-        default=32, metadata={"help": "Most texts in one forward pass (texts of similar length, from any requests)."}
+        default=32,
+        metadata={"help": "Most texts in one forward pass (those of the most similar lengths, from any requests)."},
     )
     max_wait_ms: float = field(
         default=5.0, metadata={"help": "How long a free worker waits for a fuller forward pass."}
+    )
+    max_delay_ms: float = field(
+        default=200.0,
+        metadata={"help": "A text waiting this long goes in the next pass, whatever its length."},
     )
     workers: int = field(default=0, metadata={"help": "Forward passes run at once, one core each; 0: one per core."})
     backend: str = field(
