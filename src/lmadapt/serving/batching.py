@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two requests may hold the same texts
 class Request:
     texts: list[str]
     future: asyncio.Future
@@ -30,7 +30,7 @@ class Request:
         self.left = len(self.texts)
 
 
-@dataclass
+@dataclass(eq=False)
 class Text:
     request: Request
     position: int
@@ -125,8 +125,8 @@ class MicroBatcher:
             await self._wait_for_pass()
             overdue = asyncio.get_running_loop().time() - self.waiting[0].arrived >= self.max_delay_s
             chosen = next_pass(self.waiting, self.max_batch, overdue)
-            taken = {id(item) for item in chosen}
-            self.waiting = [item for item in self.waiting if id(item) not in taken]
+            taken = set(chosen)
+            self.waiting = [item for item in self.waiting if item not in taken]
             await self._run(chosen)
 
     async def _run(self, items: list[Text]) -> None:
@@ -136,7 +136,7 @@ class MicroBatcher:
             self.on_batch(len(items))
             results = await loop.run_in_executor(self.executor, self.predict_batch, [item.text for item in items])
         except Exception as error:
-            requests = list({id(item.request): item.request for item in items}.values())
+            requests = list(dict.fromkeys(item.request for item in items))
             if len(requests) > 1:
                 for request in requests:
                     await self._run([item for item in items if item.request is request])
