@@ -422,3 +422,14 @@ def test_generated_requests_never_get_a_server_error(trained_run):
                 case.call_and_validate(headers={"X-API-Key": "k3y"})
 
             check()
+
+
+def test_a_graph_a_runtime_cannot_read_is_a_clear_error(tmp_path):
+    from lmadapt.serving.engines import OnnxEngine, OpenVinoEngine
+
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(b"not a graph")
+    for engine, runtime in ((OnnxEngine, "ONNX Runtime"), (OpenVinoEngine, "OpenVINO")):
+        with pytest.raises(LmadaptError, match=f"{runtime} cannot load this graph") as caught:
+            engine(graph)
+        assert caught.value.where == str(graph)

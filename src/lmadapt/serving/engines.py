@@ -43,6 +43,12 @@ class TorchEngine:
             return self.model(**inputs).logits.float().cpu().numpy()
 
 
+def unloadable(runtime: str, error: Exception, path: Path, fix: str) -> LmadaptError:
+    return LmadaptError(
+        f"{runtime} cannot load this graph: {str(error).splitlines()[0][:300]}", where=str(path), fix=fix
+    )
+
+
 class OnnxEngine:
     """An exported classifier on ONNX Runtime's CPU provider."""
 
@@ -55,10 +61,8 @@ class OnnxEngine:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # e.g. a graph from a newer opset than this onnxruntime reads
-            raise LmadaptError(
-                f"ONNX Runtime cannot load this graph: {str(error).splitlines()[0][:300]}",
-                where=str(path),
-                fix="export the run again with this lmadapt, or pick --backend torch",
+            raise unloadable(
+                "ONNX Runtime", error, path, "export the run again with this lmadapt, or pick --backend torch"
             ) from None
         self.name = name
         self.path = path
@@ -85,11 +89,7 @@ class OpenVinoEngine:
         try:
             self.compiled = openvino.Core().compile_model(str(path), "CPU", options)
         except Exception as error:  # e.g. an operator this OpenVINO does not convert
-            raise LmadaptError(
-                f"OpenVINO cannot load this graph: {str(error).splitlines()[0][:300]}",
-                where=str(path),
-                fix="pick --backend torch-bf16 or onnx",
-            ) from None
+            raise unloadable("OpenVINO", error, path, "pick --backend torch-bf16 or onnx") from None
         self.name = OPENVINO
         self.path = path
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
