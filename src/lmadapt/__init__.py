@@ -71,6 +71,21 @@ def continual(config: RunConfig | str, *, overrides: list[str] | None = None, ov
     return run_continual(config, overwrite=overwrite)
 
 
+def compare_strategies(
+    config: RunConfig | str, strategies: list[str], output, limits=None, *, sort_by: str = "accuracy", progress=print
+):
+    """Every strategy in `strategies` on the config's data, split and seed, each in its own process; the
+    leaderboard files go into `output`. Returns the rows; see lmadapt.compare.leaderboard.compare."""
+    from pathlib import Path
+
+    from lmadapt.compare.leaderboard import compare as _compare
+    from lmadapt.config import RunConfig as _RunConfig
+
+    if not isinstance(config, _RunConfig):
+        config = load_config(config)
+    return _compare(config, strategies, Path(output), limits, sort_by=sort_by, progress=progress)
+
+
 def export(
     run, *, quantize: str | None = None, tolerance: float | None = None, min_agreement: float | None = None
 ) -> dict:
@@ -88,4 +103,15 @@ def create_app(runs, settings=None):
     return _create_app([load(run) if not hasattr(run, "predictor") else run for run in runs], settings)
 
 
-__all__ = ["__version__", "continual", "create_app", "evaluate", "export", "load", "load_config", "merge", "train"]
+__all__ = [
+    "__version__",
+    "compare",
+    "continual",
+    "create_app",
+    "evaluate",
+    "export",
+    "load",
+    "load_config",
+    "merge",
+    "train",
+]

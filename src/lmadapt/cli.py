@@ -362,6 +362,56 @@ def fewshot(
 
 
 @app.command()
+def compare(
+    config: Path | None = typer.Argument(None, help="YAML recipe giving the data, backbone and seed (or use --data)."),
+    data: str | None = typer.Option(None, "--data", help="Training file (or builtin:<name>) when there is no config."),
+    backbone: str | None = typer.Option(None, help="Backbone for every strategy (alias, folder or hub id)."),
+    strategies: str = typer.Option("head,lora,full", help="Strategies to compare, comma-separated."),
+    output: Path = typer.Option(Path("runs/compare"), help="Folder for the runs, rows, leaderboard and plots."),
+    max_minutes: float | None = typer.Option(None, min=0.01, help="Time limit per strategy; over it: an error row."),
+    total_minutes: float | None = typer.Option(
+        None, min=0.01, help="Overall time limit; strategies that could not finish inside it are skipped."
+    ),
+    max_memory_mb: float | None = typer.Option(None, min=1, help="Your memory limit, for the recommendation."),
+    max_train_minutes: float | None = typer.Option(
+        None, min=0.01, help="Your training-time limit, for the recommendation."
+    ),
+    sort: str = typer.Option("accuracy", help="Column the leaderboard is sorted by (each in its better direction)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+) -> None:
+    """Every strategy on the same data, split and seed: one leaderboard of quality, size, time, memory and speed.
+
+    Each strategy runs in its own process (its own peak memory; a failure is one error row). Run it
+    again to pick up where it stopped: finished strategies are reused.
+
+    Example: lmadapt compare --data reviews.csv --strategies head,bitfit,lora,full --max-minutes 20
+    """
+    import lmadapt
+    from lmadapt.compare.leaderboard import FILES, HEADINGS, Limits, recommend, sorted_rows, table_rows
+
+    if config is None and data is None:
+        raise LmadaptError(
+            "nothing to compare on", fix="pass a config, or --data FILE (a CSV/JSONL/... with text and label)"
+        )
+    settings = [*([f"data.train={data}"] if data else []), *([f"model.backbone={backbone}"] if backbone else []), *set_]
+    base = lmadapt.load_config(config, settings)
+    names = [n.strip() for n in strategies.split(",") if n.strip()]
+    limits = Limits(max_minutes, total_minutes, max_memory_mb, max_train_minutes)
+    rows = lmadapt.compare_strategies(
+        base, names, output, limits, sort_by=sort, progress=lambda text: console.rule(text)
+    )
+    table = RichTable(title=f"leaderboard ({output})")
+    for heading in HEADINGS:
+        table.add_column(heading)
+    for cells in table_rows(sorted_rows(rows, sort)):
+        table.add_row(*(escape(cell) for cell in cells))
+    console.print(table)
+    for line in recommend(rows, limits):
+        console.print(line)
+    console.print(f"in {output}: {', '.join(FILES)}")
+
+
+@app.command()
 def continual(
     config: Path = typer.Argument(..., help="YAML recipe with a continual section (the stream) and the strategy."),
     methods: str = typer.Option(

@@ -31,6 +31,7 @@ def run_cli(monkeypatch, capsys, *args):
         ["export"],
         ["serve"],
         ["fewshot"],
+        ["compare"],
         ["continual"],
         ["update"],
         ["models"],
@@ -68,6 +69,9 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
         (["export", tmp_path / "no-run"], "run folder not found"),
         (["export", tmp_path / "no-run", "--format", "tflite"], "unknown export format 'tflite'"),
         (["serve", tmp_path / "no-run"], "run folder not found"),
+        (["compare"], "nothing to compare on"),
+        (["compare", "--data", tmp_path / "bad.csv", "--strategies", "lorra"], "did you mean 'lora'"),
+        (["compare", "--data", tmp_path / "bad.csv", "--sort", "speed"], "cannot sort by 'speed'"),
         (["predict", tmp_path / "no-run", "text", "--backend", "onnx"], "run folder not found"),
     ]
     for args, expected in cases:

@@ -1,1 +1,1 @@
-"""Many runs on the same data, one table: the few-shot sweep (and, later, the strategy leaderboard)."""
+"""Many runs on the same data, one table: the strategy leaderboard (`lmadapt compare`) and the few-shot sweep."""

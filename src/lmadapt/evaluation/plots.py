@@ -179,3 +179,27 @@ def plot_stream_comparison(results: list[dict], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+def plot_quality_against_cost(rows: list[dict], cost: str, label: str, front_flag: str, path: Path, title: str) -> None:
+    """Accuracy against a cost (one point per finished strategy, named), the Pareto front drawn through
+    the points that no other beats on both; a log scale when the costs span two decades."""
+    done = [r for r in rows if r.get(front_flag) is not None]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    xs, ys = [max(r[cost], 1e-6) for r in done], [100 * r["accuracy"] for r in done]
+    axes.scatter(xs, ys, color="tab:blue", zorder=2)
+    for row, x, y in zip(done, xs, ys):
+        axes.annotate(row["strategy"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = sorted((x, y) for row, x, y in zip(done, xs, ys) if row[front_flag])
+    if front:
+        axes.plot(*zip(*front), color="tab:red", marker="o", label="Pareto front", zorder=3)
+        axes.legend(fontsize=8)
+    if xs and max(xs) / min(xs) >= 100:
+        axes.set_xscale("log")
+    axes.set_xlabel(label)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)

@@ -1,0 +1,246 @@
+"""`lmadapt compare`: every listed strategy on the same split with the same seed, one leaderboard.
+
+Each strategy trains and is measured in a subprocess of its own (lmadapt.compare.worker), so its
+peak memory is its own and its failure is one error row, not the end of the comparison. Finished
+rows are kept under <output>/rows/, so an interrupted comparison picks up where it stopped (failed
+and skipped strategies run again). A per-strategy time limit stops a strategy that runs over it; an
+overall limit skips the strategies that could not finish inside what is left of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmadapt.compare.fewshot import variant
+from lmadapt.config import RunConfig
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import write_text_atomic
+from lmadapt.strategies import get_strategy
+
+# The leaderboard's columns: (name, heading, higher is better); rows sort on any of them.
+COLUMNS = [
+    ("accuracy", "accuracy %", True),
+    ("macro_f1", "macro-F1 %", True),
+    ("trainable_params", "trainable params", False),
+    ("trainable_pct", "trainable %", False),
+    ("train_s", "train s", False),
+    ("peak_rss_mb", "peak RSS MB", False),
+    ("artifact_mb", "artifact MB", False),
+    ("texts_per_s", "texts/s", True),
+    ("latency_ms", "latency ms/text", False),
+]
+SORTABLE = [name for name, _, _ in COLUMNS]
+FILES = (
+    "leaderboard.md",
+    "leaderboard.csv",
+    "leaderboard.json",
+    "leaderboard.html",
+    "quality_vs_trainable.png",
+    "quality_vs_time.png",
+)
+
+
+@dataclass
+class Limits:
+    """What the user allows: a run budget (per strategy and overall) and limits the recommendation respects."""
+
+    minutes_per_strategy: float | None = None
+    total_minutes: float | None = None
+    memory_mb: float | None = None
+    train_minutes: float | None = None
+
+
+def _finished(row: dict) -> bool:
+    return "error" not in row and "skipped" not in row
+
+
+def run_strategy(config: RunConfig, folder: Path, limit_s: float | None) -> dict:
+    """Train and measure one strategy in a subprocess; its row, or an error row."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config_file, row_file = folder / f"{config.name}.config.json", folder / f"{config.name}.json"
+    write_text_atomic(config_file, json.dumps(config.to_dict(), indent=2) + "\n")
+    row_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "lmadapt.compare.worker", str(config_file), str(row_file)]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, env=os.environ.copy())
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped at its time limit ({limit_s / 60:.1f} min)", "wall_s": round(limit_s, 1)}
+    if row_file.is_file():
+        return json.loads(row_file.read_text())
+    last = [line for line in (done.stderr or "").splitlines() if line.strip()]
+    reason = last[-1].strip() if last else f"exit code {done.returncode}"
+    return {"error": reason[:500], "wall_s": round(time.monotonic() - started, 1)}
+
+
+def compare(
+    base: RunConfig,
+    strategies: list[str],
+    output: Path,
+    limits: Limits | None = None,
+    sort_by: str = "accuracy",
+    progress: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run every strategy on `base`'s data, split and seed; write the leaderboard files into `output`."""
+    limits = limits or Limits()
+    check_sort(sort_by)
+    if not strategies:
+        raise LmadaptError("no strategies to compare", fix="e.g. --strategies head,lora,full")
+    strategies = list(dict.fromkeys(strategies))  # each once, in the order given
+    for name in strategies:
+        get_strategy(name)  # an unknown name fails before anything runs
+    configs = [variant(base, name, name=name, output_dir=str(output / "runs")) for name in strategies]
+    rows_folder = output / "rows"
+    started = time.monotonic()
+    rows = []
+    for config in configs:
+        saved = rows_folder / f"{config.name}.json"
+        if saved.is_file() and _finished(previous := json.loads(saved.read_text())):
+            progress(f"{config.name}: finished before, reused")
+            rows.append(previous | {"reused": True})
+            continue
+        limit_s, skipped = time_limit(limits, time.monotonic() - started)
+        if skipped:
+            rows.append({"strategy": config.name, "skipped": skipped})
+            progress(f"{config.name}: skipped, {skipped}")
+            continue
+        progress(f"{config.name}: training and measuring")
+        row = {"strategy": config.name} | run_strategy(config, rows_folder, limit_s)
+        if _finished(row):
+            write_text_atomic(saved, json.dumps(row, indent=2) + "\n")  # reused by the next comparison
+        else:
+            saved.unlink(missing_ok=True)
+        rows.append(row)
+    mark_pareto(rows)
+    write_leaderboard(rows, output, limits, sort_by)
+    return rows
+
+
+def time_limit(limits: Limits, elapsed_s: float) -> tuple[float | None, str | None]:
+    """Seconds the next strategy may take, or why it is skipped: it could not finish in the overall budget."""
+    per = limits.minutes_per_strategy * 60 if limits.minutes_per_strategy else None
+    if limits.total_minutes is None:
+        return per, None
+    left = limits.total_minutes * 60 - elapsed_s
+    if left <= 0:
+        return None, f"the overall budget of {limits.total_minutes:g} min is spent"
+    if per is not None and left < per:
+        return None, f"{left / 60:.1f} min of the overall budget left, less than the {per / 60:g} min it may take"
+    return (left if per is None else per), None
+
+
+def pareto_front(points: list[tuple[float, float]]) -> set[int]:
+    """Indices of the points no other point beats: lower or equal cost and higher or equal quality, one strictly."""
+    front = set()
+    for i, (cost, quality) in enumerate(points):
+        dominated = any(
+            c <= cost and q >= quality and (c < cost or q > quality) for j, (c, q) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.add(i)
+    return front
+
+
+def mark_pareto(rows: list[dict]) -> None:
+    """`pareto_params` / `pareto_time`: the row is on the front of accuracy against trainable % / train time."""
+    done = [row for row in rows if _finished(row)]
+    for flag, cost in (("pareto_params", "trainable_pct"), ("pareto_time", "train_s")):
+        front = pareto_front([(row[cost], row["accuracy"]) for row in done])
+        for i, row in enumerate(done):
+            row[flag] = i in front
+
+
+def recommend(rows: list[dict], limits: Limits) -> list[str]:
+    """The best strategy for quality, and the best within the user's memory and training-time limits."""
+    done = sorted((row for row in rows if _finished(row)), key=lambda r: (-r["accuracy"], r["train_s"]))
+    if not done:
+        return ["no strategy finished: nothing to recommend"]
+    best = done[0]
+    lines = [f"best quality: {best['strategy']} ({100 * best['accuracy']:.2f}% accuracy)"]
+    stated = []
+    if limits.memory_mb is not None:
+        stated.append((f"{limits.memory_mb:g} MB peak memory", lambda r: r["peak_rss_mb"] <= limits.memory_mb))
+    if limits.train_minutes is not None:
+        stated.append((f"{limits.train_minutes:g} min training", lambda r: r["train_s"] <= 60 * limits.train_minutes))
+    if stated:
+        within = [r for r in done if all(fits(r) for _, fits in stated)]
+        limit_text = " and ".join(text for text, _ in stated)
+        lines.append(
+            f"best within {limit_text}: {within[0]['strategy']} ({100 * within[0]['accuracy']:.2f}% accuracy)"
+            if within
+            else f"no strategy stays within {limit_text}"
+        )
+    return lines
+
+
+def check_sort(by: str) -> None:
+    if by not in SORTABLE:
+        raise LmadaptError(f"cannot sort by '{by}'", fix=f"use one of {', '.join(SORTABLE)}")
+
+
+def sorted_rows(rows: list[dict], by: str = "accuracy") -> list[dict]:
+    """Finished rows best first by `by` (its own direction), then failed and skipped ones."""
+    check_sort(by)
+    higher = next(better for name, _, better in COLUMNS if name == by)
+    done = sorted((r for r in rows if _finished(r)), key=lambda r: r[by], reverse=higher)
+    return done + [r for r in rows if not _finished(r)]
+
+
+def _cell(row: dict, name: str) -> str:
+    value = row.get(name)
+    if value is None:
+        return "-"
+    if name in ("accuracy", "macro_f1"):
+        return f"{100 * value:.2f}"
+    if name == "trainable_params":
+        return f"{value:,}"
+    return f"{value:.3g}" if name == "trainable_pct" else f"{value:.1f}"
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    """The leaderboard as text cells: strategy, every column, Pareto marks, status."""
+    cells = []
+    for row in rows:
+        status = row.get("error") and f"error: {row['error']}" or row.get("skipped") and f"skipped: {row['skipped']}"
+        marks = "".join(mark for flag, mark in (("pareto_params", "P"), ("pareto_time", "T")) if row.get(flag))
+        cells.append([row["strategy"], *(_cell(row, name) for name, _, _ in COLUMNS), marks, status or "ok"])
+    return cells
+
+
+HEADINGS = ["strategy", *(heading for _, heading, _ in COLUMNS), "Pareto", "status"]
+
+
+def markdown(rows: list[dict], advice: list[str]) -> str:
+    lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(HEADINGS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    legend = "Pareto: P on the front of accuracy against trainable %, T against training time."
+    return "\n".join(lines) + f"\n\n{legend}\n\n" + "\n".join(f"- {line}" for line in advice) + "\n"
+
+
+def write_leaderboard(rows: list[dict], output: Path, limits: Limits, by: str = "accuracy") -> None:
+    """leaderboard.md/.csv/.json/.html and the two plots into `output`."""
+    import pandas as pd
+
+    from lmadapt.compare.report import html_report
+    from lmadapt.evaluation.plots import plot_quality_against_cost
+
+    output.mkdir(parents=True, exist_ok=True)
+    ordered = sorted_rows(rows, by)
+    advice = recommend(rows, limits)
+    write_text_atomic(output / "leaderboard.json", json.dumps({"rows": ordered, "advice": advice}, indent=2) + "\n")
+    write_text_atomic(output / "leaderboard.md", markdown(ordered, advice))
+    write_text_atomic(output / "leaderboard.csv", pd.DataFrame(ordered).to_csv(index=False))
+    plots = [output / "quality_vs_trainable.png", output / "quality_vs_time.png"]
+    plot_quality_against_cost(
+        ordered, "trainable_pct", "trainable parameters (%)", "pareto_params", plots[0], "accuracy against size"
+    )
+    plot_quality_against_cost(ordered, "train_s", "training time (s)", "pareto_time", plots[1], "accuracy against time")
+    report = html_report("lmadapt compare", HEADINGS, table_rows(ordered), advice, plots)
+    write_text_atomic(output / "leaderboard.html", report)

@@ -1,0 +1,85 @@
+"""One strategy of a comparison in a process of its own: train it, measure its inference, write its row.
+
+    python -m lmadapt.compare.worker CONFIG.json ROW.json
+
+A process per strategy makes its peak memory its own. An LmadaptError ends it with the message as
+the last line of stderr and exit code 2 (the comparison makes that the strategy's error row).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+TIMED_TEXTS = 1000  # texts of the evaluation split timed for throughput
+LATENCY_TEXTS = 20  # texts timed one at a time for the latency per text
+
+
+def inference_figures(run, texts: list[str], pairs: list[str] | None) -> dict:
+    """Throughput (best of two passes) and the median latency of one text, on the fastest path here."""
+    predictor = run.inference("auto", workers=os.cpu_count() or 1)
+    texts, pairs = texts[:TIMED_TEXTS], pairs[:TIMED_TEXTS] if pairs is not None else None
+    predictor.scores(texts[:32], pairs[:32] if pairs is not None else None)
+    best = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        predictor.scores(texts, pairs)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    single = []
+    for i in range(min(LATENCY_TEXTS, len(texts))):
+        started = time.perf_counter()
+        predictor.scores([texts[i]], [pairs[i]] if pairs is not None else None)
+        single.append(time.perf_counter() - started)
+    return {
+        "backend": predictor.engine.name,
+        "texts_per_s": round(best, 1),
+        "latency_ms": round(1000 * statistics.median(single), 2),
+    }
+
+
+def measure(config_file: Path) -> dict:
+    import lmadapt
+    from lmadapt.config import parse_config
+    from lmadapt.data.prepare import prepare_data
+
+    config = parse_config(json.loads(config_file.read_text()))
+    run = lmadapt.train(config, overwrite=True)
+    metrics = run.metrics
+    split = "test" if "test" in metrics else "validation"
+    data = prepare_data(config.data, config.seed)
+    evaluated = data.test if split == "test" else data.validation
+    return {
+        "run": str(run.path),
+        "split": split,
+        "accuracy": metrics[split]["accuracy"],
+        "macro_f1": metrics[split]["macro_f1"],
+        "trainable_params": metrics["parameters"]["trainable"],
+        "trainable_pct": metrics["parameters"]["trainable_pct"],
+        "train_s": metrics.get("training", {}).get("runtime_s", 0.0),
+        "artifact_mb": metrics.get("artifact_mb"),
+        **inference_figures(run, evaluated.texts, evaluated.pairs),
+        # ru_maxrss is in KiB on Linux: the whole process, training and inference.
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    from lmadapt.errors import LmadaptError
+    from lmadapt.runs import write_text_atomic
+
+    config_file, row_file = Path(sys.argv[1]), Path(sys.argv[2])
+    try:
+        row = measure(config_file)
+    except LmadaptError as error:
+        print(f"\n{error.what}", file=sys.stderr)
+        sys.exit(2)
+    write_text_atomic(row_file, json.dumps(row, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

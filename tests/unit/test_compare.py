@@ -1,0 +1,99 @@
+"""`lmadapt compare`: real runs of cheap strategies on a tiny model, each in its own process."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import lmadapt
+from lmadapt.compare.leaderboard import FILES, Limits, pareto_front, recommend, time_limit
+from tests.conftest import sentiment_rows, tiny_overrides, write_three_splits
+
+STRATEGIES = ["head", "bitfit", "full", "zeroshot_lm"]  # zeroshot_lm fails: the tiny BERT is no causal LM
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_bert, tmp_path_factory):
+    work = tmp_path_factory.mktemp("compare")
+    files = write_three_splits(work, sentiment_rows(360))
+    base = lmadapt.load_config(None, tiny_overrides(tiny_bert, files, work / "unused", "cmp"))
+    output = work / "compare"
+    rows = lmadapt.compare_strategies(base, STRATEGIES, output, Limits(memory_mb=1e9), progress=lambda _: None)
+    return base, output, {row["strategy"]: row for row in rows}
+
+
+def test_a_comparison_measures_every_strategy_and_writes_every_file(compared):
+    _, output, rows = compared
+    trained = [rows[name] for name in ("head", "bitfit", "full")]
+    for row in trained:
+        assert "error" not in row, row
+        assert 0 <= row["accuracy"] <= 1 and row["texts_per_s"] > 0 and row["latency_ms"] > 0
+        assert row["peak_rss_mb"] > 100  # a whole process with torch loaded, measured in it
+        assert lmadapt.load(row["run"]).metrics["test"]["accuracy"] == row["accuracy"]
+    assert rows["full"]["accuracy"] >= 0.8
+    assert rows["head"]["trainable_pct"] < rows["bitfit"]["trainable_pct"] < rows["full"]["trainable_pct"] == 100
+    assert "causal LM" in rows["zeroshot_lm"]["error"]
+    for name in FILES:
+        assert (output / name).is_file(), name
+    table = pd.read_csv(output / "leaderboard.csv")
+    finished = table[table["error"].isna()]
+    assert list(finished["accuracy"]) == sorted(finished["accuracy"], reverse=True)
+    assert table["strategy"].iloc[-1] == "zeroshot_lm"  # failed rows last
+    page = (output / "leaderboard.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "causal LM" in page and "<script>" in page
+    saved = json.loads((output / "leaderboard.json").read_text())
+    assert saved["advice"][0].startswith("best quality: ") and "best within" in saved["advice"][1]
+    # Something is on each Pareto front, and the most accurate strategy always is.
+    best = max(trained, key=lambda r: r["accuracy"])
+    assert best["pareto_params"] and best["pareto_time"]
+
+
+def test_a_second_comparison_reuses_finished_rows(compared):
+    base, output, first = compared
+    trained_at = {name: (output / "runs" / name / "manifest.json").stat().st_mtime_ns for name in ("head", "full")}
+    rows = {
+        r["strategy"]: r
+        for r in lmadapt.compare_strategies(base, ["head", "full", "zeroshot_lm"], output, progress=print)
+    }
+    assert rows["head"]["reused"] and rows["full"]["reused"] and "reused" not in rows["zeroshot_lm"]
+    assert rows["full"]["accuracy"] == first["full"]["accuracy"]
+    for name, stamp in trained_at.items():
+        assert (output / "runs" / name / "manifest.json").stat().st_mtime_ns == stamp  # not retrained
+
+
+def test_a_strategy_over_its_time_limit_is_an_error_row(compared, tmp_path):
+    base, _, _ = compared
+    (row,) = lmadapt.compare_strategies(base, ["full"], tmp_path, Limits(minutes_per_strategy=0.01), progress=print)
+    assert row["error"].startswith("stopped at its time limit")
+    assert not (tmp_path / "rows" / "full.json").exists()  # an error row is not kept for reuse
+
+
+def test_the_overall_budget_skips_what_could_not_finish():
+    assert time_limit(Limits(minutes_per_strategy=10, total_minutes=15), elapsed_s=0) == (600, None)
+    limit, skipped = time_limit(Limits(minutes_per_strategy=10, total_minutes=15), elapsed_s=6 * 60)
+    assert limit is None and "9.0 min of the overall budget left" in skipped
+    assert time_limit(Limits(total_minutes=15), elapsed_s=5 * 60) == (600, None)
+    assert "spent" in time_limit(Limits(total_minutes=15), elapsed_s=16 * 60)[1]
+    assert time_limit(Limits(), elapsed_s=1e6) == (None, None)
+
+
+def test_the_pareto_front_of_a_fixed_table():
+    # (cost, quality): cheaper and better wins; equal points are both on the front.
+    points = [(1, 0.80), (2, 0.90), (3, 0.85), (0.5, 0.70), (2, 0.90), (1, 0.75)]
+    assert pareto_front(points) == {0, 1, 3, 4}
+
+
+def test_the_recommendation_respects_the_stated_limits():
+    rows = [
+        {"strategy": "full", "accuracy": 0.92, "train_s": 600, "peak_rss_mb": 3000},
+        {"strategy": "lora", "accuracy": 0.90, "train_s": 300, "peak_rss_mb": 1500},
+        {"strategy": "head", "accuracy": 0.80, "train_s": 30, "peak_rss_mb": 900},
+        {"strategy": "prefix", "error": "out of memory"},
+    ]
+    assert recommend(rows, Limits()) == ["best quality: full (92.00% accuracy)"]
+    assert recommend(rows, Limits(memory_mb=2000))[1] == "best within 2000 MB peak memory: lora (90.00% accuracy)"
+    advice = recommend(rows, Limits(memory_mb=2000, train_minutes=1))[1]
+    assert advice == "best within 2000 MB peak memory and 1 min training: head (80.00% accuracy)"
+    assert recommend(rows, Limits(memory_mb=100))[1] == "no strategy stays within 100 MB peak memory"
