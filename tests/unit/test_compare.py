@@ -9,7 +9,7 @@ import pytest
 
 import lmadapt
 from lmadapt.compare.leaderboard import FILES, Limits, pareto_front, recommend, time_limit
-from tests.conftest import sentiment_rows, tiny_overrides, write_three_splits
+from tests.conftest import REPO, sentiment_rows, tiny_overrides, write_three_splits
 
 STRATEGIES = ["head", "bitfit", "full", "zeroshot_lm"]  # zeroshot_lm fails: the tiny BERT is no causal LM
 
@@ -97,3 +97,15 @@ def test_the_recommendation_respects_the_stated_limits():
     advice = recommend(rows, Limits(memory_mb=2000, train_minutes=1))[1]
     assert advice == "best within 2000 MB peak memory and 1 min training: head (80.00% accuracy)"
     assert recommend(rows, Limits(memory_mb=100))[1] == "no strategy stays within 100 MB peak memory"
+
+
+def test_each_strategy_keeps_its_own_defaults_unless_the_user_chose_otherwise():
+    from lmadapt.compare.fewshot import variant
+
+    recipe = lmadapt.load_config(REPO / "configs" / "sentiment" / "minilm_full.yaml")  # learning_rate 1e-4: full's
+    lora = variant(recipe, "lora")
+    assert lora.strategy_name == "lora" and lora.train.learning_rate is None  # LoRA's own default (1e-3)
+    chosen = variant(
+        lmadapt.load_config(REPO / "configs" / "sentiment" / "minilm_full.yaml", ["train.learning_rate=3e-4"]), "lora"
+    )
+    assert chosen.train.learning_rate == 3e-4

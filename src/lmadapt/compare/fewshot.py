@@ -34,8 +34,13 @@ def variant(base: RunConfig, strategy: str, **changes) -> RunConfig:
     wanted = get_strategy(strategy).config_class
     names = {f.name for f in dataclasses.fields(wanted)}
     raw["strategy"] = {"name": strategy, **{k: v for k, v in raw["strategy"].items() if k in names}}
-    if raw["model"]["backbone"] == get_strategy(base.strategy_name).default_backbone:
-        raw["model"]["backbone"] = None  # the strategy's own default, unless the user chose one
+    # The strategy's own defaults, unless the user chose otherwise: another strategy's default backbone or
+    # learning rate (a full fine-tuning recipe's 1e-4) would handicap it (LoRA wants 1e-3, a head 2e-3).
+    base_strategy = get_strategy(base.strategy_name)
+    if raw["model"]["backbone"] == base_strategy.default_backbone:
+        raw["model"]["backbone"] = None
+    if raw["train"]["learning_rate"] == base_strategy.default_learning_rate:
+        raw["train"]["learning_rate"] = None
     for dotted, value in changes.items():
         section, key = dotted.split(".") if "." in dotted else (None, dotted)
         (raw[section] if section else raw)[key] = value
