@@ -105,7 +105,7 @@ def create_app(runs, settings=None):
 
 __all__ = [
     "__version__",
-    "compare",
+    "compare_strategies",
     "continual",
     "create_app",
     "evaluate",

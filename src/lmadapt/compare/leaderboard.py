@@ -10,7 +10,6 @@ overall limit skips the strategies that could not finish inside what is left of 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -70,7 +69,7 @@ def run_strategy(config: RunConfig, folder: Path, limit_s: float | None) -> dict
     command = [sys.executable, "-m", "lmadapt.compare.worker", str(config_file), str(row_file)]
     started = time.monotonic()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, env=os.environ.copy())
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit_s)
     except subprocess.TimeoutExpired:
         return {"error": f"stopped at its time limit ({limit_s / 60:.1f} min)", "wall_s": round(limit_s, 1)}
     if row_file.is_file():
