@@ -110,7 +110,3 @@ def test_each_strategy_keeps_its_own_defaults_unless_the_user_chose_otherwise():
     )
     assert chosen.train.learning_rate == 3e-4
 
-
-def test_the_api_exports_functions_not_the_subpackages_of_the_same_name():
-    exported = [getattr(lmadapt, name) for name in lmadapt.__all__ if name != "__version__"]
-    assert all(callable(item) for item in exported) and "compare_strategies" in lmadapt.__all__
