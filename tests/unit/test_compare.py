@@ -109,4 +109,3 @@ def test_each_strategy_keeps_its_own_defaults_unless_the_user_chose_otherwise():
         lmadapt.load_config(REPO / "configs" / "sentiment" / "minilm_full.yaml", ["train.learning_rate=3e-4"]), "lora"
     )
     assert chosen.train.learning_rate == 3e-4
-
