@@ -60,7 +60,7 @@ def merge(run, output, *, tolerance: float = 1e-4, overwrite: bool = False) -> d
     return merge_run(load(run) if not hasattr(run, "predictor") else run, output, tolerance, overwrite)
 
 
-def continual(config: RunConfig | str, *, overrides: list[str] | None = None, overwrite: bool = False):
+def learn_continually(config: RunConfig | str, *, overrides: list[str] | None = None, overwrite: bool = False):
     """Learn the config's stream of experiences with each of `continual.methods`; see
     lmadapt.continual.learner.run_continual. Returns one StreamResult per method."""
     from lmadapt.config import RunConfig as _RunConfig
@@ -72,10 +72,18 @@ def continual(config: RunConfig | str, *, overrides: list[str] | None = None, ov
 
 
 def compare_strategies(
-    config: RunConfig | str, strategies: list[str], output, limits=None, *, sort_by: str = "accuracy", progress=print
+    config: RunConfig | str,
+    strategies: list[str],
+    output,
+    limits=None,
+    *,
+    sort_by: str = "accuracy",
+    progress=print,
+    settings: dict[str, list[str]] | None = None,
 ):
-    """Every strategy in `strategies` on the config's data, split and seed, each in its own process; the
-    leaderboard files go into `output`. Returns the rows; see lmadapt.compare.leaderboard.compare."""
+    """Every strategy in `strategies` on the config's data, split and seed, each in its own process, with
+    `settings` ({strategy: ["key=value", ...]}) for single strategies; the leaderboard files go into
+    `output`. Returns the rows; see lmadapt.compare.leaderboard.compare."""
     from pathlib import Path
 
     from lmadapt.compare.leaderboard import compare as _compare
@@ -83,7 +91,7 @@ def compare_strategies(
 
     if not isinstance(config, _RunConfig):
         config = load_config(config)
-    return _compare(config, strategies, Path(output), limits, sort_by=sort_by, progress=progress)
+    return _compare(config, strategies, Path(output), limits, sort_by=sort_by, progress=progress, settings=settings)
 
 
 def export(
@@ -106,11 +114,11 @@ def create_app(runs, settings=None):
 __all__ = [
     "__version__",
     "compare_strategies",
-    "continual",
     "create_app",
     "evaluate",
     "export",
     "load",
+    "learn_continually",
     "load_config",
     "merge",
     "train",

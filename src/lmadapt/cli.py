@@ -377,28 +377,46 @@ def compare(
         None, min=0.01, help="Your training-time limit, for the recommendation."
     ),
     sort: str = typer.Option("accuracy", help="Column the leaderboard is sorted by (each in its better direction)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a config key (repeatable); STRATEGY:key=value for one strategy only, "
+        "e.g. setfit:data.shots_per_class=16.",
+    ),
 ) -> None:
     """Every strategy on the same data, split and seed: one leaderboard of quality, size, time, memory and speed.
 
     Each strategy runs in its own process (its own peak memory; a failure is one error row). Run it
-    again to pick up where it stopped: finished strategies are reused.
+    again to pick up where it stopped: strategies that finished with the same config are reused.
 
     Example: lmadapt compare --data reviews.csv --strategies head,bitfit,lora,full --max-minutes 20
     """
     import lmadapt
-    from lmadapt.compare.leaderboard import FILES, HEADINGS, Limits, recommend, sorted_rows, table_rows
+    from lmadapt.compare.leaderboard import (
+        FILES,
+        HEADINGS,
+        Limits,
+        recommend,
+        sorted_rows,
+        split_settings,
+        table_rows,
+    )
 
     if config is None and data is None:
         raise LmadaptError(
             "nothing to compare on", fix="pass a config, or --data FILE (a CSV/JSONL/... with text and label)"
         )
-    settings = [*([f"data.train={data}"] if data else []), *([f"model.backbone={backbone}"] if backbone else []), *set_]
+    common, own = split_settings(set_)
+    settings = [
+        *([f"data.train={data}"] if data else []),
+        *([f"model.backbone={backbone}"] if backbone else []),
+        *common,
+    ]
     base = lmadapt.load_config(config, settings)
     names = [n.strip() for n in strategies.split(",") if n.strip()]
     limits = Limits(max_minutes, total_minutes, max_memory_mb, max_train_minutes)
     rows = lmadapt.compare_strategies(
-        base, names, output, limits, sort_by=sort, progress=lambda text: console.rule(text)
+        base, names, output, limits, sort_by=sort, progress=lambda text: console.rule(text), settings=own
     )
     table = RichTable(title=f"leaderboard ({output})")
     for heading in HEADINGS:

@@ -72,6 +72,14 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
         (["compare"], "nothing to compare on"),
         (["compare", "--data", tmp_path / "bad.csv", "--strategies", "lorra"], "did you mean 'lora'"),
         (["compare", "--data", tmp_path / "bad.csv", "--sort", "speed"], "cannot sort by 'speed'"),
+        (
+            ["compare", "--data", tmp_path / "bad.csv", "--set", "setfit:data.shots_per_class=8"],
+            "settings given for 'setfit', which is not compared",
+        ),
+        (
+            ["compare", "--data", tmp_path / "bad.csv", "--set", "lora:train.epoch=1"],
+            "unknown config key 'train.epoch'",
+        ),
         (["predict", tmp_path / "no-run", "text", "--backend", "onnx"], "run folder not found"),
     ]
     for args, expected in cases:

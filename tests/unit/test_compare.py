@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 import lmadapt
-from lmadapt.compare.leaderboard import FILES, Limits, pareto_front, recommend, time_limit
+from lmadapt.compare.leaderboard import FILES, Limits, pareto_front, recommend, split_settings, time_limit
+from lmadapt.errors import LmadaptError
 from tests.conftest import REPO, sentiment_rows, tiny_overrides, write_three_splits
 
 STRATEGIES = ["head", "bitfit", "full", "zeroshot_lm"]  # zeroshot_lm fails: the tiny BERT is no causal LM
@@ -61,6 +62,38 @@ def test_a_second_comparison_reuses_finished_rows(compared):
     assert rows["full"]["accuracy"] == first["full"]["accuracy"]
     for name, stamp in trained_at.items():
         assert (output / "runs" / name / "manifest.json").stat().st_mtime_ns == stamp  # not retrained
+
+
+def test_a_setting_for_one_strategy_changes_its_config_alone_and_reruns_it(compared):
+    base, output, _ = compared
+    head_trained_at = (output / "runs" / "head" / "manifest.json").stat().st_mtime_ns
+    settings = {"head": ["train.learning_rate=0.01"]}
+    rows = {r["strategy"]: r for r in lmadapt.compare_strategies(base, ["head", "full"], output, settings=settings)}
+    assert rows["full"]["reused"] and "reused" not in rows["head"]  # head's config changed: it ran again
+    assert (output / "runs" / "head" / "manifest.json").stat().st_mtime_ns != head_trained_at
+    assert lmadapt.load(rows["head"]["run"]).config["train"]["learning_rate"] == 0.01
+    assert lmadapt.load(rows["full"]["run"]).config["train"]["learning_rate"] != 0.01
+    with pytest.raises(LmadaptError, match="settings given for 'lora', which is not compared"):
+        lmadapt.compare_strategies(base, ["head"], output, settings={"lora": ["train.epochs=1"]})
+
+
+def test_settings_split_into_common_ones_and_one_strategys():
+    common, own = split_settings(
+        ["train.epochs=3", "data.train=builtin:sst2", "setfit:data.shots_per_class=16", "setfit:train.epochs=1"]
+    )
+    assert common == ["train.epochs=3", "data.train=builtin:sst2"]  # a colon in a value is no strategy prefix
+    assert own == {"setfit": ["data.shots_per_class=16", "train.epochs=1"]}
+
+
+def test_every_public_api_name_is_callable_after_every_subpackage_is_imported():
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.walk_packages(lmadapt.__path__, "lmadapt."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    for name in set(lmadapt.__all__) - {"__version__"}:
+        assert callable(getattr(lmadapt, name)), name
 
 
 def test_a_strategy_over_its_time_limit_is_an_error_row(compared, tmp_path):

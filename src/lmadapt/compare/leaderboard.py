@@ -2,8 +2,9 @@
 
 Each strategy trains and is measured in a subprocess of its own (lmadapt.compare.worker), so its
 peak memory is its own and its failure is one error row, not the end of the comparison. Finished
-rows are kept under <output>/rows/, so an interrupted comparison picks up where it stopped (failed
-and skipped strategies run again). A per-strategy time limit stops a strategy that runs over it; an
+rows are kept under <output>/rows/ with the config they ran, so an interrupted comparison picks up
+where it stopped (failed and skipped strategies, and any whose config changed, run again). Settings
+for one strategy only (`incontext:strategy.demonstrations=8`) change that strategy's config alone. A per-strategy time limit stops a strategy that runs over it; an
 overall limit skips the strategies that could not finish inside what is left of it.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmadapt.compare.fewshot import variant
-from lmadapt.config import RunConfig
+from lmadapt.config import RunConfig, apply_overrides, parse_config
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import write_text_atomic
 from lmadapt.strategies import get_strategy
@@ -60,6 +61,51 @@ def _finished(row: dict) -> bool:
     return "error" not in row and "skipped" not in row
 
 
+def split_settings(items: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """`--set` items for every strategy (`train.epochs=3`) and for one (`setfit:data.shots_per_class=16`)."""
+    common: list[str] = []
+    own: dict[str, list[str]] = {}
+    for item in items:
+        key = item.split("=", 1)[0]
+        if ":" in key:
+            strategy, setting = item.split(":", 1)
+            own.setdefault(strategy.strip(), []).append(setting)
+        else:
+            common.append(item)
+    return common, own
+
+
+def strategy_configs(
+    base: RunConfig, strategies: list[str], output: Path, settings: dict[str, list[str]] | None = None
+) -> list[RunConfig]:
+    """Each strategy's config: `base` on its own defaults, plus the settings given for it alone."""
+    settings = settings or {}
+    for name in settings:
+        if name not in strategies:
+            raise LmadaptError(
+                f"settings given for '{name}', which is not compared",
+                where="--set",
+                fix=f"prefix a setting with one of {', '.join(strategies)} (e.g. {strategies[0]}:train.epochs=3)",
+            )
+    configs = []
+    for name in strategies:
+        config = variant(base, name, name=name, output_dir=str(output / "runs"))
+        if settings.get(name):
+            config = parse_config(apply_overrides(config.to_dict(), settings[name]))
+        configs.append(config)
+    return configs
+
+
+def _reusable(rows_folder: Path, config: RunConfig) -> dict | None:
+    """The strategy's row from an earlier comparison, if it finished with this very config."""
+    row_file, config_file = rows_folder / f"{config.name}.json", rows_folder / f"{config.name}.config.json"
+    if not (row_file.is_file() and config_file.is_file()):
+        return None
+    same = json.loads(config_file.read_text()) == json.loads(json.dumps(config.to_dict()))
+    row = json.loads(row_file.read_text())
+    return row if same and _finished(row) else None
+
+
 def run_strategy(config: RunConfig, folder: Path, limit_s: float | None) -> dict:
     """Train and measure one strategy in a subprocess; its row, or an error row."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,8 +132,10 @@ def compare(
     limits: Limits | None = None,
     sort_by: str = "accuracy",
     progress: Callable[[str], None] = print,
+    settings: dict[str, list[str]] | None = None,
 ) -> list[dict]:
-    """Run every strategy on `base`'s data, split and seed; write the leaderboard files into `output`."""
+    """Run every strategy on `base`'s data, split and seed (plus `settings` for one strategy alone, by its
+    name); write the leaderboard files into `output`."""
     limits = limits or Limits()
     check_sort(sort_by)
     if not strategies:
@@ -95,13 +143,13 @@ def compare(
     strategies = list(dict.fromkeys(strategies))  # each once, in the order given
     for name in strategies:
         get_strategy(name)  # an unknown name fails before anything runs
-    configs = [variant(base, name, name=name, output_dir=str(output / "runs")) for name in strategies]
+    configs = strategy_configs(base, strategies, output, settings)
     rows_folder = output / "rows"
     started = time.monotonic()
     rows = []
     for config in configs:
         saved = rows_folder / f"{config.name}.json"
-        if saved.is_file() and _finished(previous := json.loads(saved.read_text())):
+        if previous := _reusable(rows_folder, config):
             progress(f"{config.name}: finished before, reused")
             rows.append(previous | {"reused": True})
             continue
