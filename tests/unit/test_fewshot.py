@@ -112,6 +112,9 @@ def test_incontext_random_demonstrations_are_one_balanced_cached_prefix(tiny_lla
     assert reader.prompts(["so dull"], None, None) == ["so dull ?"]  # the shared part lives in the model
     texts = ["the film was great", "dull and tedious"]
     np.testing.assert_allclose(lmadapt.load(run.path).predictor.logits(texts), run.predictor.logits(texts), atol=1e-6)
+    # In bfloat16 (the fast path on CPUs with AMX) the cached prefix is read again in that dtype.
+    half = np.asarray(run.inference("torch-bf16").scores(texts))
+    np.testing.assert_allclose(half, np.asarray(run.inference("torch").scores(texts)), atol=0.05)
 
 
 def test_incontext_similar_puts_the_closest_examples_last(

@@ -60,15 +60,18 @@ class VerbalizedLM(nn.Module):
         self._cache_keyword = cache_keyword(lm)
 
     def _prefix(self, batch: int):
-        """The shared start's cache for `batch` rows (recomputed while training, where it carries gradients)."""
-        if self._prefix_cache is None or self.training:
+        """The shared start's cache for `batch` rows (recomputed while training, where it carries gradients,
+        and after the LM moved to another dtype or device, e.g. cast to bfloat16 for inference)."""
+        weights = self.lm.get_input_embeddings().weight
+        made_for = (weights.dtype, weights.device)
+        if self._prefix_cache is None or self._prefix_cache[0] != made_for or self.training:
             with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
                 cache = cache_of(self.lm(input_ids=self.prefix_ids[None], use_cache=True, logits_to_keep=1))
             if self.training:
                 cache.batch_repeat_interleave(batch)
                 return cache
-            self._prefix_cache = cache
-        cache = copy.deepcopy(self._prefix_cache)
+            self._prefix_cache = (made_for, cache)
+        cache = copy.deepcopy(self._prefix_cache[1])
         cache.batch_repeat_interleave(batch)
         return cache
 
