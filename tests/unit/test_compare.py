@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 
 import lmadapt
-from lmadapt.compare.leaderboard import FILES, Limits, pareto_front, recommend, split_settings, time_limit
+from lmadapt.compare.leaderboard import (
+    FILES,
+    Limits,
+    failure_reason,
+    pareto_front,
+    recommend,
+    split_settings,
+    time_limit,
+)
 from lmadapt.errors import LmadaptError
 from tests.conftest import REPO, sentiment_rows, tiny_overrides, write_three_splits
 
@@ -101,6 +109,16 @@ def test_a_strategy_over_its_time_limit_is_an_error_row(compared, tmp_path):
     (row,) = lmadapt.compare_strategies(base, ["full"], tmp_path, Limits(minutes_per_strategy=0.01), progress=print)
     assert row["error"].startswith("stopped at its time limit")
     assert not (tmp_path / "rows" / "full.json").exists()  # an error row is not kept for reuse
+
+
+def test_a_worker_that_dies_says_how():
+    bar = "70%|███████   | 112/160 [05:34<02:23,  2.98s/it]"
+    assert failure_reason(2, f"{bar}\n\nno labelled rows in data.train\n") == "no labelled rows in data.train"
+    crash = f"{bar}\nTraceback (most recent call last):\n  File x\nRuntimeError: bad dtype\n"
+    assert failure_reason(1, crash) == "RuntimeError: bad dtype"
+    assert failure_reason(-9, bar) == "killed by SIGKILL (out of memory?)"
+    assert failure_reason(-11, bar) == "killed by SIGSEGV"
+    assert failure_reason(3, bar) == f"exit code 3; last output: {bar}"
 
 
 def test_the_overall_budget_skips_what_could_not_finish():

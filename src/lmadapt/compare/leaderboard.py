@@ -11,6 +11,7 @@ overall limit skips the strategies that could not finish inside what is left of 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -120,9 +121,21 @@ def run_strategy(config: RunConfig, folder: Path, limit_s: float | None) -> dict
         return {"error": f"stopped at its time limit ({limit_s / 60:.1f} min)", "wall_s": round(limit_s, 1)}
     if row_file.is_file():
         return json.loads(row_file.read_text())
-    last = [line for line in (done.stderr or "").splitlines() if line.strip()]
-    reason = last[-1].strip() if last else f"exit code {done.returncode}"
-    return {"error": reason[:500], "wall_s": round(time.monotonic() - started, 1)}
+    return {
+        "error": failure_reason(done.returncode, done.stderr or "")[:500],
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def failure_reason(returncode: int, stderr: str) -> str:
+    """Why a worker ended without a row: its error message, or how it died (a signal has no message)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if lines and (returncode == 2 or "Traceback (most recent call last)" in stderr):
+        return lines[-1]  # an LmadaptError's message, or a crash's exception
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return f"exit code {returncode}" + (f"; last output: {lines[-1]}" if lines else "")
 
 
 def compare(
