@@ -111,9 +111,16 @@ def test_a_strategy_over_its_time_limit_is_an_error_row(compared, tmp_path):
     assert not (tmp_path / "rows" / "full.json").exists()  # an error row is not kept for reuse
 
 
+def test_a_workers_error_is_its_row(tmp_path):
+    from lmadapt.compare.leaderboard import run_strategy
+
+    config = lmadapt.load_config(None, [f"data.train={tmp_path / 'missing.csv'}", f"output_dir={tmp_path}"])
+    row = run_strategy(config, tmp_path / "rows", None)
+    assert "missing.csv" in row["error"] and "fix:" in row["error"], row
+
+
 def test_a_worker_that_dies_says_how():
     bar = "70%|███████   | 112/160 [05:34<02:23,  2.98s/it]"
-    assert failure_reason(2, f"{bar}\n\nno labelled rows in data.train\n") == "no labelled rows in data.train"
     crash = f"{bar}\nTraceback (most recent call last):\n  File x\nRuntimeError: bad dtype\n"
     assert failure_reason(1, crash) == "RuntimeError: bad dtype"
     assert failure_reason(-9, bar) == "killed by SIGKILL (out of memory?)"

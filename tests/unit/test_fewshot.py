@@ -180,6 +180,16 @@ def test_prompt_finetune_trains_only_lora_through_the_label_words(tiny_llama, se
     assert all(not p.requires_grad for p in model.parameters()) and torch.is_tensor(model.words)
 
 
+def test_prompt_finetune_keeps_the_best_epoch_by_default(tiny_llama, sentiment_files, tmp_path):
+    from tests.conftest import tiny_overrides
+
+    settings = tiny_overrides(tiny_llama, sentiment_files, tmp_path, "pet-best") + ["strategy.name=prompt_finetune"]
+    settings += ["strategy.template='{text} ! {label}'", "strategy.verbalizer={negative: [awful], positive: [great]}"]
+    settings += ["data.shots_per_class=8", "train.epochs=3", "train.batch_size=8"]
+    run = lmadapt.train(lmadapt.load_config(None, settings))  # select_best and early stopping: the defaults
+    assert run.metrics["training"]["epochs"] <= 3 and 0 <= run.metrics["test"]["accuracy"] <= 1
+
+
 def test_select_best_false_conflicts_with_early_stopping():
     with pytest.raises(LmadaptError, match="early stopping picks an epoch on validation"):
         lmadapt.load_config(None, ["train.select_best=false"])

@@ -128,10 +128,10 @@ def run_strategy(config: RunConfig, folder: Path, limit_s: float | None) -> dict
 
 
 def failure_reason(returncode: int, stderr: str) -> str:
-    """Why a worker ended without a row: its error message, or how it died (a signal has no message)."""
+    """Why a worker ended without writing a row (its errors are rows): a crash before it could, or a signal."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    if lines and (returncode == 2 or "Traceback (most recent call last)" in stderr):
-        return lines[-1]  # an LmadaptError's message, or a crash's exception
+    if lines and "Traceback (most recent call last)" in stderr:
+        return lines[-1]  # the exception
     if returncode < 0:
         name = signal.Signals(-returncode).name
         return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")

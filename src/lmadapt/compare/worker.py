@@ -2,8 +2,8 @@
 
     python -m lmadapt.compare.worker CONFIG.json ROW.json
 
-A process per strategy makes its peak memory its own. An LmadaptError ends it with the message as
-the last line of stderr and exit code 2 (the comparison makes that the strategy's error row).
+A process per strategy makes its peak memory its own. An error (an LmadaptError, or any crash) is
+written as the row, {"error": message}, with exit code 2; the comparison keeps it as an error row.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import resource
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 TIMED_TEXTS = 1000  # at most this many texts of the evaluation split timed for throughput
@@ -80,9 +81,13 @@ def main() -> None:
     try:
         row = measure(config_file)
     except LmadaptError as error:
-        print(f"\n{error.what}", file=sys.stderr)
-        sys.exit(2)
+        row = {"error": error.render().replace("\n ", ";")}
+    except Exception as error:  # a crash is this strategy's error row, not the comparison's end
+        traceback.print_exc()
+        row = {"error": f"{type(error).__name__}: {error}"}
+    # The row file, not stderr, carries the error: progress bars closed at exit write after any message.
     write_text_atomic(row_file, json.dumps(row, indent=2) + "\n")
+    sys.exit(2 if "error" in row else 0)
 
 
 if __name__ == "__main__":
