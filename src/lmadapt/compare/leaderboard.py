@@ -103,7 +103,7 @@ def _reusable(rows_folder: Path, config: RunConfig) -> dict | None:
     if not (row_file.is_file() and config_file.is_file()):
         return None
     same = json.loads(config_file.read_text()) == json.loads(json.dumps(config.to_dict()))
-    row = json.loads(row_file.read_text())
+    row = {"strategy": config.name} | json.loads(row_file.read_text())  # the worker's row, if the comparison stopped
     return row if same and _finished(row) else None
 
 
