@@ -89,9 +89,13 @@ def main() -> None:
         args.reports.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(output / "leaderboard.html", args.reports / f"compare_{dataset}.html")
         print((output / "leaderboard.md").read_text(), flush=True)
-        measured = {row["strategy"] for row in rows}
-        kept = [r for r in kept if not (r["dataset"] == dataset and r["strategy"] in measured)]
-        kept += [{"dataset": dataset, **row, "own_settings": own.get(row["strategy"], []), **common} for row in rows]
+        earlier = {r["strategy"]: r for r in kept if r["dataset"] == dataset}
+        kept = [r for r in kept if not (r["dataset"] == dataset and r["strategy"] in {row["strategy"] for row in rows})]
+        for row in rows:
+            # A reused row keeps the commit and command that measured it, where this file recorded them.
+            made = earlier.get(row["strategy"], {}) if row.get("reused") else {}
+            origin = {key: made.get(key, common[key]) for key in common}
+            kept.append({"dataset": dataset, **row, "own_settings": own.get(row["strategy"], []), **origin})
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(kept, indent=2) + "\n")
 
