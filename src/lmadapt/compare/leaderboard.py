@@ -4,8 +4,9 @@ Each strategy trains and is measured in a subprocess of its own (lmadapt.compare
 peak memory is its own and its failure is one error row, not the end of the comparison. Finished
 rows are kept under <output>/rows/ with the config they ran, so an interrupted comparison picks up
 where it stopped (failed and skipped strategies, and any whose config changed, run again). Settings
-for one strategy only (`incontext:strategy.demonstrations=8`) change that strategy's config alone. A per-strategy time limit stops a strategy that runs over it; an
-overall limit skips the strategies that could not finish inside what is left of it.
+for one strategy only (`incontext:strategy.demonstrations=8`) change that strategy's config alone.
+A per-strategy time limit stops a strategy that runs over it; an overall limit skips the strategies
+that could not finish inside what is left of it.
 """
 
 from __future__ import annotations
