@@ -181,9 +181,17 @@ def test_prompt_finetune_trains_only_lora_through_the_label_words(tiny_llama, se
 
 
 def test_prompt_finetune_keeps_the_best_epoch_by_default(tiny_llama, sentiment_files, tmp_path):
-    from tests.conftest import tiny_overrides
+    """On an LM with tied input and output embeddings (as SmolLM2): the restored best checkpoint stores the
+    tied matrix once."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    settings = tiny_overrides(tiny_llama, sentiment_files, tmp_path, "pet-best") + ["strategy.name=prompt_finetune"]
+    from tests.conftest import save_random_model, tiny_overrides
+
+    config = AutoConfig.from_pretrained(tiny_llama, tie_word_embeddings=True)
+    tied = save_random_model(
+        AutoModelForCausalLM.from_config, config, AutoTokenizer.from_pretrained(tiny_llama), tmp_path / "tied"
+    )
+    settings = tiny_overrides(tied, sentiment_files, tmp_path, "pet-best") + ["strategy.name=prompt_finetune"]
     settings += ["strategy.template='{text} ! {label}'", "strategy.verbalizer={negative: [awful], positive: [great]}"]
     settings += ["data.shots_per_class=8", "train.epochs=3", "train.batch_size=8"]
     run = lmadapt.train(lmadapt.load_config(None, settings))  # select_best and early stopping: the defaults

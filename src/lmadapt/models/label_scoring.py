@@ -38,6 +38,10 @@ def cache_of(output):
 class VerbalizedLM(nn.Module):
     """A causal LM read as a classifier through its verbalizer's token ids (label -> words -> ids)."""
 
+    # Trainer asks this of any model whose restored best checkpoint lacks keys, as a tied LM's does (its
+    # output matrix is stored once, as the input embeddings): nothing to drop, the tie holds in memory.
+    _keys_to_ignore_on_save = None
+
     def __init__(
         self, lm, word_ids: list[list[list[int]]], normalize_length: bool = True, prefix_ids: list[int] | None = None
     ):
