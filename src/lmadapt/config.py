@@ -68,6 +68,12 @@ class ModelConfig:
     )
     max_length: int = option(128, "Longest input in tokens; longer texts are truncated.")
     trust_remote_code: bool = option(False, "Allow custom modelling code from the model folder or hub.")
+    max_unknown_share: float = option(
+        0.1,
+        "Stop before training or predicting when more than this share of the texts' tokens is unknown to the "
+        "backbone's tokenizer (it cannot read their language, e.g. Chinese with the English minilm); 1 turns "
+        "the check off.",
+    )
 
 
 @dataclass
@@ -350,6 +356,8 @@ def _check_choices(config: RunConfig) -> None:
             where="train.select_best",
             fix="also set train.early_stopping_patience= (empty), or keep select_best",
         )
+    if not 0.0 <= config.model.max_unknown_share <= 1.0:
+        raise LmadaptError(f"model.max_unknown_share must lie in [0, 1], got {config.model.max_unknown_share}")
     if config.train.warmup_ratio is not None and not 0.0 <= config.train.warmup_ratio < 1.0:
         raise LmadaptError(f"train.warmup_ratio must lie in [0, 1), got {config.train.warmup_ratio}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", config.name):

@@ -132,6 +132,7 @@ def test_train_predict_evaluate_through_the_cli(monkeypatch, capsys, tmp_path, t
 def test_models_lists_packaged_aliases(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "models")
     assert code == 0 and "minilm" in out and "smollm2" in out and "22.7M" in out
+    assert "e5-multilingual" in out and "Chinese" in out  # with the languages each reads
 
 
 def test_strategies_lists_every_strategy_with_its_options_verbatim(monkeypatch, capsys):

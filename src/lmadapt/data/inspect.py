@@ -1,4 +1,5 @@
-"""`lmadapt data inspect`: label counts, token lengths, duplicates and leaks, before any training."""
+"""`lmadapt data inspect`: label counts, token lengths, scripts and unknown tokens, duplicates and leaks,
+before any training."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ import numpy as np
 
 from lmadapt.config import DataConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.data.language import sample_texts, script_mix, unknown_token_share
 from lmadapt.data.loading import read_table
 from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split, row_key
 from lmadapt.errors import LmadaptError
 
 
+def _tokenizer(backbone: str):
+    from lmadapt.config import ModelConfig
+    from lmadapt.models.classifier import load_tokenizer
+    from lmadapt.models.resolve import resolve_backbone
+
+    return load_tokenizer(resolve_backbone(backbone), ModelConfig(backbone=backbone))
+
+
 def _token_lengths(texts: list[str], backbone: str | None) -> tuple[list[int], str]:
     if backbone:
-        from lmadapt.config import ModelConfig
-        from lmadapt.models.classifier import load_tokenizer
-        from lmadapt.models.resolve import resolve_backbone
-
-        tokenizer = load_tokenizer(resolve_backbone(backbone), ModelConfig(backbone=backbone))
+        tokenizer = _tokenizer(backbone)
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], f"{backbone} tokens"
     return [len(t.split()) for t in texts], "words"
 
@@ -43,8 +49,10 @@ def inspect_data(
     backbone: str | None = "minilm",
     against: list[str] | tuple = (),
     max_length: int = 128,
+    other_backbones: list[str] | tuple = (),
 ) -> dict:
-    """A report on one data source (and its overlap with others) as a plain dict."""
+    """A report on one data source (and its overlap with others) as a plain dict: `backbone` counts the
+    token lengths; it and `other_backbones` each get the share of tokens they do not know."""
     table = read_table(source, config.format)
     lenient = dataclasses.replace(config, drop_empty=True)
     has_labels = config.label_column in table.frame.columns
@@ -74,6 +82,13 @@ def inspect_data(
     report["length_unit"] = unit
     report["length_percentiles"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} | {
         "max": int(max(lengths)) if lengths else 0
+    }
+    sample = sample_texts(split.texts)
+    report["scripts"] = script_mix(sample)
+    report["unknown_share"] = {
+        name: round(unknown_token_share(_tokenizer(name), sample), 4)
+        for name in dict.fromkeys([backbone, *other_backbones])
+        if name
     }
     if backbone:
         report["truncated_share"] = round(float(np.mean([n > max_length for n in lengths])), 4)

@@ -94,13 +94,16 @@ class LstmForSequenceClassification(PreTrainedModel):
 
 
 def fit_word_tokenizer(texts: list[str], vocab_size: int, min_frequency: int) -> PreTrainedTokenizerFast:
-    """A lower-cased word-level tokenizer whose vocabulary is the training texts' most frequent words."""
+    """A lower-cased word-level tokenizer whose vocabulary is the training texts' most frequent words.
+    Chinese characters (which no spaces separate) are a word each."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
     from tokenizers.trainers import WordLevelTrainer
 
     tokenizer = Tokenizer(WordLevel(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.BertNormalizer(handle_chinese_chars=True, strip_accents=False, lowercase=True)]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=["[PAD]", "[UNK]"])
     tokenizer.train_from_iterator(texts, trainer=trainer)

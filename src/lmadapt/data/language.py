@@ -1,0 +1,95 @@
+"""Can a backbone read these texts? Their script mix, and the share of tokens its tokenizer does not know.
+
+An English WordPiece vocabulary maps most Chinese characters to [UNK]: a model trained on such input
+learns from a handful of known tokens and fails without a word. The guard measures the unknown share
+on a sample before training or predicting and stops with a clear error above a limit.
+"""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+from lmadapt.errors import LmadaptError
+
+SAMPLE_TEXTS = 500
+
+# Letters by writing system; "han" covers Chinese characters (also Japanese kanji).
+SCRIPT_RANGES = (
+    ("han", ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F))),
+    ("kana", ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F))),
+    ("hangul", ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF))),
+    ("latin", ((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0x24F), (0x1E00, 0x1EFF), (0xFF21, 0xFF5A))),
+    ("cyrillic", ((0x400, 0x52F),)),
+    ("greek", ((0x370, 0x3FF),)),
+    ("arabic", ((0x600, 0x6FF), (0x750, 0x77F))),
+    ("hebrew", ((0x590, 0x5FF),)),
+    ("devanagari", ((0x900, 0x97F),)),
+    ("thai", ((0xE00, 0xE7F),)),
+)
+
+# Which packaged backbone to suggest for texts mostly in a script the backbone cannot read.
+MULTILINGUAL_BACKBONE = "e5-multilingual"
+
+
+def script_of(character: str) -> str:
+    codepoint = ord(character)
+    for script, ranges in SCRIPT_RANGES:
+        if any(low <= codepoint <= high for low, high in ranges):
+            return script
+    return "other"
+
+
+def script_mix(texts: Sequence[str]) -> dict[str, float]:
+    """Share of letters per writing system (han, latin, kana, ...), largest first; digits, spaces and
+    punctuation are not counted."""
+    counts = Counter(script_of(c) for text in texts for c in text if unicodedata.category(c).startswith("L"))
+    total = sum(counts.values())
+    return {script: round(count / total, 4) for script, count in counts.most_common()} if total else {}
+
+
+def sample_texts(texts: Sequence[str], size: int = SAMPLE_TEXTS, seed: int = 0) -> list[str]:
+    texts = list(texts)
+    return texts if len(texts) <= size else random.Random(seed).sample(texts, size)
+
+
+def unknown_token_share(tokenizer, texts: Sequence[str]) -> float:
+    """Share of the texts' tokens (specials aside) that the tokenizer maps to its unknown token; 0 for
+    byte-level tokenizers, which have no unknown token."""
+    unknown = tokenizer.unk_token_id
+    if unknown is None or not texts:
+        return 0.0
+    ids = [i for row in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in row]
+    return sum(i == unknown for i in ids) / len(ids) if ids else 0.0
+
+
+def check_backbone_reads(tokenizer, texts: Sequence[str], backbone: str, limit: float, where: str) -> float:
+    """The unknown-token share on a sample of `texts`; an error naming it when it exceeds `limit`."""
+    sample = sample_texts(texts)
+    share = unknown_token_share(tokenizer, sample)
+    if share > limit:
+        scripts = script_mix(sample)
+        mix = ", ".join(f"{name} {100 * part:.0f}%" for name, part in list(scripts.items())[:3])
+        suggestion = (
+            MULTILINGUAL_BACKBONE if backbone != MULTILINGUAL_BACKBONE else "a backbone trained on this language"
+        )
+        raise LmadaptError(
+            f"backbone '{backbone}' cannot read these texts: {100 * share:.0f}% of their tokens are unknown to its "
+            f"tokenizer (limit {100 * limit:.0f}%; letters by script: {mix or 'none'}), so it would learn next to nothing",
+            where=where,
+            fix=f"use a backbone that reads the language, e.g. --set model.backbone={suggestion} (multilingual, "
+            "covers Chinese); or raise model.max_unknown_share to go on anyway",
+        )
+    return share
+
+
+def require_readable(backbone_path, model, texts: Sequence[str], where: str) -> float | None:
+    """The language guard for a backbone folder and its ModelConfig (None when switched off)."""
+    if model.max_unknown_share >= 1.0:
+        return None
+    from lmadapt.models.classifier import load_tokenizer
+
+    name = model.backbone or str(backbone_path)
+    return check_backbone_reads(load_tokenizer(backbone_path, model), texts, name, model.max_unknown_share, where)

