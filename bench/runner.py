@@ -64,7 +64,7 @@ def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, wor
     import lmadapt
 
     settings = [
-        f"name={dataset}-{system}",
+        f"name={dataset}-{system.replace('@', '-')}",
         f"output_dir={workdir}",
         f"seed={seed}",
         *data_overrides(dataset, data, workdir),
