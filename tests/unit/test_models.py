@@ -77,3 +77,24 @@ def test_pooled_classifier_scores_a_text_alike_alone_and_in_a_padded_batch(backb
     # The backbone must keep its attention implementation, or it attends to the padding.
     assert model.backbone.config._attn_implementation is not None
     torch.testing.assert_close(batch[:1], alone, rtol=0, atol=1e-5)
+
+
+def test_an_encoder_saved_without_its_pooler_is_read_by_mean_pooling(tiny_bert, tmp_path):
+    from transformers import AutoTokenizer, BertModel
+
+    from lmadapt.config import ModelConfig
+    from lmadapt.data.labels import LabelMap
+    from lmadapt.models.classifier import load_classifier
+    from lmadapt.models.pooled import PooledForSequenceClassification
+    from lmadapt.strategies import StrategyContext
+
+    def classifier(path):
+        context = StrategyContext(path, ModelConfig(backbone=str(path)), LabelMap(["negative", "positive"]), [])
+        return load_classifier(context)[0]
+
+    assert not isinstance(classifier(tiny_bert), PooledForSequenceClassification)  # it has a pooler: BERT's own
+    bare = tmp_path / "no-pooler"
+    BertModel.from_pretrained(tiny_bert, add_pooling_layer=False).save_pretrained(bare)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(bare)
+    model = classifier(bare)
+    assert isinstance(model, PooledForSequenceClassification) and model.config.pooling == "mean"

@@ -61,7 +61,9 @@ def unknown_token_share(tokenizer, texts: Sequence[str]) -> float:
     unknown = tokenizer.unk_token_id
     if unknown is None or not texts:
         return 0.0
-    ids = [i for row in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in row]
+    # Truncated at the model's own limit: the share is of what the model would read.
+    encoded = tokenizer(list(texts), add_special_tokens=False, truncation=True)["input_ids"]
+    ids = [i for row in encoded for i in row]
     return sum(i == unknown for i in ids) / len(ids) if ids else 0.0
 
 

@@ -60,14 +60,19 @@ def load_classifier(context: StrategyContext):
     path, model, labels = context.backbone_path, context.model, context.labels
     tokenizer = load_tokenizer(path, model)
     with explained_load_errors(path, model):
-        classifier = AutoModelForSequenceClassification.from_pretrained(
+        classifier, loading = AutoModelForSequenceClassification.from_pretrained(
             path,
             num_labels=len(labels),
             id2label=labels.id2label,
             label2id=labels.label2id,
             problem_type=labels.problem_type,
             trust_remote_code=model.trust_remote_code,
+            output_loading_info=True,
         )
+    if any(".pooler." in name or name.startswith("pooler.") for name in loading["missing_keys"]):
+        # An encoder saved without its pooler (e5-multilingual): BERT's classifier would read it through a
+        # freshly initialised dense layer; mean pooling reads what such sentence encoders are trained to give.
+        return load_pooled_classifier(context, "mean")
     if classifier.config.pad_token_id is None:
         classifier.config.pad_token_id = tokenizer.pad_token_id
     return _maybe_shared(classifier, context), tokenizer
