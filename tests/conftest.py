@@ -76,15 +76,13 @@ def tiny_bert(tmp_path_factory) -> Path:
     return save_random_model(BertModel, config, tokenizer, folder)
 
 
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory, tiny_bert) -> Path:
-    """A 2-layer, 32-wide Llama causal LM with random weights (grouped-query attention, no biases)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def save_tiny_llama(tokenizer, folder: Path) -> Path:
+    """A 2-layer, 32-wide Llama causal LM with random weights (grouped-query attention, no biases) that
+    reads `tokenizer`'s ids."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     config = LlamaConfig(
-        vocab_size=max(tokenizer.get_vocab().values()) + 1,  # ids have a gap: "a" is both a word and a letter
+        vocab_size=max(tokenizer.get_vocab().values()) + 1,  # ids may have a gap: a word and a letter alike
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -94,6 +92,14 @@ def tiny_llama(tmp_path_factory, tiny_bert) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     return save_random_model(LlamaForCausalLM, config, tokenizer, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tiny_bert) -> Path:
+    """The tiny Llama on the tiny BERT's word-piece vocabulary."""
+    from transformers import AutoTokenizer
+
+    return save_tiny_llama(AutoTokenizer.from_pretrained(tiny_bert), tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

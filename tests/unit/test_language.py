@@ -73,23 +73,14 @@ def test_scratch_reads_chinese_a_character_a_word():
 @pytest.fixture(scope="module")
 def tiny_chinese_llama(tmp_path_factory):
     """A 2-layer random-weight Llama whose word-piece vocabulary holds Chinese characters, one token each."""
-    from transformers import BertTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import BertTokenizer
 
-    from tests.conftest import save_random_model
+    from tests.conftest import save_tiny_llama
 
     characters = sorted(set("".join(CHINESE) + "差评好很失望评论总体：，"))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters, "great", "film"]
     tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=0,
-    )
-    return save_random_model(LlamaForCausalLM, config, tokenizer, tmp_path_factory.mktemp("tiny-zh-llama"))
+    return save_tiny_llama(tokenizer, tmp_path_factory.mktemp("tiny-zh-llama"))
 
 
 def test_chinese_verbalizer_words_of_several_tokens_score_as_their_log_probabilities(tiny_chinese_llama):
