@@ -2,7 +2,7 @@
 
 An English WordPiece vocabulary maps most Chinese characters to [UNK]: a model trained on such input
 learns from a handful of known tokens and fails without a word. The guard measures the unknown share
-on a sample before training or predicting and stops with a clear error above a limit.
+on a sample before training and stops with a clear error above a limit.
 """
 
 from __future__ import annotations
