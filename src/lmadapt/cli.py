@@ -280,10 +280,13 @@ def models() -> None:
 
     Example: lmadapt models
     """
+    from rich.markup import escape
+
     from lmadapt.models.packaged import PACKAGED_MODELS
 
     table = RichTable(title="packaged backbones (any local model folder or hub id works as well)")
-    for column in ("alias", "kind", "parameters", "languages", "installed", "size MB", "licence", "what"):
+    table.add_column("alias", no_wrap=True)  # copied into configs: never broken over lines
+    for column in ("kind", "parameters", "installed", "size MB", "licence"):
         table.add_column(column)
     for model in PACKAGED_MODELS.values():
         size = model.disk_bytes()
@@ -291,13 +294,17 @@ def models() -> None:
             model.alias,
             model.kind,
             f"{model.parameters / 1e6:.1f}M",
-            model.languages,
-            "yes" if model.installed() else f"no: {model.install_command}",
+            "yes" if model.installed() else "no",
             f"{size / 2**20:.0f}" if size is not None else "-",
             model.licence,
-            model.description,
         )
     console.print(table)
+    # Long descriptions as lines of their own: a table this wide is unreadable in an 80-column terminal.
+    for model in PACKAGED_MODELS.values():
+        install = "" if model.installed() else f"; install: {model.install_command}"
+        console.print(
+            f"[bold]{model.alias}[/bold]: {escape(model.description)}; languages: {escape(model.languages)}{install}"
+        )
 
 
 @app.command()
