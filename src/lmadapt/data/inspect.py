@@ -24,9 +24,8 @@ def _tokenizer(backbone: str):
     return load_tokenizer(resolve_backbone(backbone), ModelConfig(backbone=backbone))
 
 
-def _token_lengths(texts: list[str], backbone: str | None) -> tuple[list[int], str]:
+def _token_lengths(texts: list[str], backbone: str | None, tokenizer) -> tuple[list[int], str]:
     if backbone:
-        tokenizer = _tokenizer(backbone)
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], f"{backbone} tokens"
     return [len(t.split()) for t in texts], "words"
 
@@ -78,18 +77,15 @@ def inspect_data(
             report["imbalance_ratio"] = round(max(counts.values()) / max(min(counts.values()), 1), 2)
     else:
         report["labels"] = None
-    lengths, unit = _token_lengths(split.texts, backbone)
+    tokenizers = {name: _tokenizer(name) for name in dict.fromkeys([backbone, *other_backbones]) if name}
+    lengths, unit = _token_lengths(split.texts, backbone, tokenizers.get(backbone))
     report["length_unit"] = unit
     report["length_percentiles"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} | {
         "max": int(max(lengths)) if lengths else 0
     }
     sample = sample_texts(split.texts)
     report["scripts"] = script_mix(sample)
-    report["unknown_share"] = {
-        name: round(unknown_token_share(_tokenizer(name), sample), 4)
-        for name in dict.fromkeys([backbone, *other_backbones])
-        if name
-    }
+    report["unknown_share"] = {name: round(unknown_token_share(t, sample), 4) for name, t in tokenizers.items()}
     if backbone:
         report["truncated_share"] = round(float(np.mean([n > max_length for n in lengths])), 4)
         report["max_length"] = max_length

