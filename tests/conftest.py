@@ -121,6 +121,17 @@ def tuned_tiny_bert(tiny_bert, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def poolerless_bert(tuned_tiny_bert, tmp_path_factory) -> Path:
+    """The tuned tiny BERT saved without its pooler, as sentence encoders such as e5 are."""
+    from transformers import AutoTokenizer, BertModel
+
+    folder = tmp_path_factory.mktemp("poolerless-bert")
+    BertModel.from_pretrained(tuned_tiny_bert, add_pooling_layer=False).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tuned_tiny_bert).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def sentiment_files(tmp_path) -> dict[str, Path]:
     """train/validation/test CSVs of learnable synthetic sentiment."""

@@ -137,6 +137,24 @@ def test_strategy_adapts_a_causal_lm_classifier(strategy, may_train, tiny_llama,
         np.testing.assert_allclose(alone, trained[:1], atol=1e-4)
 
 
+@pytest.mark.parametrize("strategy", ["prefix", "prompt_tuning", "lora", "adapter", "ia3"])
+def test_strategy_adapts_an_encoder_saved_without_its_pooler(strategy, poolerless_bert, sentiment_files, tmp_path):
+    """Such an encoder (e5-multilingual is one) is read by lmadapt's mean-pooled classifier: prompt tuning
+    hands it embeddings, prefix tuning past keys and values with a mask longer than the text."""
+    from lmadapt.models.pooled import PooledForSequenceClassification
+
+    options = {"strategy.num_virtual_tokens": 4} if strategy in ("prefix", "prompt_tuning") else {}
+    run, snapshot = train_case(poolerless_bert, sentiment_files, tmp_path / "runs", strategy, options, "bare")
+    base = snapshot.model.get_base_model() if strategy != "adapter" else snapshot.model  # adapter: lmadapt's own
+    assert isinstance(base, PooledForSequenceClassification)
+    after = dict(snapshot.model.named_parameters())
+    changed = {n for n, before in snapshot.before.items() if not torch.equal(before, after[n].detach())}
+    assert any(not _is_head(n) for n in changed), "only the head trained"
+    assert run.metrics["test"]["accuracy"] >= 0.8, run.metrics["test"]
+    trained = Predictor(snapshot.model, run.load_tokenizer(), run.labels, run.max_length).logits(TEXTS)
+    np.testing.assert_allclose(lmadapt.load(run.path).predictor.logits(TEXTS), trained, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("strategy", ["lora", "ia3", "prefix", "prompt_tuning"])
 def test_peft_adapters_load_with_plain_peft(strategy, tuned_tiny_bert, sentiment_files, tmp_path):
     from peft import PeftModel

@@ -37,10 +37,22 @@ def _needs_past_key_values(peft_config) -> bool:
     return peft_config.peft_type == PeftType.PREFIX_TUNING
 
 
+def _size_prompts_by_the_text_model(model, peft_config) -> None:
+    """peft reads the sizes of soft prompts and prefixes from the top config; in lmadapt's pooled
+    classifier they are the backbone's, which the classifier's config gives as its text config."""
+    if not peft_config.is_prompt_learning:
+        return
+    text = model.config.get_text_config()
+    peft_config.num_layers = peft_config.num_layers or text.num_hidden_layers
+    peft_config.token_dim = peft_config.token_dim or text.hidden_size
+    peft_config.num_attention_heads = peft_config.num_attention_heads or text.num_attention_heads
+
+
 def wrap_with_peft(model, peft_config):
     """The classifier with a fresh peft adapter; only the adapter and the head train."""
     from peft import get_peft_model
 
+    _size_prompts_by_the_text_model(model, peft_config)
     if _needs_past_key_values(peft_config):
         accept_past_key_values(model)
     try:

@@ -39,6 +39,10 @@ class PooledClassifierConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         super().__init__(**kwargs)
 
+    def get_text_config(self, decoder=None, encoder=None):
+        """The backbone's: what reads the text (peft sizes soft prompts and prefixes from it)."""
+        return self.backbone_config.get_text_config(decoder=decoder, encoder=encoder)
+
 
 class PooledForSequenceClassification(PreTrainedModel):
     config_class = PooledClassifierConfig
@@ -52,6 +56,10 @@ class PooledForSequenceClassification(PreTrainedModel):
     def __init__(self, config: PooledClassifierConfig, backbone=None):
         super().__init__(config)
         self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone_config)
+        if getattr(self.backbone, "pooler", None) is not None:
+            # This head pools the states itself: BERT's pooler would sit unused (and, for an encoder saved
+            # without it, freshly random), yet be counted, saved and adapted by LoRA's all-linear.
+            self.backbone.pooler = None
         hidden = config.backbone_config.hidden_size
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(hidden, config.num_labels)
@@ -74,15 +82,28 @@ class PooledForSequenceClassification(PreTrainedModel):
         return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
     def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, num_items_in_batch=None, **_unused
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        past_key_values=None,
+        labels=None,
+        num_items_in_batch=None,
+        **_unused,
     ):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        # Prompt tuning hands in embeddings (its soft prompt first); prefix tuning hands in past keys and
+        # values, and a mask that covers the prefix as well as the text.
+        inputs = {"input_ids": input_ids, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
+        if past_key_values is not None:
+            inputs["past_key_values"] = past_key_values
         states = self.backbone(**inputs).last_hidden_state
-        logits = self.classifier(self.dropout(self.pool(states, attention_mask)))
+        if attention_mask is None:
+            attention_mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
+        text_mask = attention_mask[:, -states.shape[1] :]  # the states of the text, not of a prefix
+        logits = self.classifier(self.dropout(self.pool(states, text_mask)))
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.config.problem_type, num_items_in_batch=num_items_in_batch)

@@ -41,7 +41,8 @@ def is_norm(module: nn.Module) -> bool:
 
 def prepare(context: StrategyContext, config: AdapterStrategyConfig) -> PreparedModel:
     model, tokenizer = load_classifier(context)
-    patterns = target_patterns(model.config.model_type, config.placement, config.target_modules)
+    # The architecture that holds the blocks: the backbone's, also inside lmadapt's pooled classifier.
+    patterns = target_patterns(model.config.get_text_config().model_type, config.placement, config.target_modules)
     add_bottleneck_adapters(model, patterns, config.reduction_factor, config.activation, config.dropout)
     trainable = set(head_parameter_names(model))
     trainable |= {name for name, _ in model.named_parameters() if ".adapter." in name}
