@@ -146,6 +146,8 @@ def predict(
     """Label texts with a trained run, from the command line or a file.
 
     Batches are sorted by length and padded per batch; `lmadapt export` makes the ONNX backends.
+    Texts the run's backbone cannot read (more unknown tokens than the run's model.max_unknown_share)
+    are refused.
 
     Example: lmadapt predict runs/demo-full "great film" --input more.csv --output scored.csv
     """
@@ -161,7 +163,8 @@ def predict(
     loaded = lmadapt.load(run)
     predictor = loaded.inference(backend, workers=worker_count(workers), batch_size=batch_size)
     if texts:
-        for text, result in zip(texts, predictor.predict(checked_texts(texts))):
+        loaded.check_reads(checked_texts(texts))
+        for text, result in zip(texts, predictor.predict(texts)):
             decided = result.get("label", result.get("labels"))
             best = max(result["scores"].values())
             console.print(f"{decided}\t{best:.3f}\t{text}")

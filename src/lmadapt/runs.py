@@ -221,14 +221,41 @@ class Run:
 
     def load_tokenizer(self):
         """The tokenizer the model reads through (for prompt strategies: one that writes the prompt first)."""
-        from transformers import AutoTokenizer
-
         from lmadapt.strategies import get_strategy
 
         config = self.run_config
-        tokenizer = AutoTokenizer.from_pretrained(self.path / "model", trust_remote_code=config.model.trust_remote_code)
+        tokenizer = self._saved_tokenizer()
         wrap = get_strategy(config.strategy_name).input_tokenizer
         return wrap(tokenizer, config.strategy, self.path / "model") if wrap else tokenizer
+
+    def _saved_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(
+            self.path / "model", trust_remote_code=self.run_config.model.trust_remote_code
+        )
+
+    @cached_property
+    def _guard_tokenizer(self):
+        """The backbone's tokenizer as saved with the model, or None where the language guard is off:
+        trained with it off, or no pretrained backbone (scratch reads words of its own vocabulary)."""
+        from lmadapt.strategies import get_strategy
+
+        config = self.run_config
+        if config.model.max_unknown_share >= 1.0 or not get_strategy(config.strategy_name).uses_backbone:
+            return None
+        return self._saved_tokenizer()
+
+    def check_reads(self, texts: Sequence[str], where: str = "the texts to predict") -> float | None:
+        """The language guard before predicting: the unknown-token share of `texts` for the run's backbone,
+        an error above the run's model.max_unknown_share (see lmadapt.data.language); None where it is off."""
+        from lmadapt.data.language import check_backbone_reads
+
+        tokenizer = self._guard_tokenizer
+        if tokenizer is None:
+            return None
+        model = self.run_config.model
+        return check_backbone_reads(tokenizer, texts, model.backbone, model.max_unknown_share, where, predicting=True)
 
     @cached_property
     def predictor(self):
@@ -279,8 +306,10 @@ class Run:
     def predict(
         self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False
     ) -> list[dict]:
-        """Labels and per-label scores for each text."""
-        return self.predictor.predict(checked_texts(texts), pairs, progress=progress)
+        """Labels and per-label scores for each text (refused for texts the backbone cannot read)."""
+        texts = checked_texts(texts)
+        self.check_reads(texts)
+        return self.predictor.predict(texts, pairs, progress=progress)
 
     def __repr__(self) -> str:
         test = self.metrics.get("test", {})

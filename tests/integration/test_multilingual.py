@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lmadapt.config import ModelConfig
@@ -174,6 +175,29 @@ def test_zero_shot_with_chinese_label_descriptions(chinese_files, tmp_path):
         },
     )
     assert run.metrics["test"]["accuracy"] >= 0.7, run.metrics["test"]
+
+
+# Every strategy that adapts the encoder, on 200 real reviews (SetFit: 8 per class), 2 epochs at its default
+# learning rate; e5 has no pooler, so each reads the mean of its states (lmadapt's pooled classifier).
+E5_STRATEGIES = {
+    "head": {},
+    "lora": {},
+    "adapter": {},
+    "prefix": {},
+    "prompt_tuning": {},
+    "ia3": {},
+    "bitfit": {},
+    "setfit": {"data.shots_per_class": 8, "train.epochs": 1},
+}
+
+
+@pytest.mark.parametrize("strategy", list(E5_STRATEGIES))
+def test_each_strategy_learns_chinese_sentiment_on_e5(strategy, chinese_files, tmp_path):
+    files = dict(chinese_files, train=tmp_path / "train.csv")
+    pd.read_csv(chinese_files["train"])[:200].to_csv(files["train"], index=False)
+    settings = {"model.backbone": "e5-multilingual", "strategy.name": strategy, "train.epochs": 2}
+    run = train_chinese(files, tmp_path, name=strategy, **{**settings, **E5_STRATEGIES[strategy]})
+    assert run.metrics["test"]["accuracy"] >= 0.7, run.metrics["test"]  # chance is 0.5
 
 
 def test_scratch_learns_chinese_from_characters(chinese_files, tmp_path):

@@ -1,5 +1,7 @@
 """The language guard: a backbone whose tokenizer cannot read the texts stops training with a clear error."""
 
+import random
+
 import pandas as pd
 import pytest
 from transformers import AutoTokenizer
@@ -107,3 +109,17 @@ def test_chinese_verbalizer_words_of_several_tokens_score_as_their_log_probabili
         prompt = reader([text])["input_ids"][0]
         direct = [direct_word_log_prob(lm, prompt, ids) for label in words for ids in label]
         torch.testing.assert_close(scored[row], torch.tensor(direct), rtol=0, atol=1e-4)
+
+
+def test_incontext_stops_when_its_demonstration_encoder_cannot_read_the_texts(tiny_chinese_llama, tiny_bert, tmp_path):
+    frame = sentiment_rows(360)
+    characters = "".join(CHINESE)  # all read by the Chinese Llama
+    frame["text"] = ["".join(random.Random(i).choices(characters, k=12)) for i in range(len(frame))]
+    files = write_three_splits(tmp_path, frame)
+    settings = {"strategy.name": "incontext", "strategy.selection": "similar", "strategy.template": "'{text}：{label}'"}
+    settings["strategy.verbalizer"] = "{negative: [差], positive: [好]}"
+    overrides = tiny_overrides(tiny_chinese_llama, files, tmp_path / "runs", **settings)
+    with pytest.raises(LmadaptError) as error:
+        lmadapt.train(lmadapt.load_config(None, [*overrides, f"strategy.encoder={tiny_bert}"]))
+    assert error.value.where == "the demonstrations" and "--set strategy.encoder=e5-multilingual" in error.value.fix
+    assert not (tmp_path / "runs").exists()

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 import lmadapt
@@ -261,6 +262,32 @@ def test_text_that_is_not_unicode_is_refused(trained_run):
             "/v1/predict", content=b'{"texts": ["great", "\\ud800"]}', headers={"content-type": "application/json"}
         )
         assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_text"
+
+
+def test_texts_the_backbone_cannot_read_are_refused_before_predicting(trained_run, tmp_path, monkeypatch, capsys):
+    """The language guard at prediction: the Python API, a scored file, the CLI and the service."""
+    from lmadapt.serving.batch import predict_file
+    from tests.unit.test_cli import run_cli
+    from tests.unit.test_language import CHINESE
+
+    run = lmadapt.load(trained_run.path)
+    with pytest.raises(
+        LmadaptError, match=r"100% of their tokens are unknown.*predictions for them would mean nothing"
+    ):
+        run.predict(CHINESE)
+    assert len(run.predict(["great 好"])) == 1  # too few tokens to judge a language by
+    source, scored = tmp_path / "chinese.csv", tmp_path / "scored.csv"
+    pd.DataFrame({"text": CHINESE * 3}).to_csv(source, index=False)
+    with pytest.raises(LmadaptError, match="cannot read these texts") as error:
+        predict_file(run, source, scored)
+    assert error.value.where == str(source) and not scored.exists()
+    code, _, err = run_cli(monkeypatch, capsys, "predict", run.path, *CHINESE)
+    assert code == 2 and "cannot read these texts" in err and "Traceback" not in err
+    with live_server([run]) as url, httpx.Client(base_url=url) as client:
+        refused = client.post("/v1/predict", json={"texts": ["a great film", *CHINESE]})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "unreadable_texts"
+        assert "e5-multilingual" in refused.json()["error"]["fix"]
+        assert client.post("/v1/predict", json={"texts": TEXTS}).status_code == 200
 
 
 def run_batcher(predict, requests: list[list[str]], **options) -> list:

@@ -166,6 +166,7 @@ def served_models(runs: Sequence[Run], settings: ServiceSettings, workers: int) 
             )
         # The batcher runs `workers` passes at once; each is one engine call on its share of the cores.
         predictor = run.inference(settings.backend, workers=1, batch_size=settings.max_batch, engine_workers=workers)
+        run.check_reads([])  # loads the language guard's tokenizer now, not on the first request
         models[run.name] = ServedModel(run.name, run, predictor)
     return models
 
@@ -259,7 +260,8 @@ ERROR_RESPONSES = {
         401: "Missing or wrong API key.",
         404: "Unknown model.",
         413: "Request body too large.",
-        422: "Invalid request: too many texts, a text too long, empty or not Unicode, no model named.",
+        422: "Invalid request: too many texts, a text too long, empty or not Unicode, no model named, texts in a "
+        "language the model's backbone cannot read.",
         504: "The prediction did not finish within the request timeout.",
     }.items()
 }
@@ -414,6 +416,10 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
         """Labels and per-label scores for each text; concurrent requests share forward passes."""
         served = choose_model(request.model)
         check_texts(request.texts)
+        try:
+            served.run.check_reads(request.texts, where="texts")
+        except LmadaptError as error:
+            raise ApiError(422, "unreadable_texts", error.what, fix=error.fix) from None
         try:
             results = await asyncio.wait_for(served.batcher.predict(request.texts), settings.timeout_s)
         except asyncio.TimeoutError:

@@ -41,6 +41,7 @@ def predict_file(
     config = run_data_config(run, text_column=text_column, format="auto")
     table = read_table(source, config.format)
     split = extract_split(table, config, with_labels=False)
+    run.check_reads(split.texts, where=str(source))
     predictor = predictor or run.predictor
     scores = predictor.scores(split.texts, split.pairs, progress=True)
     frame = table.frame.copy()

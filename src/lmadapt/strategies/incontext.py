@@ -7,10 +7,10 @@ to each input (the most similar last, as KATE and LM-BFF do).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lmadapt.config import option, require_choice, require_positive
+from lmadapt.config import ModelConfig, option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
 from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
 from lmadapt.strategies.zeroshot_lm import ZeroshotLmConfig, load_verbalized_lm
@@ -106,6 +106,16 @@ def _reader_parts(config: IncontextConfig, labels: list[str], pool: list[dict]):
     return None, SimilarDemonstrations(pool, rendered, config.encoder, config.demonstrations or 16, config.separator)
 
 
+def _require_encoder_reads(encoder: str, model: ModelConfig, texts: list[str]) -> None:
+    """The language guard for the demonstration encoder too: one that cannot read the texts would pick
+    demonstrations by their few known tokens."""
+    from lmadapt.data.language import require_readable
+    from lmadapt.models.resolve import resolve_backbone
+
+    encoder_model = replace(model, backbone=encoder)
+    require_readable(resolve_backbone(encoder), encoder_model, texts, "the demonstrations", setting="strategy.encoder")
+
+
 def input_tokenizer(tokenizer, config: IncontextConfig, folder: Path | None = None):
     from lmadapt.data.labels import LabelMap
     from lmadapt.prompts import PromptTokenizer, Template
@@ -121,6 +131,8 @@ def prepare(context: StrategyContext, config: IncontextConfig) -> PreparedModel:
     from lmadapt.prompts import PromptTokenizer
 
     pool = _pool(context)
+    if config.selection == "similar" and context.saved_folder is None:
+        _require_encoder_reads(config.encoder, context.model, [e["text"] for e in pool])
     shared, per_input = _reader_parts(config, context.labels.labels, pool)
 
     def reader(tokenizer, template):
