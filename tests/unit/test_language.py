@@ -123,3 +123,13 @@ def test_incontext_stops_when_its_demonstration_encoder_cannot_read_the_texts(ti
         lmadapt.train(lmadapt.load_config(None, [*overrides, f"strategy.encoder={tiny_bert}"]))
     assert error.value.where == "the demonstrations" and "--set strategy.encoder=e5-multilingual" in error.value.fix
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_packaged_backbone_pretrained_on_other_letters_is_warned_about():
+    from lmadapt.data.language import warn_if_pretrained_on_other_scripts
+
+    warning = warn_if_pretrained_on_other_scripts("smollm2", CHINESE)
+    assert warning and "pretrained on English text" in warning and "100% of these texts' letters are han" in warning
+    assert warn_if_pretrained_on_other_scripts("e5-multilingual", CHINESE) is None  # it reads them
+    assert warn_if_pretrained_on_other_scripts("smollm2", ["a great film", "质量不错 but slow delivery"]) is None
+    assert warn_if_pretrained_on_other_scripts("/models/my-chinese-lm", CHINESE) is None  # no known scripts

@@ -8,12 +8,15 @@ clear error above a limit.
 
 from __future__ import annotations
 
+import logging
 import random
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
 from lmadapt.errors import LmadaptError
+
+log = logging.getLogger(__name__)
 
 SAMPLE_TEXTS = 500
 
@@ -129,4 +132,27 @@ def require_readable(
 
     name = model.backbone or str(backbone_path)
     tokenizer = load_tokenizer(backbone_path, model)
-    return check_backbone_reads(tokenizer, texts, name, model.max_unknown_share, where, setting=setting)
+    share = check_backbone_reads(tokenizer, texts, name, model.max_unknown_share, where, setting=setting)
+    warn_if_pretrained_on_other_scripts(name, texts)
+    return share
+
+
+def warn_if_pretrained_on_other_scripts(backbone: str, texts: Sequence[str]) -> str | None:
+    """A warning (logged and returned) when most of the texts' letters are of a writing system the packaged
+    `backbone` was not pretrained on. Its tokenizer may still know every token (SmolLM2's byte-level one
+    does, so the unknown share is 0), yet the model has read next to none of such text: zero-shot SmolLM2
+    on Chinese reviews scores at chance."""
+    from lmadapt.models.packaged import PACKAGED_MODELS
+
+    packaged = PACKAGED_MODELS.get(backbone)
+    mix = script_mix(sample_texts(texts))
+    main, share = next(iter(mix.items()), ("other", 0.0))
+    if packaged is None or not packaged.scripts or main in (*packaged.scripts, "other") or share < 0.5:
+        return None
+    message = (
+        f"backbone '{backbone}' was pretrained on {packaged.languages} text, and {100 * share:.0f}% of these texts' "
+        f"letters are {main}: expect little from it; a backbone pretrained on their language reads them "
+        f"(for encoder strategies: model.backbone={MULTILINGUAL_BACKBONE})"
+    )
+    log.warning(message)
+    return message

