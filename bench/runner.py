@@ -89,6 +89,7 @@ def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, wor
         "train_rows": m["data"]["rows"]["train"],
         "evaluated_on": EVALUATED_ON[dataset],
         "backbone": m["backbone"],
+        "strategy": run.config["strategy"]["name"],  # a system may be a strategy with settings of its own
         "overrides": settings[3:],
     }
 
