@@ -151,7 +151,8 @@ def run_benchmark(
                 "strategy": system.split("@")[0],  # "full@e5-multilingual": strategy full on that backbone
                 **({"system": system} if "@" in system else {}),
                 "seed": args.seed,
-                "backbone": None if system == "scratch" else "minilm",  # a child's row names its own
+                # A child's row names its own; an error row, the one its system names.
+                "backbone": system.split("@")[1] if "@" in system else None if system == "scratch" else "minilm",
                 **row,
                 "wall_s": round(time.time() - started, 1),
                 "commit": git_commit(),

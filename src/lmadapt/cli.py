@@ -163,7 +163,8 @@ def predict(
     loaded = lmadapt.load(run)
     predictor = loaded.inference(backend, workers=worker_count(workers), batch_size=batch_size)
     if texts:
-        loaded.check_reads(checked_texts(texts))
+        texts = checked_texts(texts)
+        loaded.check_reads(texts)
         for text, result in zip(texts, predictor.predict(texts)):
             decided = result.get("label", result.get("labels"))
             best = max(result["scores"].values())

@@ -70,9 +70,9 @@ class ModelConfig:
     trust_remote_code: bool = option(False, "Allow custom modelling code from the model folder or hub.")
     max_unknown_share: float = option(
         0.1,
-        "Stop before training when more than this share of the texts' tokens is unknown to the "
-        "backbone's tokenizer (it cannot read their language, e.g. Chinese with the English minilm); 1 turns "
-        "the check off.",
+        "Stop before training, and a trained run before predicting, when more than this share of the texts' "
+        "tokens is unknown to the backbone's tokenizer (it cannot read their language, e.g. Chinese with the "
+        "English minilm); 1 turns the check off.",
     )
 
 
