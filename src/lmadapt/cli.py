@@ -587,27 +587,39 @@ def data_inspect(
         console.print(f"texts also in {other}: {count}")
 
 
+# Usage errors come from click or, in typer >= 0.24, from typer's own vendored copy of it.
+USAGE_ERRORS = (click.exceptions.ClickException, typer.TyperException)
+ABORTS = (click.exceptions.Abort, typer.Abort)
+INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
+
+
+def _interrupted() -> None:
+    errors.print(
+        "interrupted: nothing half-written is left (run folders and exports are only written when complete); "
+        "continue training with `lmadapt train CONFIG --resume`"
+    )
+    sys.exit(INTERRUPTED)
+
+
 def main() -> None:
     """Entry point: user errors print in a line or two and exit 2; --debug shows the traceback."""
     try:
-        app(standalone_mode=False)
-    except click.exceptions.ClickException as error:
+        # typer turns Ctrl-C into an exit code it returns (130) when it does not exit itself.
+        if app(standalone_mode=False, prog_name="lmadapt") == INTERRUPTED:
+            _interrupted()
+    except USAGE_ERRORS as error:
         error.show()
         sys.exit(error.exit_code)
-    except click.exceptions.Abort:
+    except ABORTS:
         errors.print("aborted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except LmadaptError as error:
         if os.environ.get("LMADAPT_DEBUG"):
             raise
         errors.print(Text("error: ", style="bold red") + Text(error.render()), soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        errors.print(
-            "interrupted: nothing half-written is left (run folders and exports are only written when complete); "
-            "continue training with `lmadapt train CONFIG --resume`"
-        )
-        sys.exit(130)
+        _interrupted()
 
 
 if __name__ == "__main__":

@@ -142,3 +142,41 @@ def test_strategies_lists_every_strategy_with_its_options_verbatim(monkeypatch, 
     for name in ("scratch", "head", "full", "lora", "adapter", "prefix", "prompt_tuning", "ia3", "bitfit"):
         assert f"{name}:" in flat
     assert "e.g. [query, value]" in flat  # option help is printed as written, not read as markup
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train"], "Missing argument 'config'"),
+        (["trian"], "No such command 'trian'"),
+        (["serve", "runs/x", "--port", "abc"], "Invalid value for '--port'"),
+        (["predict", "runs/x", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+        (["evaluate", "runs/x", "--no-such-option"], "No such option: --no-such-option"),
+    ],
+)
+def test_usage_errors_print_the_usage_line_and_exit_2(monkeypatch, capsys, args, expected):
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2, (out, err)
+    assert expected in err and "Usage: lmadapt" in err and "Traceback" not in err + out
+
+
+def test_ctrl_c_during_training_exits_130_and_says_how_to_resume(tmp_path, tiny_bert, sentiment_files):
+    import signal
+    import subprocess
+    import time
+
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml", tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "stopped")
+    )
+    command = [sys.executable, "-m", "lmadapt.cli", "train", str(recipe), "--set", "train.epochs=10000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "runs" / ".stopped.partial" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not any(checkpoints.glob("checkpoint-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "stopped").exists()  # no folder that looks finished
