@@ -59,8 +59,10 @@ def _count(n: int) -> str:
 
 def _metrics_table(title: str, rows: list[tuple[str, dict]]) -> RichTable:
     table = RichTable(title=title)
-    for column in ("run", "trainable", "train s", "val acc", "test acc", "test F1"):
-        table.add_column(column, justify="left" if column == "run" else "right")
+    # Run names are copied into the next command: never cut short (one too long for the terminal folds).
+    table.add_column("run", overflow="fold")
+    for column in ("trainable", "train s", "val acc", "test acc", "test F1"):
+        table.add_column(column, justify="right")
     for name, m in rows:
         params = m.get("parameters", {})
         table.add_row(
@@ -91,7 +93,17 @@ def train(
     run = lmadapt.train(lmadapt.load_config(config, set_), resume=resume, overwrite=overwrite)
     if run is not None:
         console.print(_metrics_table("lmadapt train", [(run.name, run.metrics)]))
+        _print_removed_rows(run.metrics.get("data", {}))
         console.print(f"run folder: {run.path}")
+
+
+def _print_removed_rows(report: dict) -> None:
+    from lmadapt.data.prepare import removal_summary
+
+    for line in removal_summary(report):
+        console.print(f"removed before training: {escape(line)}")
+    if report.get("rows_read", {}).get("test", 0) > report.get("rows", {}).get("test", 0):
+        console.print(f"test figures are on the {report['rows']['test']} test rows left, not on the whole test file")
 
 
 @app.command()

@@ -133,3 +133,18 @@ def test_a_packaged_backbone_pretrained_on_other_letters_is_warned_about():
     assert warn_if_pretrained_on_other_scripts("e5-multilingual", CHINESE) is None  # it reads them
     assert warn_if_pretrained_on_other_scripts("smollm2", ["a great film", "质量不错 but slow delivery"]) is None
     assert warn_if_pretrained_on_other_scripts("/models/my-chinese-lm", CHINESE) is None  # no known scripts
+
+
+def test_the_guard_speaks_before_cleaning_can_make_the_data_look_too_small(tiny_bert, tmp_path):
+    # Chinese rows that repeat: cleaning would leave too few rows, but the language is the problem to name.
+    frame = pd.concat([chinese_rows(4)] * 10)
+    files = {"train": tmp_path / "train.csv"}
+    frame.to_csv(files["train"], index=False)
+    overrides = [
+        o
+        for o in tiny_overrides(tiny_bert, {**files, "validation": "", "test": ""}, tmp_path / "runs")
+        if not o.startswith(("data.validation", "data.test"))
+    ]
+    with pytest.raises(LmadaptError) as error:
+        lmadapt.train(lmadapt.load_config(None, overrides))
+    assert "of their tokens are unknown to its tokenizer" in str(error.value), str(error.value)

@@ -284,3 +284,49 @@ def test_predict_file_keeps_columns_and_evaluate_writes_metrics(tiny_bert, senti
     assert metrics["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["examples"] == 60
+
+
+def test_rows_removed_before_training_are_counted_and_reported(tiny_bert, tmp_path, monkeypatch, capsys, caplog):
+    from tests.conftest import write_recipe
+    from tests.unit.test_cli import run_cli
+
+    frame = sentiment_rows(360)
+    train, validation, test = frame[:240], frame[240:300], frame[300:]
+    train = pd.concat([train, train[:7]])  # 7 repeated texts
+    test = pd.concat([test, train[:5], test[:2]])  # 5 texts also in train, 2 repeated
+    files = {}
+    for name, part in (("train", train), ("validation", validation), ("test", test)):
+        files[name] = tmp_path / f"{name}.csv"
+        part.to_csv(files[name], index=False)
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_overrides(tiny_bert, files, tmp_path / "runs", "counted"))
+    code, out, err = run_cli(monkeypatch, capsys, "train", recipe, "--set", "train.epochs=1")
+    assert code == 0, err
+    report = json.loads((tmp_path / "runs" / "counted" / "metrics.json").read_text())["data"]
+    assert report["rows_read"] == {"train": 247, "validation": 60, "test": 67}
+    assert report["duplicates_dropped"] == {"train": 7, "validation": 0, "test": 2}
+    assert report["leaks_removed"] == {"test": 5}
+    assert report["rows"] == {"train": 240, "validation": 60, "test": 60}
+    # said when training starts (a warning) and again in the summary
+    assert f"train ({files['train']}): 7 of 247 rows removed (7 duplicates); 240 left" in caplog.text
+    flat = " ".join(out.split())
+    assert f"test ({files['test']}): 7 of 67 rows removed (2 duplicates, 5 also in train); 60 left" in flat
+    assert "test figures are on the 60 test rows left, not on the whole test file" in flat
+
+
+def test_too_few_rows_left_after_cleaning_is_a_clear_error(tiny_bert, tmp_path):
+    rows = sentiment_rows(4)
+    repeated = pd.concat([rows] * 10)  # 40 rows, 4 different texts
+    files = {"train": tmp_path / "train.csv"}
+    repeated.to_csv(files["train"], index=False)
+    overrides = [
+        o
+        for o in tiny_overrides(tiny_bert, {**files, "validation": "", "test": ""}, tmp_path / "runs")
+        if not o.startswith(("data.validation", "data.test"))  # both split off train
+    ]
+    with pytest.raises(LmadaptError) as error:
+        lmadapt.train(lmadapt.load_config(None, overrides))
+    message = str(error.value)
+    assert "training row(s) are left for 2 labels" in message
+    assert "36 of 40 rows removed (36 duplicates); 4 left" in message
+    assert "data.deduplicate=false" in message and str(files["train"]) in message
+    assert not (tmp_path / "runs").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -243,27 +244,72 @@ def check_known_labels(split: Split, labels: LabelMap, name: str) -> None:
         )
 
 
-def _require_two_classes(train: Split, config: DataConfig) -> LabelMap:
+def _require_two_classes(train: Split, config: DataConfig, report: dict) -> LabelMap:
     labels = LabelMap.from_rows(train.labels, config.task)
     if len(labels) < 2:
         raise LmadaptError(
-            f"training data has only one class ({labels.labels[0] if labels.labels else 'none'})",
+            f"training data has only one class ({labels.labels[0] if labels.labels else 'none'})"
+            f"{_removed_note(report)}",
             where=train.source.source if train.source else config.train,
             fix="a classifier needs examples of at least two labels",
         )
     return labels
 
 
-def prepare_data(config: DataConfig, seed: int) -> PreparedData:
-    """Load, validate, clean and split the data a run trains and is evaluated on."""
+SPLITS = ("train", "validation", "test")
+REMOVALS = (("empty_dropped", "empty"), ("duplicates_dropped", "duplicates"), ("leaks_removed", "also in train"))
+
+
+def removal_summary(report: dict) -> list[str]:
+    """One line for each split that lost rows in cleaning: how many rows were read, what was removed, what is left
+    (train: before validation and test are split off it)."""
+    lines = []
+    for name in SPLITS:
+        removed = {what: report.get(key, {}).get(name, 0) for key, what in REMOVALS}
+        if name not in report.get("rows_read", {}) or not any(removed.values()):
+            continue
+        read, lost = report["rows_read"][name], sum(removed.values())
+        parts = ", ".join(f"{count} {what}" for what, count in removed.items() if count)
+        lines.append(f"{name} ({report['sources'][name]}): {lost} of {read} rows removed ({parts}); {read - lost} left")
+    return lines
+
+
+def _removed_note(report: dict) -> str:
+    lines = removal_summary(report)
+    return f" ({'; '.join(lines)})" if lines else ""
+
+
+def _require_enough_training_rows(train: Split, labels: LabelMap, config: DataConfig, report: dict) -> None:
+    """Two rows per label at least (few-shot sets are as small as asked): fewer cannot train a classifier."""
+    if config.shots_per_class or len(train) >= 2 * len(labels):
+        return
+    raise LmadaptError(
+        f"only {len(train)} training row(s) are left for {len(labels)} labels{_removed_note(report)}",
+        where=config.train,
+        fix="add rows (at least two per label), give data.validation and data.test files so that none is split "
+        "off train, or set data.deduplicate=false if the repeated texts are meant",
+    )
+
+
+def prepare_data(
+    config: DataConfig, seed: int, check_texts: Callable[[list[str]], None] | None = None
+) -> PreparedData:
+    """Load, validate, clean and split the data a run trains and is evaluated on.
+
+    `check_texts(texts)` sees the training texts as read, before any is removed (the language guard: rows that
+    cannot be read say so before they can make the data look too small)."""
     report: dict = {"sources": {"train": config.train, "validation": config.validation, "test": config.test}}
     train = load_split(config.train, config)
+    if check_texts is not None:
+        check_texts(train.texts)
     given = {
         name: load_split(source, config)
         for name, source in (("validation", config.validation), ("test", config.test))
         if source
     }
-    report["rows_read"] = {"train": len(train), **{k: len(v) for k, v in given.items()}}
+    loaded = {"train": train, **given}
+    report["rows_read"] = {name: len(split.source.frame) for name, split in loaded.items()}
+    report["empty_dropped"] = {name: len(split.source.frame) - len(split) for name, split in loaded.items()}
 
     if config.deduplicate:
         train, dropped = deduplicate(train)
@@ -272,7 +318,7 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
             given[name], dropped = deduplicate(given[name])
             report["duplicates_dropped"][name] = dropped
 
-    _require_two_classes(train, config)
+    _require_two_classes(train, config, report)
     if "test" not in given:
         train, given["test"] = split_off(train, config.test_size, seed, config.task)
     if "validation" not in given:
@@ -285,28 +331,28 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
 
         train, report["shots_per_class"] = k_shot(train, config.shots_per_class, seed, config.task)
 
-    labels = _require_two_classes(train, config)
+    labels = _require_two_classes(train, config, report)
 
     report["leaks"] = {}
+    report["leaks_removed"] = {}
     for name in ("validation", "test"):
         leaked = leaked_positions(train, given[name])
         report["leaks"][name] = len(leaked)
-        if leaked:
-            log.warning(
-                "%d %s text(s) also occur in train%s",
-                len(leaked),
-                name,
-                "; removed" if config.drop_leaks else "",
-            )
-            if config.drop_leaks:
-                given[name] = given[name].take(sorted(set(range(len(given[name]))) - set(leaked)))
+        if leaked and config.drop_leaks:
+            given[name] = given[name].take(sorted(set(range(len(given[name]))) - set(leaked)))
+            report["leaks_removed"][name] = len(leaked)
+        elif leaked:
+            log.warning("%d %s text(s) also occur in train; kept (data.drop_leaks=false)", len(leaked), name)
         check_known_labels(given[name], labels, name)
         if not len(given[name]):
             raise LmadaptError(
-                f"the {name} split is empty after removing duplicates and texts also in train",
+                f"the {name} split is empty after removing duplicates and texts also in train{_removed_note(report)}",
                 where=config.validation if name == "validation" else config.test,
                 fix=f"give {name} data that differs from the training data",
             )
+    _require_enough_training_rows(train, labels, config, report)
+    for line in removal_summary(report):
+        log.warning("removed before training: %s", line)
 
     report["rows"] = {"train": len(train), "validation": len(given["validation"]), "test": len(given["test"])}
     report["label_counts"] = {"train": labels.counts(train.labels)}

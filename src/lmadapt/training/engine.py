@@ -283,6 +283,13 @@ def fit(
     return trainer.model, trainer.state.log_history, training
 
 
+def readable_check(backbone: Path | None, config: RunConfig):
+    """The language guard on the training texts as read (None without a pretrained backbone)."""
+    if backbone is None:
+        return None
+    return lambda texts: require_readable(backbone, config.model, texts, where="the training texts")
+
+
 def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, callbacks=()) -> Run | None:
     """Adapt a model as the config says and write its run folder. Returns the run (None off the main process)."""
     from transformers import set_seed
@@ -300,10 +307,8 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     # Everything the user can get wrong is checked before any folder is touched.
     set_seed(config.seed)
     strategy = get_strategy(config.strategy_name)
-    data = prepare_data(config.data, config.seed)
     backbone = resolve_backbone(config.model.backbone) if strategy.uses_backbone else None
-    if backbone is not None:
-        require_readable(backbone, config.model, data.train.texts, where="the training texts")
+    data = prepare_data(config.data, config.seed, check_texts=readable_check(backbone, config))
     context = StrategyContext(
         backbone, config.model, data.labels, data.train.texts, train_labels=list(data.train.labels)
     )
