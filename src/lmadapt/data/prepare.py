@@ -291,9 +291,7 @@ def _require_enough_training_rows(train: Split, labels: LabelMap, config: DataCo
     )
 
 
-def prepare_data(
-    config: DataConfig, seed: int, check_texts: Callable[[list[str]], None] | None = None
-) -> PreparedData:
+def prepare_data(config: DataConfig, seed: int, check_texts: Callable[[list[str]], None] | None = None) -> PreparedData:
     """Load, validate, clean and split the data a run trains and is evaluated on.
 
     `check_texts(texts)` sees the training texts as read, before any is removed (the language guard: rows that
