@@ -330,3 +330,21 @@ def test_too_few_rows_left_after_cleaning_is_a_clear_error(tiny_bert, tmp_path):
     assert "36 of 40 rows removed (36 duplicates); 4 left" in message
     assert "data.deduplicate=false" in message and str(files["train"]) in message
     assert not (tmp_path / "runs").exists()
+
+
+def test_training_console_is_one_line_per_epoch_off_a_terminal(
+    tiny_bert, sentiment_files, tmp_path, monkeypatch, capsys
+):
+    from tests.conftest import write_recipe
+    from tests.unit.test_cli import run_cli
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "quiet"))
+    code, out, err = run_cli(monkeypatch, capsys, "train", recipe, "--set", "train.epochs=2")
+    assert code == 0, err
+    assert "\r" not in err and "{'loss'" not in err + out and "'train_runtime'" not in err + out
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, err
+    assert lines[0].startswith("epoch 1/2: training loss ") and ", validation accuracy " in lines[0]
+    assert "macro-F1 " in lines[1] and lines[1].startswith("epoch 2/2")
+    logged = (tmp_path / "runs" / "quiet" / "train_log.jsonl").read_text().splitlines()
+    assert any('"loss"' in line for line in logged)  # the raw log dicts are kept there

@@ -99,7 +99,12 @@ class Predictor:
         with evaluating(self.model), ThreadPoolExecutor(self.workers) as pool, torch_threads(self.workers):
             done = pool.map(run, batches) if self.workers > 1 else map(run, batches)
             for index, logits in tqdm(
-                done, total=len(batches), desc="predicting", unit="batch", disable=not progress, leave=False
+                done,
+                total=len(batches),
+                desc="predicting",
+                unit="batch",
+                disable=None if progress else True,
+                leave=False,  # None: no bar off a terminal
             ):
                 out[index] = logits
         return out

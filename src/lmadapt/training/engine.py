@@ -34,6 +34,7 @@ from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_ru
 from lmadapt.serving.predict import Predictor, encode
 from lmadapt.strategies import Strategy, StrategyContext, get_strategy
 from lmadapt.training.losses import class_weighted_loss
+from lmadapt.training.progress import EpochLines
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def fit(
 
     `extra_loss(model, inputs, outputs)`: a term added to the training loss (continual learning's penalties).
     """
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, ProgressCallback, Trainer
 
     checkpoint = _claim_workspace(workspace, config, resume=resume, overwrite=overwrite, main=main)
     args = _training_arguments(config, strategy, workspace)
@@ -259,6 +260,8 @@ def fit(
         else None,
         callbacks=trainer_callbacks,
     )
+    trainer.remove_callback(ProgressCallback)  # it prints every raw log dict; they go to train_log.jsonl
+    trainer.add_callback(EpochLines())
     if config.train.head_learning_rate:
         trainer.optimizer = optimizer_with_head_rate(trainer, config.train.head_learning_rate)
     try:
