@@ -241,3 +241,59 @@ def test_too_few_rows_and_empty_splits_are_explained(tmp_path):
         LmadaptError, match="(?s)validation split is empty after removing duplicates and texts also in train"
     ):
         prepare_data(config, seed=0)
+
+
+@pytest.mark.parametrize("sep, suffix", [(",", "csv"), ("\t", "tsv")])
+def test_a_text_longer_than_the_csv_field_limit_loads(tmp_path, sep, suffix):
+    long_text = "word " * 40_000  # 200 KB, over the csv module's default 128 KiB field limit
+    path = write_csv(tmp_path / f"long.{suffix}", f"text{sep}label\n{long_text}{sep}a\nshort{sep}b\n")
+    split = load_split(path, DataConfig(normalize_unicode=False))
+    assert split.texts == [long_text, "short"] and split.labels == ["a", "b"]
+
+
+@pytest.mark.parametrize("sep, suffix", [(",", "csv"), ("\t", "tsv")])
+def test_a_repeated_column_name_is_refused(tmp_path, sep, suffix):
+    path = write_csv(tmp_path / f"d.{suffix}", sep.join(["text", "label", "text", "label", "id"]) + "\n")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(sep.join(["a", "x", "b", "y", "1"]) + "\n")
+    with pytest.raises(LmadaptError) as error:
+        read_table(path)
+    message = str(error.value)
+    assert f"d.{suffix}, line 1: column name(s) 'text', 'label' appear more than once" in message
+    assert "fix: rename the repeated column(s) in the header" in message
+
+
+def test_a_repeated_column_name_in_parquet_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array(["a", "b"]), pa.array(["x", "y"]), pa.array(["c", "d"])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["text", "label", "text"]), tmp_path / "d.parquet")
+    with pytest.raises(LmadaptError, match=r"(?s)d.parquet: column name\(s\) 'text' appear more than once.*fix: "):
+        read_table(tmp_path / "d.parquet")
+
+
+def test_unreadable_sources_say_how_to_fix_them(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(bytes(range(256)) * 4)
+    write_csv(tmp_path / "header.csv", "text,label\n")
+    write_csv(tmp_path / "array.jsonl", '{"text": "a", "label": "x"}\n["b", "y"]\n')
+    write_csv(tmp_path / "blank.jsonl", "\n  \n")
+    (tmp_path / "folder").mkdir()
+    write_csv(tmp_path / "folder" / "train.csv", "text,label\na,x\n")
+    cases = [
+        ("x.parquet", "x.parquet: cannot read Parquet (", "fix: check that the file is whole and is Parquet"),
+        ("header.csv", "header.csv: the file has a header but no rows", "fix: add the rows of data"),
+        ("array.jsonl", 'array.jsonl, line 2: expected a JSON object, found ["b", "y"]', "fix: write one object per"),
+        ("blank.jsonl", "blank.jsonl: the file has no records", 'fix: write one JSON object per line, e.g. {"text"'),
+        ("folder", "folder: this is a folder that holds no saved dataset", "fix: pass a data file (.csv"),
+    ]
+    for name, what, fix in cases:
+        with pytest.raises(LmadaptError) as error:
+            read_table(tmp_path / name)
+        assert what in str(error.value) and fix in str(error.value), str(error.value)
+    with pytest.raises(LmadaptError) as error:
+        read_table(f"hf:{tmp_path / 'folder'}")
+    assert (
+        f"holds no saved dataset (no dataset_dict.json or state.json); it holds {tmp_path / 'folder' / 'train.csv'}"
+        in str(error.value)
+    )
