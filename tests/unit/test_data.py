@@ -273,6 +273,24 @@ def test_a_repeated_column_name_in_parquet_is_refused(tmp_path):
         read_table(tmp_path / "d.parquet")
 
 
+def test_a_nan_label_is_a_missing_label(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,label\ngood,NaN\nbad,nan\nfine, NAN \nok,x\n")
+    with pytest.raises(LmadaptError) as error:
+        load_split(path, DataConfig())
+    message = str(error.value)
+    assert "d.csv, lines 2, 3, 4: 3 row(s) have no label in column 'label'" in message
+    assert "fix: label those rows or remove them" in message
+    assert load_split(path, DataConfig(task="multi_label")).labels == [[], [], [], ["x"]]
+    json_path = write_csv(tmp_path / "d.jsonl", '{"text": "good", "label": "y"}\n{"text": "bad", "label": NaN}\n')
+    with pytest.raises(LmadaptError, match=r"(?s)d.jsonl, line 2: 1 row\(s\) have no label.*fix: label"):
+        load_split(json_path, DataConfig())
+
+
+def test_words_for_nothing_stay_class_names(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,label\na,None\nb,NA\nc,null\nd,N/A\n")
+    assert load_split(path, DataConfig()).labels == ["None", "NA", "null", "N/A"]
+
+
 def test_unreadable_sources_say_how_to_fix_them(tmp_path):
     (tmp_path / "x.parquet").write_bytes(bytes(range(256)) * 4)
     write_csv(tmp_path / "header.csv", "text,label\n")
