@@ -205,6 +205,24 @@ def test_inspect_reports_counts_lengths_duplicates_and_leaks(tmp_path):
     assert 4 <= report["length_percentiles"]["p50"] <= 10
 
 
+def test_inspect_needs_the_text_and_label_columns(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,sentiment\ngood film,positive\n")
+    with pytest.raises(LmadaptError) as error:
+        inspect_data(path, DataConfig(), backbone=None)
+    message = str(error.value)
+    assert "d.csv: column 'label' not found; the data has columns: text, sentiment" in message
+    assert "fix: name the file's own columns with --label-column NAME" in message
+    with pytest.raises(LmadaptError, match=r"(?s)columns 'review', 'label' not found.*--text-column NAME and --label"):
+        inspect_data(path, DataConfig(text_column="review"), backbone=None)
+
+
+def test_inspect_multi_label_counts_texts_without_labels(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,label\nfast and cheap,delivery|price\nrude,service\nfine,\nok,NaN\n")
+    report = inspect_data(path, DataConfig(task="multi_label"), backbone=None)
+    assert report["labels"] == {"delivery": 1, "price": 1, "service": 1}
+    assert report["texts_without_labels"] == 2 and report["labels_per_text_mean"] == 0.75
+
+
 def test_line_numbers_follow_multi_line_quoted_fields(tmp_path):
     path = write_csv(tmp_path / "d.csv", 'text,label\n"first line\nsecond line",positive\ngood,positive\n,negative\n')
     with pytest.raises(LmadaptError, match=r"d.csv, line 5: 1 empty text"):
