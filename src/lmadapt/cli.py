@@ -573,15 +573,19 @@ def data_inspect(
         source, config, backbones[0] if backbones else None, against, max_length, other_backbones=backbones[1:]
     )
     console.print(f"[bold]{source}[/bold]: {report['rows']} rows, columns {', '.join(report['columns'])}")
-    if report["labels"] is not None:
-        table = RichTable(title=f"labels ({report['classes']} classes)")
-        table.add_column("label")
-        table.add_column("rows", justify="right")
-        table.add_column("share %", justify="right")
-        total = sum(report["labels"].values())
-        for label, count in sorted(report["labels"].items(), key=lambda kv: -kv[1]):
-            table.add_row(label, str(count), f"{100 * count / max(total, 1):.1f}")
-        console.print(table)
+    table = RichTable(title=f"labels ({report['classes']} classes)")
+    table.add_column("label")
+    table.add_column("rows", justify="right")
+    table.add_column("% of texts", justify="right")
+    texts = report["rows"] - report["empty_texts"]  # a multi-label text counts under each of its labels
+    for label, count in sorted(report["labels"].items(), key=lambda kv: -kv[1]):
+        table.add_row(label, str(count), f"{100 * count / texts:.1f}")
+    console.print(table)
+    if "labels_per_text_mean" in report:
+        console.print(
+            f"labels per text: {report['labels_per_text_mean']} on average; "
+            f"texts without labels: {report['texts_without_labels']}"
+        )
     p = report["length_percentiles"]
     console.print(
         f"length ({report['length_unit']}): p50 {p['p50']}, p90 {p['p90']}, p95 {p['p95']}, p99 {p['p99']}, max {p['max']}"

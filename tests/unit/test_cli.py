@@ -89,6 +89,18 @@ def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, tmp_path):
         assert err.startswith("error: ")
 
 
+def test_data_inspect_names_a_missing_label_column(monkeypatch, capsys, tmp_path):
+    (tmp_path / "d.csv").write_text("text,sentiment\ngood film,positive\nbad film,negative\n")
+    code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", tmp_path / "d.csv", "--backbone", "none")
+    assert code == 2 and "Traceback" not in err and not out
+    assert "column 'label' not found; the data has columns: text, sentiment" in err
+    assert "fix: name the file's own columns with --label-column NAME" in err
+    code, out, err = run_cli(
+        monkeypatch, capsys, "data", "inspect", tmp_path / "d.csv", "--backbone", "none", "--label-column", "sentiment"
+    )
+    assert code == 0 and "labels (2 classes)" in out, err
+
+
 def test_bad_config_key_in_file(monkeypatch, capsys, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"train": {"epoch": 3}}))

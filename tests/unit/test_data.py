@@ -205,6 +205,24 @@ def test_inspect_reports_counts_lengths_duplicates_and_leaks(tmp_path):
     assert 4 <= report["length_percentiles"]["p50"] <= 10
 
 
+def test_inspect_needs_the_text_and_label_columns(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,sentiment\ngood film,positive\n")
+    with pytest.raises(LmadaptError) as error:
+        inspect_data(path, DataConfig(), backbone=None)
+    message = str(error.value)
+    assert "d.csv: column 'label' not found; the data has columns: text, sentiment" in message
+    assert "fix: name the file's own columns with --label-column NAME" in message
+    with pytest.raises(LmadaptError, match=r"(?s)columns 'review', 'label' not found.*--text-column NAME and --label"):
+        inspect_data(path, DataConfig(text_column="review"), backbone=None)
+
+
+def test_inspect_multi_label_counts_texts_without_labels(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,label\nfast and cheap,delivery|price\nrude,service\nfine,\nok,NaN\n")
+    report = inspect_data(path, DataConfig(task="multi_label"), backbone=None)
+    assert report["labels"] == {"delivery": 1, "price": 1, "service": 1}
+    assert report["texts_without_labels"] == 2 and report["labels_per_text_mean"] == 0.75
+
+
 def test_line_numbers_follow_multi_line_quoted_fields(tmp_path):
     path = write_csv(tmp_path / "d.csv", 'text,label\n"first line\nsecond line",positive\ngood,positive\n,negative\n')
     with pytest.raises(LmadaptError, match=r"d.csv, line 5: 1 empty text"):
@@ -241,3 +259,77 @@ def test_too_few_rows_and_empty_splits_are_explained(tmp_path):
         LmadaptError, match="(?s)validation split is empty after removing duplicates and texts also in train"
     ):
         prepare_data(config, seed=0)
+
+
+@pytest.mark.parametrize("sep, suffix", [(",", "csv"), ("\t", "tsv")])
+def test_a_text_longer_than_the_csv_field_limit_loads(tmp_path, sep, suffix):
+    long_text = "word " * 40_000  # 200 KB, over the csv module's default 128 KiB field limit
+    path = write_csv(tmp_path / f"long.{suffix}", f"text{sep}label\n{long_text}{sep}a\nshort{sep}b\n")
+    split = load_split(path, DataConfig(normalize_unicode=False))
+    assert split.texts == [long_text, "short"] and split.labels == ["a", "b"]
+
+
+@pytest.mark.parametrize("sep, suffix", [(",", "csv"), ("\t", "tsv")])
+def test_a_repeated_column_name_is_refused(tmp_path, sep, suffix):
+    path = write_csv(tmp_path / f"d.{suffix}", sep.join(["text", "label", "text", "label", "id"]) + "\n")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(sep.join(["a", "x", "b", "y", "1"]) + "\n")
+    with pytest.raises(LmadaptError) as error:
+        read_table(path)
+    message = str(error.value)
+    assert f"d.{suffix}, line 1: column name(s) 'text', 'label' appear more than once" in message
+    assert "fix: rename the repeated column(s) in the header" in message
+
+
+def test_a_repeated_column_name_in_parquet_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array(["a", "b"]), pa.array(["x", "y"]), pa.array(["c", "d"])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["text", "label", "text"]), tmp_path / "d.parquet")
+    with pytest.raises(LmadaptError, match=r"(?s)d.parquet: column name\(s\) 'text' appear more than once.*fix: "):
+        read_table(tmp_path / "d.parquet")
+
+
+def test_a_nan_label_is_a_missing_label(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,label\ngood,NaN\nbad,nan\nfine, NAN \nok,x\n")
+    with pytest.raises(LmadaptError) as error:
+        load_split(path, DataConfig())
+    message = str(error.value)
+    assert "d.csv, lines 2, 3, 4: 3 row(s) have no label in column 'label'" in message
+    assert "fix: label those rows or remove them" in message
+    assert load_split(path, DataConfig(task="multi_label")).labels == [[], [], [], ["x"]]
+    json_path = write_csv(tmp_path / "d.jsonl", '{"text": "good", "label": "y"}\n{"text": "bad", "label": NaN}\n')
+    with pytest.raises(LmadaptError, match=r"(?s)d.jsonl, line 2: 1 row\(s\) have no label.*fix: label"):
+        load_split(json_path, DataConfig())
+
+
+def test_words_for_nothing_stay_class_names(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "text,label\na,None\nb,NA\nc,null\nd,N/A\n")
+    assert load_split(path, DataConfig()).labels == ["None", "NA", "null", "N/A"]
+
+
+def test_unreadable_sources_say_how_to_fix_them(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(bytes(range(256)) * 4)
+    write_csv(tmp_path / "header.csv", "text,label\n")
+    write_csv(tmp_path / "array.jsonl", '{"text": "a", "label": "x"}\n["b", "y"]\n')
+    write_csv(tmp_path / "blank.jsonl", "\n  \n")
+    (tmp_path / "folder").mkdir()
+    write_csv(tmp_path / "folder" / "train.csv", "text,label\na,x\n")
+    cases = [
+        ("x.parquet", "x.parquet: cannot read Parquet (", "fix: check that the file is whole and is Parquet"),
+        ("header.csv", "header.csv: the file has a header but no rows", "fix: add the rows of data"),
+        ("array.jsonl", 'array.jsonl, line 2: expected a JSON object, found ["b", "y"]', "fix: write one object per"),
+        ("blank.jsonl", "blank.jsonl: the file has no records", 'fix: write one JSON object per line, e.g. {"text"'),
+        ("folder", "folder: this is a folder that holds no saved dataset", "fix: pass a data file (.csv"),
+    ]
+    for name, what, fix in cases:
+        with pytest.raises(LmadaptError) as error:
+            read_table(tmp_path / name)
+        assert what in str(error.value) and fix in str(error.value), str(error.value)
+    with pytest.raises(LmadaptError) as error:
+        read_table(f"hf:{tmp_path / 'folder'}")
+    assert (
+        f"holds no saved dataset (no dataset_dict.json or state.json); it holds {tmp_path / 'folder' / 'train.csv'}"
+        in str(error.value)
+    )

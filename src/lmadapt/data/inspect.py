@@ -11,7 +11,7 @@ import numpy as np
 from lmadapt.config import DataConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.data.language import sample_texts, script_mix, unknown_token_share
-from lmadapt.data.loading import read_table
+from lmadapt.data.loading import Table, read_table
 from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split, row_key
 from lmadapt.errors import LmadaptError
 
@@ -42,6 +42,19 @@ def _duplicates(split: Split) -> tuple[int, int]:
     return repeats, conflicting
 
 
+def _require_columns(table: Table, config: DataConfig) -> None:
+    """The text and label columns, named by the options of `lmadapt data inspect` that set them."""
+    wanted = {"--text-column": config.text_column, "--label-column": config.label_column}
+    missing = {option: column for option, column in wanted.items() if column not in table.frame.columns}
+    if missing:
+        raise LmadaptError(
+            f"column{'s' if len(missing) > 1 else ''} {', '.join(repr(column) for column in missing.values())} "
+            f"not found; the data has columns: {', '.join(map(str, table.frame.columns))}",
+            where=table.source,
+            fix=f"name the file's own columns with {' and '.join(f'{option} NAME' for option in missing)}",
+        )
+
+
 def inspect_data(
     source: str,
     config: DataConfig,
@@ -53,9 +66,9 @@ def inspect_data(
     """A report on one data source (and its overlap with others) as a plain dict: `backbone` counts the
     token lengths; it and `other_backbones` each get the share of tokens they do not know."""
     table = read_table(source, config.format)
+    _require_columns(table, config)
     lenient = dataclasses.replace(config, drop_empty=True)
-    has_labels = config.label_column in table.frame.columns
-    split = extract_split(table, lenient, with_labels=has_labels)
+    split = extract_split(table, lenient)
     if not len(split):
         raise LmadaptError(
             f"every text in column '{config.text_column}' is empty", where=source, fix="check --text-column"
@@ -66,17 +79,15 @@ def inspect_data(
         "columns": [str(c) for c in table.frame.columns],
         "empty_texts": len(table.frame) - len(split),
     }
-    if has_labels:
-        labels = LabelMap.from_rows(split.labels, config.task)
-        counts = labels.counts(split.labels)
-        report["labels"] = counts
-        report["classes"] = len(counts)
-        if config.task == MULTI_LABEL:
-            report["labels_per_text_mean"] = round(float(np.mean([len(row) for row in split.labels])), 3)
-        else:
-            report["imbalance_ratio"] = round(max(counts.values()) / max(min(counts.values()), 1), 2)
+    labels = LabelMap.from_rows(split.labels, config.task)
+    counts = labels.counts(split.labels)
+    report["labels"] = counts
+    report["classes"] = len(counts)
+    if config.task == MULTI_LABEL:
+        report["labels_per_text_mean"] = round(float(np.mean([len(row) for row in split.labels])), 3)
+        report["texts_without_labels"] = sum(1 for row in split.labels if not row)
     else:
-        report["labels"] = None
+        report["imbalance_ratio"] = round(max(counts.values()) / max(min(counts.values()), 1), 2)
     tokenizers = {name: _tokenizer(name) for name in dict.fromkeys([backbone, *other_backbones]) if name}
     lengths, unit = _token_lengths(split.texts, backbone, tokenizers.get(backbone))
     report["length_unit"] = unit
@@ -89,7 +100,7 @@ def inspect_data(
     if backbone:
         report["truncated_share"] = round(float(np.mean([n > max_length for n in lengths])), 4)
         report["max_length"] = max_length
-    report["duplicates"], report["conflicting_labels"] = _duplicates(split) if has_labels else (None, None)
+    report["duplicates"], report["conflicting_labels"] = _duplicates(split)
     report["leaks"] = {
         other: len(leaked_positions(split, load_split(other, lenient, with_labels=False))) for other in against
     }

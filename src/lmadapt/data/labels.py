@@ -9,9 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 SINGLE_LABEL = "single_label"
 MULTI_LABEL = "multi_label"
+
+# How a missing number reads once a table is written as text (pandas' astype(str) gives "nan"). Only these:
+# "None", "NA" or "null" may be real class names.
+NAN_SPELLINGS = frozenset({"nan", "NaN", "NAN"})
+
+
+def nan_as_missing(labels: pd.Series) -> pd.Series:
+    """A label column with NaN spelt out as text made missing, so it is reported like an empty label
+    instead of learnt as a class "NaN"."""
+    return labels.map(lambda label: None if isinstance(label, str) and label.strip() in NAN_SPELLINGS else label)
 
 
 def _natural_key(label: str) -> list:

@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from lmadapt.config import DataConfig
-from lmadapt.data.labels import MULTI_LABEL, LabelMap
+from lmadapt.data.labels import MULTI_LABEL, LabelMap, nan_as_missing
 from lmadapt.data.loading import Table, read_table
 from lmadapt.errors import LmadaptError
 
@@ -129,7 +129,7 @@ def _texts(table: Table, column: str, key: str, config: DataConfig) -> tuple[lis
 
 def _labels(table: Table, rows: list[int], config: DataConfig) -> list:
     _require_column(table, config.label_column, "label_column")
-    values = table.frame[config.label_column]
+    values = nan_as_missing(table.frame[config.label_column])
     if config.task == MULTI_LABEL:
         parsed = []
         for i in rows:
