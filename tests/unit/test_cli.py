@@ -36,6 +36,7 @@ def run_cli(monkeypatch, capsys, *args):
         ["update"],
         ["models"],
         ["strategies"],
+        ["keys"],
         ["demo"],
         ["data"],
         ["data", "inspect"],
@@ -142,3 +143,17 @@ def test_strategies_lists_every_strategy_with_its_options_verbatim(monkeypatch, 
     for name in ("scratch", "head", "full", "lora", "adapter", "prefix", "prompt_tuning", "ia3", "bitfit"):
         assert f"{name}:" in flat
     assert "e.g. [query, value]" in flat  # option help is printed as written, not read as markup
+
+
+def test_keys_lists_config_keys_by_section_and_refuses_an_unknown_one(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "keys", "data")
+    lines = out.splitlines()
+    assert code == 0 and lines[1] == "data" and "  data.validation (str or empty; default: empty)" in lines
+    assert "  data.label_delimiter (str; default: '|')" in lines and "train.epochs" not in out
+    assert max(map(len, lines)) <= 80 and all(line == line.rstrip() for line in lines)
+    code, out, _ = run_cli(monkeypatch, capsys, "keys")
+    assert code == 0 and "\ntop-level\n  name (str; default: run)" in out and "strategy.name" in out
+    code, _, err = run_cli(monkeypatch, capsys, "keys", "trian")
+    assert code == 2 and "no config key or section 'trian'" in err and "did you mean 'train'" in err
+    _, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
+    assert "lmadapt keys" in out
