@@ -76,9 +76,9 @@ def tiny_bert(tmp_path_factory) -> Path:
     return save_random_model(BertModel, config, tokenizer, folder)
 
 
-def save_tiny_llama(tokenizer, folder: Path) -> Path:
+def save_tiny_llama(tokenizer, folder: Path, context: int = 128) -> Path:
     """A 2-layer, 32-wide Llama causal LM with random weights (grouped-query attention, no biases) that
-    reads `tokenizer`'s ids."""
+    reads `tokenizer`'s ids, with a context of `context` tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -88,7 +88,7 @@ def save_tiny_llama(tokenizer, folder: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=context,
         pad_token_id=tokenizer.pad_token_id,
     )
     return save_random_model(LlamaForCausalLM, config, tokenizer, folder)

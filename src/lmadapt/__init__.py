@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lmadapt.config import RunConfig
+    from lmadapt.config import ConfigKey, RunConfig
     from lmadapt.runs import Run
 
 
@@ -21,6 +21,14 @@ def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
     from lmadapt.config import load_config as _load_config
 
     return _load_config(path, overrides)
+
+
+def config_keys(prefix: str | None = None) -> list[ConfigKey]:
+    """Every config key (dotted, e.g. train.epochs) with its type, default and help; `prefix` (a section such as
+    data, or a key) keeps those under it. Each strategy's own options: `lmadapt strategies`."""
+    from lmadapt.config import config_keys as _config_keys
+
+    return _config_keys(prefix)
 
 
 def train(
@@ -114,6 +122,7 @@ def create_app(runs, settings=None):
 __all__ = [
     "__version__",
     "compare_strategies",
+    "config_keys",
     "create_app",
     "evaluate",
     "export",

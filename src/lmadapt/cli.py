@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
@@ -85,6 +86,8 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder of the same name."),
 ) -> None:
     """Adapt a model as a recipe says; writes a run folder.
+
+    `lmadapt keys` lists every config key a recipe or --set can give, with its type, default and help.
 
     Example: lmadapt train configs/sentiment/minilm_full.yaml --set train.epochs=2
     """
@@ -601,6 +604,36 @@ def data_inspect(
     )
     for other, count in report["leaks"].items():
         console.print(f"texts also in {other}: {count}")
+
+
+@app.command()
+def keys(
+    prefix: str | None = typer.Argument(None, help="A section (data, model, strategy, train, continual) or a key."),
+) -> None:
+    """Every config key a recipe or --set can give: its type, default and help, by section.
+
+    Example: lmadapt keys data
+    """
+    import textwrap
+
+    import lmadapt
+
+    section = None
+    for key in lmadapt.config_keys(prefix):
+        heading = key.key.split(".")[0] if "." in key.key else "top-level"
+        if heading != section:
+            section = heading
+            console.print(f"\n[bold]{section}[/bold]")
+        console.print(escape(f"  {key.key} ({key.type}; default: {_yaml_value(key.default)})"), overflow="fold")
+        # Indented below the key by textwrap: rich's Padding would pad each line with spaces to the full width.
+        console.print(escape(textwrap.fill(key.help, console.width, initial_indent=" " * 6, subsequent_indent=" " * 6)))
+
+
+def _yaml_value(value: object) -> str:
+    """A default as a recipe writes it."""
+    if value is None:
+        return "empty"
+    return yaml.safe_dump(value, default_flow_style=True, width=1_000).removesuffix("\n...\n").strip()
 
 
 # Usage errors come from click or, in typer >= 0.24, from typer's own vendored copy of it.

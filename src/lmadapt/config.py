@@ -7,6 +7,8 @@ nearest valid one; `--set a.b=c` overrides are applied to the raw mapping before
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import re
 import types
 import typing
@@ -16,7 +18,9 @@ from typing import Any
 
 import yaml
 
-from lmadapt.errors import LmadaptError, did_you_mean
+from lmadapt.errors import LmadaptError, did_you_mean, nearest
+
+log = logging.getLogger(__name__)
 
 
 def option(default: Any, help: str, **kwargs: Any) -> Any:
@@ -163,6 +167,15 @@ class ContinualConfig:
     lwf_temperature: float = option(2.0, "LwF: softmax temperature of the distillation.")
 
 
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "continual": ContinualConfig,
+}
+DEFAULT_STRATEGY = "full"
+
+
 @dataclass
 class RunConfig:
     name: str = option("run", "Run name; the run folder is <output_dir>/<name>.")
@@ -183,7 +196,7 @@ class RunConfig:
         if self.strategy is None:
             from lmadapt.strategies import get_strategy
 
-            self.strategy = get_strategy("full").config_class()
+            self.strategy = get_strategy(DEFAULT_STRATEGY).config_class()
         if self.model.backbone is None:
             from lmadapt.strategies import get_strategy
 
@@ -213,6 +226,15 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+# How to write a value of each type in YAML, for the fix of a wrong-type error.
+_TYPE_FIXES = {
+    float: "give a number, e.g. 3 or 2e-5",
+    int: "give a whole number, e.g. 3",
+    str: "put the text in quotes, e.g. 'yes' (YAML reads yes, no, on, off unquoted as true or false)",
+    list: "give a list, e.g. [a, b], or comma-separated text a,b",
+}
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check (and gently convert) a value against a field's type hint."""
     origin = typing.get_origin(hint)
@@ -225,7 +247,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if origin is dict:
         if not isinstance(value, dict):
-            raise LmadaptError(f"expected a mapping, got {value!r}", where=where)
+            raise LmadaptError(f"expected a mapping, got {value!r}", where=where, fix="give a mapping of key: value")
         key_hint, value_hint = typing.get_args(hint)
         return {_coerce(k, key_hint, where): _coerce(v, value_hint, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
@@ -236,7 +258,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise LmadaptError(f"expected true or false, got {value!r}", where=where)
+        raise LmadaptError(f"expected true or false, got {value!r}", where=where, fix="give true or false")
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):
@@ -255,7 +277,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             where=where,
             fix="put the value in quotes: YAML reads text that starts with { or [ as a mapping or a list",
         )
-    raise LmadaptError(f"expected {_type_name(hint)}, got {value!r}", where=where)
+    raise LmadaptError(f"expected {_type_name(hint)}, got {value!r}", where=where, fix=_TYPE_FIXES.get(origin or hint))
 
 
 def build_dataclass(cls: type, raw: Any, where: str) -> Any:
@@ -270,10 +292,7 @@ def build_dataclass(cls: type, raw: Any, where: str) -> Any:
     for key, value in raw.items():
         key_where = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise LmadaptError(
-                f"unknown config key '{key_where}'",
-                fix=did_you_mean(str(key), names),
-            )
+            raise LmadaptError(f"unknown config key '{key_where}'", where=key_where, fix=did_you_mean(str(key), names))
         values[key] = _coerce(value, hints[key], key_where)
     return cls(**values)
 
@@ -285,17 +304,18 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     if not isinstance(raw, dict):
         raise LmadaptError("a config must be a mapping of sections (data, model, strategy, train)")
     raw = dict(raw)
-    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-    built: dict[str, Any] = {name: build_dataclass(cls, raw.pop(name, None), name) for name, cls in sections.items()}
-    continual = raw.pop("continual", None)
-    built["continual"] = build_dataclass(ContinualConfig, continual, "continual") if continual is not None else None
+    built: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        section = raw.pop(name, None)
+        # The continual section stays absent unless given: `lmadapt continual` requires one.
+        built[name] = None if name == "continual" and section is None else build_dataclass(cls, section, name)
     strategy_raw = raw.pop("strategy", None) or {}
     if isinstance(strategy_raw, str):
         strategy_raw = {"name": strategy_raw}
     if not isinstance(strategy_raw, dict):
         raise LmadaptError("expected a mapping with a `name`", where="strategy")
     strategy_raw = dict(strategy_raw)
-    spec = get_strategy(str(strategy_raw.pop("name", "full")))
+    spec = get_strategy(str(strategy_raw.pop("name", DEFAULT_STRATEGY)))
     built["strategy"] = build_dataclass(spec.config_class, strategy_raw, "strategy")
     top = build_dataclass(RunConfig, raw, "")
     for name, value in built.items():
@@ -308,18 +328,20 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
 
 def require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise LmadaptError(f"'{value}' is not a valid value for {key}", fix=did_you_mean(value, allowed))
+        raise LmadaptError(f"'{value}' is not a valid value for {key}", where=key, fix=did_you_mean(value, allowed))
 
 
 def check_data_config(data: DataConfig) -> None:
     require_choice("data.format", data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "hf"))
     require_choice("data.task", data.task, ("single_label", "multi_label"))
     if not data.label_delimiter:
-        raise LmadaptError("data.label_delimiter must not be empty", fix="use e.g. '|'")
+        raise LmadaptError("data.label_delimiter must not be empty", where="data.label_delimiter", fix="use e.g. '|'")
     for key in ("validation_size", "test_size"):
         share = getattr(data, key)
         if not 0.0 < share < 0.5:
-            raise LmadaptError(f"data.{key} must lie between 0 and 0.5, got {share}")
+            raise LmadaptError(
+                f"data.{key} must lie between 0 and 0.5, got {share}", where=f"data.{key}", fix="e.g. 0.1"
+            )
 
 
 def _require_positive(config: RunConfig, keys: tuple[str, ...]) -> None:
@@ -357,9 +379,17 @@ def _check_choices(config: RunConfig) -> None:
             fix="also set train.early_stopping_patience= (empty), or keep select_best",
         )
     if not 0.0 <= config.model.max_unknown_share <= 1.0:
-        raise LmadaptError(f"model.max_unknown_share must lie in [0, 1], got {config.model.max_unknown_share}")
+        raise LmadaptError(
+            f"model.max_unknown_share must lie in [0, 1], got {config.model.max_unknown_share}",
+            where="model.max_unknown_share",
+            fix="e.g. 0.1; 1 turns the check off",
+        )
     if config.train.warmup_ratio is not None and not 0.0 <= config.train.warmup_ratio < 1.0:
-        raise LmadaptError(f"train.warmup_ratio must lie in [0, 1), got {config.train.warmup_ratio}")
+        raise LmadaptError(
+            f"train.warmup_ratio must lie in [0, 1), got {config.train.warmup_ratio}",
+            where="train.warmup_ratio",
+            fix="e.g. 0.1, or empty for the strategy's default",
+        )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", config.name):
         raise LmadaptError(
             f"run name '{config.name}' is not a plain folder name",
@@ -376,9 +406,17 @@ def _check_continual(continual: ContinualConfig) -> None:
     for key in ("class_groups", "memory_size", "ewc_lambda", "fisher_samples", "lwf_temperature"):
         require_positive(getattr(continual, key), f"continual.{key}")
     if continual.class_groups < 2 and not continual.experiences:
-        raise LmadaptError("a class-incremental stream needs continual.class_groups of 2 or more")
+        raise LmadaptError(
+            "a class-incremental stream needs continual.class_groups of 2 or more",
+            where="continual.class_groups",
+            fix="e.g. 5, or list the stream's sources in continual.experiences",
+        )
     if not 0.0 <= continual.ewc_decay <= 1.0:
-        raise LmadaptError(f"continual.ewc_decay must lie in [0, 1], got {continual.ewc_decay}")
+        raise LmadaptError(
+            f"continual.ewc_decay must lie in [0, 1], got {continual.ewc_decay}",
+            where="continual.ewc_decay",
+            fix="e.g. 1.0 (keep all earlier Fisher information); 0 keeps only the newest",
+        )
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -405,28 +443,165 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+@dataclass(frozen=True)
+class ConfigKey:
+    """One config key, as `lmadapt keys` lists it."""
+
+    key: str
+    type: str
+    default: Any
+    help: str
+
+
+def _type_label(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_label(a) if a is not type(None) else "empty" for a in typing.get_args(hint))
+    return str(hint) if typing.get_origin(hint) else _type_name(hint)
+
+
+def _section_keys(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[ConfigKey]:
+    hints = typing.get_type_hints(cls)
+    return [
+        ConfigKey(f"{prefix}{f.name}", _type_label(hints[f.name]), f.default, f.metadata["help"])
+        for f in dataclasses.fields(cls)
+        if f.name not in skip
+    ]
+
+
+def config_keys(prefix: str | None = None) -> list[ConfigKey]:
+    """Every config key (dotted) with its type, default and help, by section: data, model, strategy (its name;
+    `lmadapt strategies` lists each strategy's options), train, continual, then the top-level keys. `prefix` (a
+    section or a key) keeps the keys under it."""
+    from lmadapt.strategies import STRATEGIES
+
+    strategy_name = ConfigKey(
+        "strategy.name",
+        "str",
+        DEFAULT_STRATEGY,
+        f"Adaptation strategy: {', '.join(STRATEGIES)}. Each has options of its own, strategy.<option>: "
+        "`lmadapt strategies` lists them.",
+    )
+    keys = [*_section_keys(DataConfig, "data."), *_section_keys(ModelConfig, "model."), strategy_name]
+    keys += [*_section_keys(TrainConfig, "train."), *_section_keys(ContinualConfig, "continual.")]
+    keys += _section_keys(RunConfig, "", skip=(*SECTIONS, "strategy"))
+    if prefix is None:
+        return keys
+    prefix = prefix.strip().rstrip(".")
+    chosen = [k for k in keys if k.key == prefix or k.key.startswith(f"{prefix}.")]
+    if not chosen:
+        sections = sorted({k.key.split(".")[0] for k in keys if "." in k.key})
+        suggestion = nearest(prefix, sections) or nearest(prefix, [k.key for k in keys])
+        options = "strategy options are listed by `lmadapt strategies`; " if prefix.startswith("strategy.") else ""
+        raise LmadaptError(
+            f"no config key or section '{prefix}'",
+            where="keys PREFIX",
+            fix=(f"did you mean '{suggestion}'? " if suggestion else "")
+            + f"{options}sections: {', '.join(sections)}; `lmadapt keys` lists every key",
+        )
+    return chosen
+
+
+def _is_set(value: Any) -> bool:
+    return value > 0 if isinstance(value, (int, float)) else bool(value)  # train.max_steps is -1 when unset
+
+
+# (key, key that wins over it when set, what happens then): recipe values the run would silently ignore.
+IGNORED_WHEN = (
+    ("data.validation_size", "data.validation", "the validation rows are that file's, none are split from train"),
+    ("data.test_size", "data.test", "the test rows are that file's, none are split from train"),
+    ("train.epochs", "train.max_steps", "training stops after max_steps optimiser steps, however many epochs"),
+    ("continual.class_groups", "continual.experiences", "the stream is those sources, not data.train's labels"),
+)
+
+
+def warn_ignored_keys(config: RunConfig) -> list[str]:
+    """Warn (log, and return the warnings) about each key a user changed from its default that another key
+    overrides, e.g. data.validation_size when data.validation names a file."""
+    defaults = {k.key: k.default for k in config_keys()}
+    warnings = []
+    for ignored, winner, effect in IGNORED_WHEN:
+        if config.continual is None and ignored.startswith("continual."):
+            continue
+        value = functools.reduce(getattr, ignored.split("."), config)
+        if value != defaults[ignored] and _is_set(functools.reduce(getattr, winner.split("."), config)):
+            warnings.append(f"{ignored}={value} is ignored because {winner} is set: {effect}")
+            log.warning(warnings[-1])
+    return warnings
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Line (1-based) of every dotted key path in a composed YAML mapping, e.g. {"train.epochs": 4}."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, f"{key}."))
+    return lines
+
+
+def _read_recipe(path: Path) -> tuple[Any, dict[str, int]]:
+    """The recipe's mapping and the line of each key in it."""
+    try:
+        loader = yaml.SafeLoader(path.read_bytes().decode("utf-8"))
+        try:
+            node = loader.get_single_node()
+            return (loader.construct_document(node) if node is not None else None), _key_lines(node)
+        finally:
+            loader.dispose()
+    except UnicodeDecodeError:
+        raise LmadaptError("the config is not UTF-8 text", where=str(path), fix="save it as UTF-8") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        raise LmadaptError(f"not valid YAML ({getattr(error, 'problem', error)})", where=where) from None
+
+
+def _origin(key: str, path: Path | None, lines: dict[str, int], overrides: dict[str, str]) -> str:
+    """Where the value of a dotted key came from: the `--set` item that gave it (or one of its sections), else
+    its line in the recipe (or its section's), else the key itself."""
+    parts = key.split(".")
+    ancestry = [".".join(parts[:n]) for n in range(len(parts), 0, -1)]  # the key first, then its sections
+    override = next((overrides[k] for k in ancestry if k in overrides), None)
+    if override is not None:
+        return f"--set {override}"
+    if path is None:
+        return key
+    line = next((lines[k] for k in ancestry if k in lines), None)
+    return f"{path}, line {line}, {key}" if line else f"{path}, {key}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML recipe (or start from defaults), apply overrides, and check it."""
-    raw: dict[str, Any] = {}
+    """Read a YAML recipe (or start from defaults), apply overrides, and check it.
+
+    An error about a key names the recipe's file and line, or the `--set` item, that gave its value."""
+    raw: Any = {}
+    lines: dict[str, int] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise LmadaptError(f"config file not found: {path}", fix="check the path")
-        try:
-            raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
-        except UnicodeDecodeError:
-            raise LmadaptError("the config is not UTF-8 text", where=str(path), fix="save it as UTF-8") from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}, line {mark.line + 1}" if mark else str(path)
-            raise LmadaptError(f"not valid YAML ({getattr(error, 'problem', error)})", where=where) from None
-        if not isinstance(raw, dict):
+        raw, lines = _read_recipe(path)
+        if raw is not None and not isinstance(raw, dict):
             raise LmadaptError("a config must be a YAML mapping", where=str(path))
-    raw = apply_overrides(raw, overrides or [])
+        if not any(value not in (None, {}) for value in (raw or {}).values()):
+            raise LmadaptError(
+                "the config file has no settings (running it would train on the built-in defaults)",
+                where=str(path),
+                fix="start from a recipe in configs/, e.g. configs/sentiment/minilm_full.yaml; `lmadapt keys` "
+                "lists every key",
+            )
+    overrides = overrides or []
+    raw = apply_overrides(raw, overrides)
+    set_by = {item.split("=", 1)[0].strip(): item for item in overrides}
     try:
-        return parse_config(raw)
+        config = parse_config(raw)
     except LmadaptError as error:
-        if path is not None and error.where is None:
-            error.where = str(path)
-            error.args = (error.render(),)
+        if error.where is None:
+            error.where = str(path) if path is not None else None
+        elif not error.where.startswith("--set "):
+            error.where = _origin(error.where, path, lines, set_by)
+        error.args = (error.render(),)
         raise
+    warn_ignored_keys(config)
+    return config

@@ -36,6 +36,7 @@ def run_cli(monkeypatch, capsys, *args):
         ["update"],
         ["models"],
         ["strategies"],
+        ["keys"],
         ["demo"],
         ["data"],
         ["data", "inspect"],
@@ -192,3 +193,17 @@ def test_ctrl_c_during_training_exits_130_and_says_how_to_resume(tmp_path, tiny_
     assert process.returncode == 130, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     assert not (tmp_path / "runs" / "stopped").exists()  # no folder that looks finished
+
+
+def test_keys_lists_config_keys_by_section_and_refuses_an_unknown_one(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "keys", "data")
+    lines = out.splitlines()
+    assert code == 0 and lines[1] == "data" and "  data.validation (str or empty; default: empty)" in lines
+    assert "  data.label_delimiter (str; default: '|')" in lines and "train.epochs" not in out
+    assert max(map(len, lines)) <= 80 and all(line == line.rstrip() for line in lines)
+    code, out, _ = run_cli(monkeypatch, capsys, "keys")
+    assert code == 0 and "\ntop-level\n  name (str; default: run)" in out and "strategy.name" in out
+    code, _, err = run_cli(monkeypatch, capsys, "keys", "trian")
+    assert code == 2 and "no config key or section 'trian'" in err and "did you mean 'train'" in err
+    _, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
+    assert "lmadapt keys" in out
