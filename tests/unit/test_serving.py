@@ -273,6 +273,26 @@ def test_a_body_that_is_not_json_as_the_standard_has_it_is_refused_with_what_is_
         assert 'lmadapt_errors_total{code="unsupported_media_type"} 3.0' in metrics
 
 
+def test_a_port_out_of_range_is_refused_before_serving(trained_run, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from lmadapt import cli
+    from lmadapt.serving.app import serve_forever
+
+    def serving(_server):
+        raise AssertionError("the service started on a port out of range")
+
+    monkeypatch.setattr(uvicorn.Server, "run", serving)
+    for port, limit in (("0", "greater than or equal to 1"), ("99999", "less than or equal to 65535")):
+        result = CliRunner().invoke(cli.app, ["serve", str(trained_run.path), "--port", port])
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for '--port': Input should be {limit}" in result.output
+    with pytest.raises(LmadaptError, match="port 99999 is out of range") as caught:
+        serve_forever(lmadapt.create_app([trained_run]), port=99999)
+    assert caught.value.where == "port" and caught.value.fix == "use a port from 1 to 65535"
+
+
 def test_api_key_is_required_on_every_route(trained_run):
     with live_server([trained_run], api_key="s3cret") as url, httpx.Client(base_url=url) as client:
         for method, path in (("POST", "/v1/predict"), ("GET", "/v1/models"), ("GET", "/healthz"), ("GET", "/metrics")):

@@ -34,7 +34,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run
 from lmadapt.serving.batching import MicroBatcher
 from lmadapt.serving.predict import threads_per_worker, worker_count
-from lmadapt.serving.settings import ServiceSettings
+from lmadapt.serving.settings import MAX_PORT, MIN_PORT, ServiceSettings
 
 
 class ApiError(Exception):
@@ -531,6 +531,10 @@ def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, shutd
 
     import uvicorn
 
+    if not MIN_PORT <= port <= MAX_PORT:
+        raise LmadaptError(
+            f"port {port} is out of range", where="port", fix=f"use a port from {MIN_PORT} to {MAX_PORT}"
+        )
     config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=shutdown_timeout_s, lifespan="on")
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
