@@ -15,7 +15,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from lmadapt.errors import LmadaptError
-from lmadapt.serving.settings import API_KEY_ENV, ServiceSettings, setting_help
+from lmadapt.serving.settings import API_KEY_ENV, MAX_PORT, MIN_PORT, ServiceSettings, setting_help
 
 app = typer.Typer(
     help="Adapt pretrained language models to real tasks, offline or online, and put them to work.",
@@ -250,7 +250,7 @@ def export(
 def serve(
     runs: list[Path] = typer.Argument(..., help="Run folders to serve; each is named by its folder."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes the service to the network)."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, min=MIN_PORT, max=MAX_PORT, help="Port to listen on."),
     api_key: str | None = typer.Option(
         None, envvar=API_KEY_ENV, help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."
     ),

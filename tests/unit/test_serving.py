@@ -229,6 +229,70 @@ def test_every_limit_returns_its_documented_error(trained_run):
         assert 'lmadapt_errors_total{code="body_too_large"} 2.0' in metrics
 
 
+def test_a_body_that_is_not_json_as_the_standard_has_it_is_refused_with_what_is_wrong(trained_run):
+    """RFC 8259 JSON only: UTF-8, no NaN or Infinity, declared as JSON; each refusal says what was wrong and the fix."""
+    json_type = {"content-type": "application/json"}
+    with live_server([trained_run]) as url, httpx.Client(base_url=url) as client:
+
+        def refused(status, code, content, headers=json_type):
+            response = client.post("/v1/predict", content=content, headers=headers)
+            assert response.status_code == status, response.text
+            error = response.json()["error"]
+            assert error["code"] == code, error
+            return error["message"], error["fix"]
+
+        message, fix = refused(400, "malformed_json", '{"texts": ["café"]}'.encode("latin-1"))
+        assert message == "the request body is not UTF-8 (at byte offset 15: invalid continuation byte)"
+        assert fix == "encode the JSON as UTF-8"
+        message, fix = refused(400, "malformed_json", b"[" * 10_000 + b"]" * 10_000)
+        assert "nests lists or objects too deeply" in message and '"texts": [' in fix
+        for constant in ("NaN", "Infinity", "-Infinity"):
+            message, fix = refused(400, "malformed_json", f'{{"texts": ["great"], "x": {constant}}}'.encode())
+            assert message == f"the request body has {constant}, which JSON does not allow"
+            assert fix == f"send null or a number instead of {constant}"
+        message, _ = refused(400, "malformed_json", b'{"texts": [')
+        assert message.startswith("the request body is not valid JSON: Expecting value: line 1 column 12")
+
+        message, fix = refused(415, "unsupported_media_type", b'{"texts": ["great"]}', {"content-type": "text/plain"})
+        assert message == "the request body is declared as text/plain, not JSON"
+        assert fix == "send it as JSON with the header 'Content-Type: application/json'"
+        curl_default = {"content-type": "application/x-www-form-urlencoded"}  # curl -d without -H
+        message, _ = refused(415, "unsupported_media_type", b'{"texts": ["great"]}', curl_default)
+        assert "application/x-www-form-urlencoded, not JSON" in message
+        message, _ = refused(415, "unsupported_media_type", b'{"texts": ["great"]}', {})
+        assert message == "the request body has no Content-Type"
+        assert "body: Field required" in refused(422, "invalid_request", b"", {})[0]  # no body: nothing to declare
+
+        for content_type in ("application/json; charset=utf-8", "application/vnd.api+json"):
+            answer = client.post("/v1/predict", content=b'{"texts": ["great"]}', headers={"content-type": content_type})
+            assert answer.status_code == 200, (content_type, answer.text)
+        with_bom = client.post("/v1/predict", content=b'\xef\xbb\xbf{"texts": ["great"]}', headers=json_type)
+        assert with_bom.status_code == 200, with_bom.text  # RFC 8259 lets a parser ignore a byte order mark
+        metrics = client.get("/metrics").text
+        assert 'lmadapt_errors_total{code="malformed_json"} 6.0' in metrics
+        assert 'lmadapt_errors_total{code="unsupported_media_type"} 3.0' in metrics
+
+
+def test_a_port_out_of_range_is_refused_before_serving(trained_run, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from lmadapt import cli
+    from lmadapt.serving.app import serve_forever
+
+    def serving(_server):
+        raise AssertionError("the service started on a port out of range")
+
+    monkeypatch.setattr(uvicorn.Server, "run", serving)
+    for port, limit in (("0", "greater than or equal to 1"), ("99999", "less than or equal to 65535")):
+        result = CliRunner().invoke(cli.app, ["serve", str(trained_run.path), "--port", port])
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for '--port': Input should be {limit}" in result.output
+    with pytest.raises(LmadaptError, match="port 99999 is out of range") as caught:
+        serve_forever(lmadapt.create_app([trained_run]), port=99999)
+    assert caught.value.where == "port" and caught.value.fix == "use a port from 1 to 65535"
+
+
 def test_api_key_is_required_on_every_route(trained_run):
     with live_server([trained_run], api_key="s3cret") as url, httpx.Client(base_url=url) as client:
         for method, path in (("POST", "/v1/predict"), ("GET", "/v1/models"), ("GET", "/healthz"), ("GET", "/metrics")):

@@ -12,17 +12,20 @@ Every error is a JSON body {"error": {"code", "message", "fix"}} with a 4xx stat
 from __future__ import annotations
 
 import asyncio
+import email.message
+import json
 import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, Field, WithJsonSchema, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,7 +34,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run
 from lmadapt.serving.batching import MicroBatcher
 from lmadapt.serving.predict import threads_per_worker, worker_count
-from lmadapt.serving.settings import ServiceSettings
+from lmadapt.serving.settings import MAX_PORT, MIN_PORT, ServiceSettings
 
 
 class ApiError(Exception):
@@ -172,6 +175,68 @@ def served_models(runs: Sequence[Run], settings: ServiceSettings, workers: int) 
 
 
 BODY_TOO_LARGE_FIX = "send fewer or shorter texts per request"
+REQUEST_FIX = 'send {"model": "<name>", "texts": ["...", ...]} as JSON'
+
+
+def malformed_json(what: str, fix: str = REQUEST_FIX) -> ApiError:
+    return ApiError(400, "malformed_json", f"the request body {what}", fix)
+
+
+def refuse_constant(name: str) -> NoReturn:
+    raise malformed_json(f"has {name}, which JSON does not allow", fix=f"send null or a number instead of {name}")
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a Content-Type declares JSON, by the rule FastAPI parses bodies by (application/json, */*+json)."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+class JsonRequest(Request):
+    """A request whose body is JSON as RFC 8259 has it (UTF-8, no NaN or Infinity), else an ApiError."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_strict_json"):
+            try:
+                text = (await self.body()).decode("utf-8-sig")  # RFC 8259 lets a parser skip a byte order mark
+                self._strict_json = json.loads(text, parse_constant=refuse_constant)
+            except UnicodeDecodeError as error:
+                raise malformed_json(
+                    f"is not UTF-8 (at byte offset {error.start}: {error.reason})", fix="encode the JSON as UTF-8"
+                ) from None
+            except json.JSONDecodeError as error:
+                raise malformed_json(f"is not valid JSON: {error}") from None
+            except RecursionError:
+                raise malformed_json("nests lists or objects too deeply to parse") from None
+        return self._strict_json
+
+
+class JsonRoute(APIRoute):
+    """A route that reads a request body only when it is declared and well-formed JSON: a 415 or 400 that says
+    what is wrong, where FastAPI would answer a generic 400 or a misleading 422."""
+
+    def get_route_handler(self):
+        handle = super().get_route_handler()
+
+        async def handle_json(request: Request) -> Response:
+            request = JsonRequest(request.scope, request.receive)
+            if self.body_field is not None and await request.body():
+                content_type = request.headers.get("content-type")
+                if not content_type or not is_json(content_type):
+                    raise ApiError(
+                        415,
+                        "unsupported_media_type",
+                        f"the request body is declared as {content_type}, not JSON"
+                        if content_type
+                        else "the request body has no Content-Type",
+                        fix="send it as JSON with the header 'Content-Type: application/json'",
+                    )
+                await request.json()  # parsed now, so a malformed body gets its own error; FastAPI reuses it
+            return await handle(request)
+
+        return handle_json
 
 
 class BodySizeLimit:
@@ -256,10 +321,11 @@ PUBLIC_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 ERROR_RESPONSES = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
-        400: "Malformed JSON.",
+        400: "Malformed JSON: not UTF-8, a syntax error, NaN or Infinity, nested too deeply.",
         401: "Missing or wrong API key.",
         404: "Unknown model.",
         413: "Request body too large.",
+        415: "The body is not declared as JSON (Content-Type: application/json).",
         422: "Invalid request: too many texts, a text too long, empty or not Unicode, no model named, texts in a "
         "language the model's backbone cannot read.",
         504: "The prediction did not finish within the request timeout.",
@@ -308,6 +374,7 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
         lifespan=lifespan,
         responses={401: ERROR_RESPONSES[401]} if settings.api_key else None,
     )
+    app.router.route_class = JsonRoute
 
     bearer = HTTPBearer(auto_error=False, description="API key as a bearer token.")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key.")
@@ -347,15 +414,11 @@ def create_app(runs: Sequence[Run], settings: ServiceSettings | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):
-        problems = error.errors()
-        if any(problem.get("type") == "json_invalid" for problem in problems):
-            return await api_error(request, ApiError(400, "malformed_json", "the request body is not valid JSON"))
         where = "; ".join(
             f"{'.'.join(str(p) for p in problem.get('loc', ())[1:]) or 'body'}: {problem.get('msg')}"
-            for problem in problems[:5]
+            for problem in error.errors()[:5]
         )
-        fix = 'send {"model": "<name>", "texts": ["...", ...]} as JSON'
-        return await api_error(request, ApiError(422, "invalid_request", where, fix=fix))
+        return await api_error(request, ApiError(422, "invalid_request", where, fix=REQUEST_FIX))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
@@ -468,6 +531,10 @@ def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, shutd
 
     import uvicorn
 
+    if not MIN_PORT <= port <= MAX_PORT:
+        raise LmadaptError(
+            f"port {port} is out of range", where="port", fix=f"use a port from {MIN_PORT} to {MAX_PORT}"
+        )
     config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=shutdown_timeout_s, lifespan="on")
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 API_KEY_ENV = "LMADAPT_API_KEY"  # where `lmadapt serve` reads the key when --api-key is not given
+MIN_PORT, MAX_PORT = 1, 65_535  # TCP ports; uvicorn takes 0 as "any free port", never what a user means
 
 
 @dataclass
