@@ -93,6 +93,8 @@ def test_every_registered_strategy_keeps_the_contract(
     settings = {
         "strategy.name": name,
         "train.epochs": 1,
+        "data.shots_per_class": 8,  # a few rows: enough to train, and every strategy's training stays short
+        "train.batch_size": 4,  # steps after the warm-up's first (at a zero learning rate)
         **(tiny_settings(strategy, tuned_tiny_bert, long_context_llama) if strategy.uses_backbone else {}),
     }
     overrides = tiny_overrides(tuned_tiny_bert, word_labelled_files, tmp_path / "runs", name, **settings)
