@@ -118,6 +118,9 @@ def evaluate(
 ) -> None:
     """Metrics of a trained run on labelled data, with a confusion matrix PNG.
 
+    Data the run's backbone cannot read (more unknown tokens than the run's model.max_unknown_share)
+    is refused, as in `lmadapt predict`.
+
     Example: lmadapt evaluate runs/demo-full --data reviews_test.csv
     """
     import lmadapt
