@@ -168,13 +168,15 @@ def predict(
     """
     import lmadapt
     from lmadapt.runs import checked_texts
-    from lmadapt.serving.batch import predict_file
+    from lmadapt.serving.batch import check_scored_output, predict_file
     from lmadapt.serving.predict import worker_count
 
     if not texts and not input:
         raise LmadaptError("nothing to predict", fix='pass texts ("a great film") or --input FILE --output FILE')
     if input and not output:
         raise LmadaptError("--input needs --output", fix="add --output scored.csv")
+    if input:
+        check_scored_output(input, output)  # before the model loads and any text is predicted
     loaded = lmadapt.load(run)
     predictor = loaded.inference(backend, workers=worker_count(workers), batch_size=batch_size)
     if texts:

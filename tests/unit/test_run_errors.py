@@ -15,7 +15,7 @@ import lmadapt
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.report import evaluate_run
-from lmadapt.runs import manifest_entry, update_manifest
+from lmadapt.runs import Run, manifest_entry, update_manifest
 from lmadapt.serving.batch import predict_file
 from tests.conftest import sentiment_rows, tiny_overrides, write_three_splits
 from tests.unit.test_cli import run_cli
@@ -106,10 +106,13 @@ def test_evaluate_outputs_that_cannot_be_written_are_refused_before_predicting(t
 
 
 def test_the_cli_refuses_outputs_in_a_line_or_two(trained_run, texts_file, tmp_path, monkeypatch, capsys):
-    code, out, err = run_cli(
-        monkeypatch, capsys, "predict", trained_run.path, "--input", texts_file, "--output", tmp_path
-    )
-    assert code == 2 and "--output is an existing folder" in err and "Traceback" not in err and "rows scored" not in out
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model loaded before --output was checked")
+
+    monkeypatch.setattr(Run, "inference", no_loading)
+    predict = ["predict", trained_run.path, "a great film", "--input", texts_file, "--output", tmp_path]
+    code, out, err = run_cli(monkeypatch, capsys, *predict)
+    assert code == 2 and "--output is an existing folder" in err and "Traceback" not in err and out == ""
     code, _, err = run_cli(
         monkeypatch, capsys, "evaluate", trained_run.path, "--data", texts_file, "--output", texts_file
     )

@@ -31,12 +31,8 @@ def _writer(output: Path):
     return writers[fmt]
 
 
-def predict_file(
-    run: Run, source: str, output: str | Path, text_column: str | None = None, predictor: Predictor | None = None
-) -> int:
-    """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added
-    (scored by `predictor`, default the run's PyTorch one)."""
-    output = Path(output)
+def check_scored_output(source: str, output: Path):
+    """The writer of the scored file, once `output` is known to be writable in a format and not to be `source`."""
     check_output_path(output, folder=False, example="scored.csv")
     write = _writer(output)
     if output.exists() and output.resolve() == Path(source).resolve():
@@ -45,6 +41,16 @@ def predict_file(
             where=str(output),
             fix=f"write to another file, e.g. --output {output.with_stem(output.stem + '-scored')}",
         )
+    return write
+
+
+def predict_file(
+    run: Run, source: str, output: str | Path, text_column: str | None = None, predictor: Predictor | None = None
+) -> int:
+    """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added
+    (scored by `predictor`, default the run's PyTorch one)."""
+    output = Path(output)
+    write = check_scored_output(source, output)
     config = run_data_config(run, text_column=text_column, format="auto")
     split = read_run_data(source, config, with_labels=False)
     run.check_reads(split.texts, where=str(source))
