@@ -121,6 +121,9 @@ def evaluate(
 ) -> None:
     """Metrics of a trained run on labelled data, with a confusion matrix PNG.
 
+    Data the run's backbone cannot read (more unknown tokens than the run's model.max_unknown_share)
+    is refused, as in `lmadapt predict`.
+
     Example: lmadapt evaluate runs/demo-full --data reviews_test.csv
     """
     import lmadapt
@@ -168,13 +171,15 @@ def predict(
     """
     import lmadapt
     from lmadapt.runs import checked_texts
-    from lmadapt.serving.batch import predict_file
+    from lmadapt.serving.batch import check_scored_output, predict_file
     from lmadapt.serving.predict import worker_count
 
     if not texts and not input:
         raise LmadaptError("nothing to predict", fix='pass texts ("a great film") or --input FILE --output FILE')
     if input and not output:
         raise LmadaptError("--input needs --output", fix="add --output scored.csv")
+    if input:
+        check_scored_output(input, output)  # before the model loads and any text is predicted
     loaded = lmadapt.load(run)
     predictor = loaded.inference(backend, workers=worker_count(workers), batch_size=batch_size)
     if texts:

@@ -7,10 +7,22 @@ import json
 from pathlib import Path
 
 from lmadapt.config import DataConfig, build_dataclass
-from lmadapt.data.prepare import check_known_labels, load_split
+from lmadapt.data.loading import read_table
+from lmadapt.data.prepare import Split, check_known_labels, extract_split
+from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import classification_metrics
 from lmadapt.evaluation.plots import write_metric_plots
-from lmadapt.runs import Run, write_text_atomic
+from lmadapt.runs import Run, check_output_path, write_text_atomic
+
+# Data errors name the training config's data keys in their fix; what evaluate and predict offer instead.
+COMMAND_FIXES = {
+    "data.text_column": "name the file's text column with --text-column NAME",
+    "data.label_column": "name the file's label column with --label-column NAME",
+    "data.text_pair_column": "the run reads text pairs: give the file the text pair column it was trained with",
+    "data.format": "give the file a .csv, .tsv, .jsonl or .parquet name",
+    "data.drop_empty": "fill or remove those rows",
+    "data.task": "this run gives one label per text: give it one label per row",
+}
 
 
 def run_data_config(run: Run, **overrides) -> DataConfig:
@@ -21,17 +33,31 @@ def run_data_config(run: Run, **overrides) -> DataConfig:
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def read_run_data(source: str, config: DataConfig, *, with_labels: bool) -> Split:
+    """The checked rows of `source` (the table read is `split.source`), with errors whose fix names the
+    options of evaluate and predict instead of config keys these commands cannot set."""
+    try:
+        return extract_split(read_table(source, config.format), config, with_labels=with_labels)
+    except LmadaptError as error:
+        key = next((key for key in COMMAND_FIXES if key in (error.fix or "")), None)
+        if key is None:
+            raise
+        raise LmadaptError(error.what, where=error.where, fix=COMMAND_FIXES[key]) from None
+
+
 def evaluate_run(run: Run, data: str, output: str | Path | None = None, progress: bool = False, **columns) -> dict:
     """Accuracy, macro-F1, per-class scores and a confusion matrix PNG for `run` on `data`."""
+    default = Path("evaluations") / f"{run.name}-{Path(str(data)).stem.replace(':', '_')}"
+    folder = Path(output) if output else default
+    check_output_path(folder, folder=True, example=default.name)
     config = run_data_config(run, format="auto", **columns)
-    split = load_split(data, config)
+    split = read_run_data(data, config, with_labels=True)
+    run.check_reads(split.texts, where=str(data))
     check_known_labels(split, run.labels, "evaluation")
     scores = run.predictor.scores(split.texts, split.pairs, progress=progress)
     metrics = classification_metrics(run.labels.encode(split.labels), scores, run.labels, run.labels.threshold)
     metrics["data"] = str(data)
     metrics["run"] = str(run.path)
-    default = Path("evaluations") / f"{run.name}-{Path(str(data)).stem.replace(':', '_')}"
-    folder = Path(output) if output else default
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     write_metric_plots(folder, metrics, run.labels, f"{run.name} on {Path(str(data)).name}")

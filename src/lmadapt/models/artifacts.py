@@ -80,8 +80,39 @@ def load_model_and_reader(
     beside it when it rebuilt the model (prompt strategies: one that writes the prompt), else None.
 
     Building both at once matters where the reader is costly (similar-demonstration selection loads a
-    sentence encoder and embeds the whole pool).
+    sentence encoder and embeds the whole pool). A weights file of the run that cannot be read is an error
+    naming it (the manifest cannot tell a damaged file from the original when it was signed after the damage).
     """
+    from safetensors import SafetensorError
+
+    try:
+        return _rebuild(folder, config, labels, share_backbone=share_backbone, trainable=trainable)
+    except SafetensorError:
+        unreadable = _unreadable_weights(folder)
+        if unreadable is None:
+            raise  # not the run's own weights (its backbone's, say)
+        file, reason = unreadable
+        raise LmadaptError(
+            f"the run's model weights cannot be read, the file is damaged or cut short ({reason})",
+            where=str(file),
+            fix=f"restore the run folder {folder.parent} from a copy, or retrain it",
+        ) from None
+
+
+def _unreadable_weights(folder: Path) -> tuple[Path, str] | None:
+    """The first of the weights files in a run's model folder that safetensors cannot open, and why."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except SafetensorError as error:
+            return file, str(error)
+    return None
+
+
+def _rebuild(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool, trainable: bool):
     from transformers import AutoModelForSequenceClassification
 
     from lmadapt.models.peft_models import load_peft_adapter

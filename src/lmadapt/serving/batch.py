@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from lmadapt.data.labels import MULTI_LABEL
-from lmadapt.data.loading import FORMATS_BY_SUFFIX, read_table
-from lmadapt.data.prepare import extract_split
+from lmadapt.data.loading import FORMATS_BY_SUFFIX
 from lmadapt.errors import LmadaptError
-from lmadapt.evaluation.report import run_data_config
-from lmadapt.runs import Run, write_file_atomic
+from lmadapt.evaluation.report import read_run_data, run_data_config
+from lmadapt.runs import Run, check_output_path, write_file_atomic
 from lmadapt.serving.predict import Predictor
 
 
@@ -24,9 +25,23 @@ def _writer(output: Path):
     if fmt not in writers:
         raise LmadaptError(
             f"cannot tell the output format from '{output.name}'",
+            where=str(output),
             fix="end --output with .csv, .tsv, .jsonl or .parquet",
         )
     return writers[fmt]
+
+
+def check_scored_output(source: str, output: Path):
+    """The writer of the scored file, once `output` is known to be writable in a format and not to be `source`."""
+    check_output_path(output, folder=False, example="scored.csv")
+    write = _writer(output)
+    if output.exists() and output.resolve() == Path(source).resolve():
+        raise LmadaptError(
+            "--output would overwrite --input",
+            where=str(output),
+            fix=f"write to another file, e.g. --output {output.with_stem(output.stem + '-scored')}",
+        )
+    return write
 
 
 def predict_file(
@@ -35,24 +50,23 @@ def predict_file(
     """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added
     (scored by `predictor`, default the run's PyTorch one)."""
     output = Path(output)
-    write = _writer(output)
-    if output.exists() and output.resolve() == Path(source).resolve():
-        raise LmadaptError("--output would overwrite --input", fix="write to another file")
+    write = check_scored_output(source, output)
     config = run_data_config(run, text_column=text_column, format="auto")
-    table = read_table(source, config.format)
-    split = extract_split(table, config, with_labels=False)
+    split = read_run_data(source, config, with_labels=False)
     run.check_reads(split.texts, where=str(source))
     predictor = predictor or run.predictor
     scores = predictor.scores(split.texts, split.pairs, progress=True)
-    frame = table.frame.copy()
     decided = predictor.decide(scores)
-    # Rows the run's cleaning drops (empty texts, with data.drop_empty) keep empty prediction cells.
     if run.labels.task == MULTI_LABEL:
-        frame.loc[split.rows, "predicted_labels"] = [config.label_delimiter.join(labels) for labels in decided]
+        predicted = {"predicted_labels": [config.label_delimiter.join(labels) for labels in decided]}
     else:
-        frame.loc[split.rows, "predicted_label"] = decided
-    for j, label in enumerate(run.labels.labels):
-        frame.loc[split.rows, f"score_{label}"] = scores[:, j].round(6)
+        predicted = {"predicted_label": decided}
+    scored = {f"score_{label}": scores[:, j].round(6) for j, label in enumerate(run.labels.labels)}
+    # All columns at once: one at a time, pandas warns of a fragmented frame for runs of many labels.
+    added = pd.DataFrame({**predicted, **scored}, index=split.rows)
+    # Rows the run's cleaning drops (empty texts, with data.drop_empty) keep empty prediction cells;
+    # columns of an earlier scoring of the same file are replaced.
+    frame = split.source.frame.drop(columns=added.columns, errors="ignore").join(added)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_file_atomic(output, lambda partial: write(frame, partial))
     return len(frame)
