@@ -112,6 +112,85 @@ def export(
     return export_onnx(load(run) if not hasattr(run, "predictor") else run, quantize, tolerance, min_agreement)
 
 
+def predict(run, texts, *, pairs=None, backend: str = "auto", batch_size: int = 64, workers: int = 1) -> list[dict]:
+    """Labels and label scores of `texts` (a string or a list) with a run (folder or Run), on the chosen inference
+    path as `lmadapt predict` takes it; texts the run's backbone cannot read are refused."""
+    from lmadapt.runs import checked_texts
+
+    loaded = _as_run(run)
+    texts = checked_texts(texts)
+    loaded.check_reads(texts)
+    return loaded.inference(backend, workers=workers, batch_size=batch_size).predict(texts, pairs)
+
+
+def predict_file(
+    run, source: str, output, *, text_column: str | None = None, backend: str = "auto", batch_size: int = 64
+) -> int:
+    """Score every row of a data file into `output` (format from its extension), as `lmadapt predict --input`
+    does; returns the rows written. See lmadapt.serving.batch.predict_file."""
+    from lmadapt.serving.batch import predict_file as _predict_file
+
+    loaded = _as_run(run)
+    predictor = loaded.inference(backend, batch_size=batch_size)
+    return _predict_file(loaded, source, output, text_column=text_column, predictor=predictor)
+
+
+def update(run, data: str, **options):
+    """Learn new data on top of a run into a new run folder, the old untouched (`lmadapt update`); options:
+    method, name, overrides, overwrite, progress. See lmadapt.continual.learner.update_run."""
+    from lmadapt.continual.learner import update_run
+
+    return update_run(run.path if hasattr(run, "predictor") else run, data, **options)
+
+
+def fewshot(config: RunConfig | str, output, shots: list[int], seeds: int = 5, **options):
+    """Accuracy against shots per class over seeds (`lmadapt fewshot`); options: strategies, zero_shot, full,
+    split, progress. See lmadapt.compare.fewshot.fewshot_sweep."""
+    from pathlib import Path
+
+    from lmadapt.compare.fewshot import fewshot_sweep
+
+    return fewshot_sweep(_as_config(config), Path(output), shots, seeds, **options)
+
+
+def inspect(source: str, *, against=(), backbones=("minilm",), max_length: int = 128, **data) -> dict:
+    """Label counts, lengths, scripts, unknown tokens, duplicates and leaks of a data source (`lmadapt data
+    inspect`); `data`: DataConfig keys such as text_column, label_column, task. See lmadapt.data.inspect."""
+    from lmadapt.config import DataConfig, build_dataclass, check_data_config
+    from lmadapt.data.inspect import inspect_data
+
+    config = build_dataclass(DataConfig, data, "data")
+    check_data_config(config)
+    backbones = list(backbones)
+    return inspect_data(source, config, backbones[0] if backbones else None, list(against), max_length, backbones[1:])
+
+
+def available_models() -> list:
+    """The packaged backbones (`lmadapt models`), installed or not: alias, kind, size, licence, languages.
+    Named so because `lmadapt.models` is the backbones' subpackage."""
+    from lmadapt.models.packaged import PACKAGED_MODELS
+
+    return list(PACKAGED_MODELS.values())
+
+
+def available_strategies() -> list:
+    """The registered strategies (`lmadapt strategies`): name, summary, config class with every option's help,
+    default learning rate. Named so because `lmadapt.strategies` is their subpackage."""
+    from lmadapt.strategies import STRATEGIES
+
+    return list(STRATEGIES.values())
+
+
+def _as_run(run) -> Run:
+    return run if hasattr(run, "predictor") else load(run)
+
+
+def _as_config(config) -> RunConfig:
+    from lmadapt.config import RunConfig as _RunConfig
+
+    return config if isinstance(config, _RunConfig) else load_config(config)
+
+
 def create_app(runs, settings=None):
     """The REST service (a FastAPI app) over run folders; see lmadapt.serving.app.create_app."""
     from lmadapt.serving.app import create_app as _create_app
@@ -121,14 +200,21 @@ def create_app(runs, settings=None):
 
 __all__ = [
     "__version__",
+    "available_models",
+    "available_strategies",
     "compare_strategies",
     "config_keys",
     "create_app",
     "evaluate",
     "export",
+    "fewshot",
+    "inspect",
     "load",
     "learn_continually",
     "load_config",
     "merge",
+    "predict",
+    "predict_file",
     "train",
+    "update",
 ]

@@ -348,3 +348,20 @@ def test_training_console_is_one_line_per_epoch_off_a_terminal(
     assert "macro-F1 " in lines[1] and lines[1].startswith("epoch 2/2")
     logged = (tmp_path / "runs" / "quiet" / "train_log.jsonl").read_text().splitlines()
     assert any('"loss"' in line for line in logged)  # the raw log dicts are kept there
+
+
+def test_the_api_mirrors_the_cli(tiny_bert, sentiment_files, tmp_path):
+    run = train_tiny(tiny_bert, sentiment_files, tmp_path / "runs", "mirror")
+    texts = ["a superb and brilliant film", "dull and tedious"]
+    assert [r["label"] for r in lmadapt.predict(run.path, texts, backend="torch")] == [
+        r["label"] for r in run.predict(texts)
+    ]
+    written = lmadapt.predict_file(run.path, str(sentiment_files["test"]), tmp_path / "scored.csv", backend="torch")
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert written == len(scored) == 60 and "predicted_label" in scored.columns
+    report = lmadapt.inspect(str(sentiment_files["train"]), backbones=[str(tiny_bert)])
+    assert report["rows"] == 240 and report["labels"] == {"positive": 120, "negative": 120}
+    assert "minilm" in {m.alias for m in lmadapt.available_models()}
+    assert {s.name for s in lmadapt.available_strategies()} >= {"full", "lora", "setfit"}
+    with pytest.raises(LmadaptError, match="texts? 1 of 1 is empty"):
+        lmadapt.predict(run.path, [""])
