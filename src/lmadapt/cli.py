@@ -418,6 +418,7 @@ def compare(
 ) -> None:
     """Every strategy on the same data, split and seed: one leaderboard of quality, size, time, memory and speed.
 
+    The data is checked first: a data mistake stops it before anything in the output folder changes.
     Each strategy runs in its own process (its own peak memory; a failure is one error row). Run it
     again to pick up where it stopped: strategies that finished with the same config are reused.
 
@@ -475,12 +476,12 @@ def continual(
     Example: lmadapt continual configs/continual/banking77_ci.yaml --methods naive,replay,joint
     """
     import lmadapt
-    from lmadapt.continual.learner import COMPARISON, markdown_table, run_continual
+    from lmadapt.continual.learner import COMPARISON, markdown_table, require_method, run_continual
 
-    base = lmadapt.load_config(config, set_)
     names = [n.strip() for n in methods.split(",") if n.strip()]
-    if names:
-        base = lmadapt.load_config(config, [*set_, f"continual.methods={','.join(names)}"])  # checks the names
+    for name in names:
+        require_method(name, "--methods")
+    base = lmadapt.load_config(config, [*set_, *([f"continual.methods={','.join(names)}"] if names else [])])
     results = run_continual(base, overwrite=overwrite, progress=lambda text: console.rule(text))
     console.print(markdown_table(results))
     output = Path(base.output_dir) / base.name

@@ -114,12 +114,66 @@ def test_a_strategy_over_its_time_limit_is_an_error_row(compared, tmp_path):
     assert not (tmp_path / "rows" / "full.json").exists()  # an error row is not kept for reuse
 
 
-def test_a_workers_error_is_its_row(tmp_path):
+def bad_data(folder) -> dict[str, tuple]:
+    """Data files a user gets wrong, each with what its error must say (what, where, fix)."""
+    ragged = folder / "ragged.csv"
+    ragged.write_text("text,label\na fine film,positive\na dull, long film,negative\n")
+    no_label = folder / "no_label.csv"
+    sentiment_rows(40).rename(columns={"label": "sentiment"}).to_csv(no_label, index=False)
+    return {
+        "missing": (folder / "missing.csv", ["data file not found", "missing.csv", "fix: check the path"]),
+        "ragged": (ragged, [f"{ragged}, line 3", "malformed CSV (expected 2 fields, saw 3)", "fix: quote fields"]),
+        "no label": (no_label, [str(no_label), "column 'label' not found", "fix: set data.label_column"]),
+    }
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` with its bytes and modification time."""
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("case", ["missing", "ragged", "no label"])
+def test_bad_data_stops_a_comparison_before_it_starts_and_keeps_the_earlier_leaderboard(
+    case, tmp_path, monkeypatch, capsys
+):
+    from lmadapt.compare.leaderboard import write_leaderboard
+    from tests.unit.test_cli import run_cli
+
+    data, expected = bad_data(tmp_path)[case]
+    output = tmp_path / "compare"
+    figures = dict.fromkeys(("accuracy", "macro_f1", "trainable_pct", "train_s", "peak_rss_mb", "texts_per_s"), 1.0)
+    earlier = [{"strategy": "head", **figures, "trainable_params": 10}, {"strategy": "full", "error": "out of memory"}]
+    write_leaderboard(earlier, output, Limits())
+    (output / "rows").mkdir()
+    (output / "rows" / "head.json").write_text(json.dumps(earlier[0]))
+    before = snapshot(output)
+
+    code, _, err = run_cli(
+        monkeypatch, capsys, "compare", "--data", data, "--strategies", "head,full", "--output", output
+    )
+    assert code == 2 and "Traceback" not in err
+    for text in expected:
+        assert text in err, err
+    assert snapshot(output) == before  # no error rows over the earlier leaderboard, no file touched
+
+
+def test_a_misspelt_data_file_creates_no_output_folder(tmp_path, monkeypatch, capsys):
+    from tests.unit.test_cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "compare", "--data", "reveiws.csv")
+    assert code == 2 and "data file not found: reveiws.csv" in err and "fix: check the path" in err
+    assert list(tmp_path.iterdir()) == []  # not even the default runs/compare
+
+
+def test_a_workers_data_error_is_its_row_and_names_the_line(tmp_path):
     from lmadapt.compare.leaderboard import run_strategy
 
-    config = lmadapt.load_config(None, [f"data.train={tmp_path / 'missing.csv'}", f"output_dir={tmp_path}"])
+    data, expected = bad_data(tmp_path)["ragged"]
+    config = lmadapt.load_config(None, [f"data.train={data}", f"output_dir={tmp_path}"])
     row = run_strategy(config, tmp_path / "rows", None)
-    assert "missing.csv" in row["error"] and "fix:" in row["error"], row
+    for text in expected:
+        assert text in row["error"], row
 
 
 def test_a_worker_that_dies_says_how():

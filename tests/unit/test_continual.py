@@ -282,6 +282,70 @@ def test_continual_refuses_a_strategy_without_a_linear_head(tiny_bert, four_clas
         run_continual(lmadapt.load_config(None, settings))
 
 
+@pytest.mark.parametrize("case", ["missing", "ragged", "no label", "a bad experience", "unknown method"])
+def test_bad_data_or_method_stops_continual_and_keeps_the_earlier_comparison(
+    case, tiny_bert, four_class_files, tmp_path, monkeypatch, capsys
+):
+    from tests.conftest import write_recipe
+    from tests.unit.test_cli import run_cli
+    from tests.unit.test_compare import bad_data, snapshot
+
+    cases = bad_data(tmp_path)
+    settings, options = continual_settings(tiny_bert, four_class_files, tmp_path), []
+    if case == "unknown method":
+        options = ["--methods", "naive,rpley"]
+        expected = ["--methods: unknown continual method 'rpley'", "fix: did you mean 'replay'?"]
+    elif case == "a bad experience":  # the stream is read whole before any method learns
+        data, expected = cases["ragged"]
+        settings += [f"continual.experiences=[{four_class_files['train']},{data}]"]
+    else:
+        data, expected = cases[case]
+        settings += [f"data.train={data}"]
+    recipe = write_recipe(tmp_path / "recipe.yaml", settings)
+    output = tmp_path / "stream"
+    for name in ("continual.json", "continual.md", "continual.png", "naive/manifest.json"):
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_text(f"earlier {name}")
+    before = snapshot(tmp_path)
+
+    code, _, err = run_cli(monkeypatch, capsys, "continual", recipe, *options)
+    assert code == 2 and "Traceback" not in err
+    for text in expected:
+        assert text in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_update_refuses_bad_data_and_methods_and_leaves_every_folder_as_it_was(
+    tiny_bert, sentiment_files, tmp_path, monkeypatch, capsys
+):
+    from tests.unit.test_cli import run_cli
+    from tests.unit.test_compare import bad_data, snapshot
+
+    settings = tiny_overrides(tiny_bert, sentiment_files, tmp_path / "runs", "plain", **{"train.epochs": 1})
+    run = lmadapt.train(lmadapt.load_config(None, settings))
+    before = snapshot(tmp_path / "runs")
+    for data, expected in bad_data(tmp_path).values():
+        code, _, err = run_cli(monkeypatch, capsys, "update", run.path, "--data", data)
+        assert code == 2 and "Traceback" not in err and all(text in err for text in expected), err
+    code, _, err = run_cli(
+        monkeypatch, capsys, "update", run.path, "--data", sentiment_files["test"], "--method", "rpley"
+    )
+    assert code == 2 and "--method: unknown continual method 'rpley'" in err and "did you mean 'replay'?" in err
+
+    # The run's own data (its old experience) moved away since it was trained: said as such, not as the new data.
+    moved = tmp_path / "moved.csv"
+    sentiment_files["train"].rename(moved)
+    code, _, err = run_cli(monkeypatch, capsys, "update", run.path, "--data", sentiment_files["test"])
+    assert code == 2 and "the data the run was trained on" in err and "data file not found" in err, err
+    assert f"{run.path / 'config.yaml'}, data section" in err and "--set data.train=PATH" in err
+    assert snapshot(tmp_path / "runs") == before  # no new run folder, nothing left half-written
+    code, _, err = run_cli(
+        monkeypatch, capsys, "update", run.path, "--data", sentiment_files["test"], "--set", f"data.train={moved}"
+    )
+    assert code == 0, err  # the fix the message gives works
+    assert snapshot(run.path) == {path: kept for path, kept in before.items() if run.path in path.parents}
+
+
 def test_update_learns_new_labels_into_a_new_run_and_leaves_the_old_untouched(tiny_bert, tmp_path, monkeypatch, capsys):
     from lmadapt.continual.learner import update_run
     from tests.unit.test_cli import run_cli

@@ -236,3 +236,37 @@ def test_fewshot_sweep_writes_table_plot_and_resumes(tiny_llama, sentiment_files
         base, output, shots=[1, 2], seeds=2, zero_shot=["zeroshot_lm"], full=True, progress=lambda _: None
     )
     assert again.summary == result.summary
+
+
+@pytest.mark.parametrize("case", ["missing", "ragged", "no label"])
+def test_bad_data_stops_a_sweep_before_it_starts_and_keeps_the_earlier_one(case, tmp_path, monkeypatch, capsys):
+    from tests.conftest import write_recipe
+    from tests.unit.test_cli import run_cli
+    from tests.unit.test_compare import bad_data, snapshot
+
+    data, expected = bad_data(tmp_path)[case]
+    recipe = write_recipe(tmp_path / "recipe.yaml", [f"data.train={data}", "strategy.name=setfit"])
+    output = tmp_path / "sweep"
+    for name in ("fewshot.md", "fewshot.csv", "fewshot.json", "fewshot.png", "runs/setfit-k4-s0/manifest.json"):
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_text(f"earlier {name}")
+    before = snapshot(output)
+
+    code, _, err = run_cli(monkeypatch, capsys, "fewshot", recipe, "--output", output, "--zero-shot", "zeroshot_embed")
+    assert code == 2 and "Traceback" not in err
+    for text in expected:
+        assert text in err, err
+    assert snapshot(output) == before
+    code, _, err = run_cli(monkeypatch, capsys, "fewshot", recipe, "--output", tmp_path / "fresh")
+    assert code == 2 and expected[0] in err and not (tmp_path / "fresh").exists()
+
+
+def test_a_runs_data_error_row_names_the_file_and_line(tmp_path):
+    from lmadapt.compare.fewshot import _run
+    from tests.unit.test_compare import bad_data
+
+    data, expected = bad_data(tmp_path)["ragged"]
+    config = lmadapt.load_config(None, [f"data.train={data}", f"output_dir={tmp_path}"])
+    row = _run(config, "test", progress=lambda _: None)
+    for text in expected:
+        assert text in row["error"], row

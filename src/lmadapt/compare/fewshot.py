@@ -4,11 +4,13 @@ zero-shot and full fine-tuning results as reference lines.
 
 Few-shot protocol: runs that train do not select epochs on validation (train.select_best=false),
 because the validation split is often the evaluation set. A sweep picks up where it stopped:
-finished run folders are read, not retrained.
+finished run folders are read, not retrained. Its data is read and checked before any run starts,
+so a data mistake stops the sweep with its message and leaves the output folder as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -28,8 +30,6 @@ class SweepResult:
 
 def variant(base: RunConfig, strategy: str, **changes) -> RunConfig:
     """`base` with another strategy (keeping the options both share, e.g. template and verbalizer) and changes."""
-    import dataclasses
-
     raw = base.to_dict()
     wanted = get_strategy(strategy).config_class
     names = {f.name for f in dataclasses.fields(wanted)}
@@ -45,6 +45,24 @@ def variant(base: RunConfig, strategy: str, **changes) -> RunConfig:
         section, key = dotted.split(".") if "." in dotted else (None, dotted)
         (raw[section] if section else raw)[key] = value
     return parse_config(raw)
+
+
+def check_data(configs: list[RunConfig]) -> None:
+    """Read and check each distinct data setting of `configs` once, as a training run does, before any of them
+    starts: a data mistake is one LmadaptError (what, where, fix), not an error row per run."""
+    from lmadapt.data.prepare import prepare_data
+
+    checked = set()
+    for config in configs:
+        key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
+        if key not in checked:  # a seed only changes which rows are drawn, not whether the data can be read
+            checked.add(key)
+            prepare_data(config.data, config.seed)
+
+
+def error_text(error: LmadaptError) -> str:
+    """An error row's text: the error as the CLI shows it (where: what; fix: ...), on one line."""
+    return error.render().replace("\n ", ";")
 
 
 def _figures(run, split: str) -> dict:
@@ -69,7 +87,7 @@ def _run(config: RunConfig, split: str, progress) -> dict:
     try:
         run = lmadapt.train(config, overwrite=True)
     except LmadaptError as error:
-        return {"error": error.what, "wall_s": round(time.perf_counter() - started, 1)}
+        return {"error": error_text(error), "wall_s": round(time.perf_counter() - started, 1)}
     return _figures(run, split)
 
 
@@ -101,11 +119,14 @@ def fewshot_sweep(
         plan.append((strategy, 0, 0, {"seed": base.seed}))
     if full:
         plan.append(("full", None, 0, {"seed": base.seed}))
+    configs = []
     for strategy, k, offset, changes in plan:
         name = f"{strategy}-k{k}-s{offset}" if k else (f"{strategy}-zero-shot" if k == 0 else f"{strategy}-all")
-        config = variant(base, strategy, name=name, output_dir=str(runs), **changes)
-        row = {"strategy": strategy, "shots": k, "seed": config.seed, "run": name, **_run(config, split, progress)}
-        result.rows.append(row)
+        configs.append((strategy, k, variant(base, strategy, name=name, output_dir=str(runs), **changes)))
+    check_data([config for _, _, config in configs])
+    for strategy, k, config in configs:
+        row = {"strategy": strategy, "shots": k, "seed": config.seed, "run": config.name}
+        result.rows.append(row | _run(config, split, progress))
     result.summary = summarise(result.rows)
     write_outputs(result, output, split)
     return result

@@ -6,7 +6,9 @@ rows are kept under <output>/rows/ with the config they ran, so an interrupted c
 where it stopped (failed and skipped strategies, and any whose config changed, run again). Settings
 for one strategy only (`incontext:strategy.demonstrations=8`) change that strategy's config alone.
 A per-strategy time limit stops a strategy that runs over it; an overall limit skips the strategies
-that could not finish inside what is left of it.
+that could not finish inside what is left of it. The data is read and checked once, before any
+strategy starts: a data mistake stops the comparison with its message, and an earlier leaderboard in
+the output folder stays as it was.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmadapt.compare.fewshot import variant
+from lmadapt.compare.fewshot import check_data, variant
 from lmadapt.config import RunConfig, apply_overrides, parse_config
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import write_text_atomic
@@ -158,6 +160,7 @@ def compare(
     for name in strategies:
         get_strategy(name)  # an unknown name fails before anything runs
     configs = strategy_configs(base, strategies, output, settings)
+    check_data(configs)  # nothing in `output` is touched if the data cannot be read
     rows_folder = output / "rows"
     started = time.monotonic()
     rows = []

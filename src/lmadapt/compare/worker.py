@@ -74,6 +74,7 @@ def measure(config_file: Path) -> dict:
 
 
 def main() -> None:
+    from lmadapt.compare.fewshot import error_text
     from lmadapt.errors import LmadaptError
     from lmadapt.runs import write_text_atomic
 
@@ -81,7 +82,7 @@ def main() -> None:
     try:
         row = measure(config_file)
     except LmadaptError as error:
-        row = {"error": error.render().replace("\n ", ";")}
+        row = {"error": error_text(error)}
     except Exception as error:  # a crash is this strategy's error row, not the comparison's end
         traceback.print_exc()
         row = {"error": f"{type(error).__name__}: {error}"}

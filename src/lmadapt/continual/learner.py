@@ -25,7 +25,7 @@ from lmadapt.continual.stream import Experience, build_stream, joined, source_na
 from lmadapt.data.labels import LabelMap
 from lmadapt.data.language import require_readable
 from lmadapt.data.prepare import PreparedData, concat_splits, prepare_data, split_from_rows, split_rows
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import LmadaptError, did_you_mean
 
 STREAM_FILE = "stream.json"
 EWC_FILE = "ewc.safetensors"
@@ -120,6 +120,14 @@ def extra_loss(continual: ContinualConfig, state: LearnerState):
 
         return distill
     return None
+
+
+def require_method(name: str, option: str) -> None:
+    """An unknown method is named with the option the user gave it in, not the config key it sets."""
+    if name not in CONTINUAL_METHODS:
+        raise LmadaptError(
+            f"unknown continual method '{name}'", where=option, fix=did_you_mean(name, CONTINUAL_METHODS)
+        )
 
 
 def _check_strategy(strategy) -> None:
@@ -311,7 +319,17 @@ def _run_so_far(run, config: RunConfig) -> tuple[list[Experience], StreamResult,
             result,
             None,
         )
-    own = prepare_data(config.data, config.seed)
+    try:
+        own = prepare_data(config.data, config.seed)
+    except LmadaptError as error:
+        # Not the new data's problem: say whose data it is (the user may have moved or changed it since).
+        raise LmadaptError(
+            f"the data the run was trained on (its old experience, which the update is measured on) cannot be "
+            f"read: {error.what}",
+            where=error.where or f"{run.path / 'config.yaml'}, data section",
+            fix="put it back where the run's config says, or give its new place with --set data.train=PATH "
+            "(and data.validation / data.test if it had them)",
+        ) from None
     name = source_name(config.data.train)
     steps = [{"experience": name, "rows": len(own.train), "labels": len(own.labels), **run.metrics.get("training", {})}]
     return (
@@ -344,6 +362,8 @@ def update_run(
     from lmadapt.strategies import PreparedModel, get_strategy
 
     started = time.perf_counter()
+    if method:
+        require_method(method, "--method")
     run = load_run(run_path)
     config = load_config(
         run.path / "config.yaml", [*(overrides or []), *([f"continual.method={method}"] if method else [])]
@@ -422,6 +442,7 @@ def run_continual(config: RunConfig, *, overwrite: bool = False, progress=print)
     """Every method on the config's stream, one run folder each under <output_dir>/<name>/, with a
     comparison (continual.json, .md and .png). Finished methods are read back unless `overwrite`."""
     from lmadapt.evaluation.plots import plot_stream_comparison
+    from lmadapt.runs import write_text_atomic
 
     if config.continual is None:
         config = dataclasses.replace(config, continual=ContinualConfig())
@@ -434,8 +455,8 @@ def run_continual(config: RunConfig, *, overwrite: bool = False, progress=print)
         results.append(done or learn_stream(config, stream, method, output, progress))
     rows = [{"method": r.method, **{k: v for k, v in r.metrics.items()}, "path": str(r.path)} for r in results]
     output.mkdir(parents=True, exist_ok=True)
-    (output / f"{COMPARISON}.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    (output / f"{COMPARISON}.md").write_text(markdown_table(results) + "\n", encoding="utf-8")
+    write_text_atomic(output / f"{COMPARISON}.json", json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(output / f"{COMPARISON}.md", markdown_table(results) + "\n")
     plot_stream_comparison(rows, output / f"{COMPARISON}.png", f"{config.name}: {len(stream)} experiences")
     return results
 
