@@ -170,9 +170,9 @@ def predict(
     Example: lmadapt predict runs/demo-full "great film" --input more.csv --output scored.csv
     """
     import lmadapt
+    from lmadapt.inference.predictor import worker_count
     from lmadapt.runs import checked_texts
     from lmadapt.serving.batch import check_scored_output, predict_file
-    from lmadapt.serving.predict import worker_count
 
     if not texts and not input:
         raise LmadaptError("nothing to predict", fix='pass texts ("a great film") or --input FILE --output FILE')

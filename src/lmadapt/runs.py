@@ -12,6 +12,7 @@ runs/<name>/
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,8 +25,14 @@ from typing import Any
 
 import yaml
 
+from lmadapt.config import DataConfig, build_dataclass
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
+from lmadapt.inference.artifacts import load_input_tokenizer, load_model, load_saved_tokenizer
+from lmadapt.inference.loading import load_predictor, load_torch_predictor
+from lmadapt.inference.predictor import Predictor
+from lmadapt.strategies import get_strategy
+from lmadapt.version import __version__
 
 MANIFEST = "manifest.json"
 
@@ -41,8 +48,6 @@ def _sha256(path: Path) -> str:
 def _versions() -> dict[str, str]:
     import torch
     import transformers
-
-    from lmadapt import __version__
 
     return {"lmadapt": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
@@ -232,6 +237,13 @@ class Run:
     def max_length(self) -> int:
         return int(self.config["model"]["max_length"])
 
+    def data_config(self, **overrides) -> DataConfig:
+        """The run's own data settings (columns, task, cleaning), with any given overrides."""
+        known = {f.name for f in dataclasses.fields(DataConfig)}
+        saved = {k: v for k, v in self.config.get("data", {}).items() if k in known}
+        config = build_dataclass(DataConfig, saved, "data")
+        return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
     @cached_property
     def run_config(self):
         from lmadapt.config import parse_config
@@ -241,37 +253,21 @@ class Run:
     def load_model(self, share_backbone: bool = True, trainable: bool = False):
         """The trained classifier, in eval mode; runs on one backbone share its weights unless told not to;
         `trainable` (implies no sharing): to train it further."""
-        from lmadapt.models.artifacts import load_model
-
         share = share_backbone and not trainable
         return load_model(self.path / "model", self.run_config, self.labels, share_backbone=share, trainable=trainable)
 
     def load_tokenizer(self):
         """The tokenizer the model reads through (for prompt strategies: one that writes the prompt first)."""
-        from lmadapt.strategies import get_strategy
-
-        config = self.run_config
-        tokenizer = self._saved_tokenizer()
-        wrap = get_strategy(config.strategy_name).input_tokenizer
-        return wrap(tokenizer, config.strategy, self.path / "model") if wrap else tokenizer
-
-    def _saved_tokenizer(self):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(
-            self.path / "model", trust_remote_code=self.run_config.model.trust_remote_code
-        )
+        return load_input_tokenizer(self.path / "model", self.run_config)
 
     @cached_property
     def _guard_tokenizer(self):
         """The backbone's tokenizer as saved with the model, or None where the language guard is off:
         trained with it off, or no pretrained backbone (scratch reads words of its own vocabulary)."""
-        from lmadapt.strategies import get_strategy
-
         config = self.run_config
         if config.model.max_unknown_share >= 1.0 or not get_strategy(config.strategy_name).uses_backbone:
             return None
-        return self._saved_tokenizer()
+        return load_saved_tokenizer(self.path / "model", config)
 
     def check_reads(self, texts: Sequence[str], where: str = "the texts to predict") -> float | None:
         """The language guard before predicting: the unknown-token share of `texts` for the run's backbone,
@@ -285,50 +281,23 @@ class Run:
         return check_backbone_reads(tokenizer, texts, model.backbone, model.max_unknown_share, where, predicting=True)
 
     @cached_property
-    def predictor(self):
-        from lmadapt.models.artifacts import load_model_and_reader
-        from lmadapt.serving.predict import Predictor
-
-        model, reader = load_model_and_reader(self.path / "model", self.run_config, self.labels, share_backbone=True)
-        return Predictor(model, reader or self.load_tokenizer(), self.labels, self.max_length)
+    def predictor(self) -> Predictor:
+        return load_torch_predictor(self.path, self.run_config, self.labels, self.max_length)
 
     def inference(self, backend: str = "auto", workers: int = 1, batch_size: int = 64, engine_workers: int = 0):
-        """A predictor on the chosen inference path (`auto`: the fastest here, see `resolve_backend`);
-        `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
-        concurrent callers instead, when the caller runs batches at once itself, as the service does)."""
-        import torch
-
-        from lmadapt.models.artifacts import load_model_and_reader
-        from lmadapt.models.shared import cast_keeping_shared
-        from lmadapt.serving.engines import (
-            OPENVINO,
-            TORCH,
-            TORCH_BF16,
-            OnnxEngine,
-            OpenVinoEngine,
-            TorchEngine,
-            onnx_file,
-            resolve_backend,
+        """A predictor on the chosen inference path; see lmadapt.inference.loading.load_predictor."""
+        return load_predictor(
+            self.path,
+            self.run_config,
+            self.labels,
+            self.max_length,
+            lambda name: manifest_lists(self.path, name),
+            lambda: self.predictor,
+            backend,
+            workers=workers,
+            batch_size=batch_size,
+            engine_workers=engine_workers,
         )
-        from lmadapt.serving.predict import Predictor, threads_per_worker
-
-        chosen = resolve_backend(self.path, backend)
-        if chosen == TORCH:
-            engine, tokenizer = self.predictor.engine, self.predictor.tokenizer
-        elif chosen == TORCH_BF16:  # a model of its own, on the shared bf16 copy of its backbone
-            model, reader = load_model_and_reader(
-                self.path / "model", self.run_config, self.labels, share_backbone=True
-            )
-            engine = TorchEngine(cast_keeping_shared(model, torch.bfloat16), TORCH_BF16)
-            tokenizer = reader or self.load_tokenizer()
-        else:  # an exported graph
-            graph, concurrent = self.path / onnx_file(chosen), max(1, engine_workers or workers)
-            if chosen == OPENVINO:
-                engine = OpenVinoEngine(graph, streams=concurrent)
-            else:
-                engine = OnnxEngine(graph, chosen, threads=threads_per_worker(concurrent))
-            tokenizer = self.load_tokenizer()
-        return Predictor(engine, tokenizer, self.labels, self.max_length, batch_size=batch_size, workers=workers)
 
     def predict(
         self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False

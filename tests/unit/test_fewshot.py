@@ -63,7 +63,7 @@ def test_setfit_trains_on_k_shots_and_reloads_to_the_same_logits(
 ):
     import numpy as np
 
-    from lmadapt.serving.predict import Predictor
+    from lmadapt.inference.predictor import Predictor
     from lmadapt.strategies.setfit import EncoderWithHead
     from tests.conftest import tiny_overrides
 
@@ -155,8 +155,8 @@ def test_prompt_finetune_trains_only_lora_through_the_label_words(tiny_llama, se
     import numpy as np
     import torch
 
+    from lmadapt.inference.predictor import Predictor
     from lmadapt.models.label_scoring import VerbalizedLM
-    from lmadapt.serving.predict import Predictor
     from tests.conftest import tiny_overrides
 
     settings = tiny_overrides(tiny_llama, sentiment_files, tmp_path, "pet") + ["strategy.name=prompt_finetune"]

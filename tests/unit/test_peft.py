@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 import lmadapt
 from lmadapt.errors import LmadaptError
-from lmadapt.serving.predict import Predictor
+from lmadapt.inference.predictor import Predictor
 from tests.conftest import tiny_overrides
 
 TEXTS = ["the film was great", "a dull and boring plot", "really quite superb music", "lifeless 7", "and the"]

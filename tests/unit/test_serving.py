@@ -99,15 +99,15 @@ def test_every_backend_agrees_with_pytorch(exported_run):
 
 @pytest.fixture
 def cpu_without_amx(monkeypatch):
-    monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: False)
+    monkeypatch.setattr("lmadapt.inference.engines.bf16_in_hardware", lambda: False)
 
 
 def test_auto_takes_the_fastest_path_this_cpu_has(exported_run, monkeypatch):
     def auto(amx: bool, openvino: bool = True, exported: bool = True) -> str:
-        monkeypatch.setattr("lmadapt.serving.engines.bf16_in_hardware", lambda: amx)
-        monkeypatch.setattr("lmadapt.serving.engines.openvino_installed", lambda: openvino)
+        monkeypatch.setattr("lmadapt.inference.engines.bf16_in_hardware", lambda: amx)
+        monkeypatch.setattr("lmadapt.inference.engines.openvino_installed", lambda: openvino)
         if not exported:
-            monkeypatch.setattr("lmadapt.serving.engines.has_export", lambda *_: False)
+            monkeypatch.setattr("lmadapt.inference.engines.has_export", lambda *_: False)
         return exported_run.inference("auto").engine.name
 
     assert auto(amx=True) == "openvino"
@@ -524,7 +524,7 @@ def test_generated_requests_never_get_a_server_error(trained_run):
 
 
 def test_a_graph_a_runtime_cannot_read_is_a_clear_error(tmp_path):
-    from lmadapt.serving.engines import OnnxEngine, OpenVinoEngine
+    from lmadapt.inference.engines import OnnxEngine, OpenVinoEngine
 
     graph = tmp_path / "model.onnx"
     graph.write_bytes(b"not a graph")

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import lmadapt
+from lmadapt.inference.predictor import Predictor
 from lmadapt.models.packaged import PACKAGED_MODELS
 from lmadapt.runs import load_run
-from lmadapt.serving.predict import Predictor
 from lmadapt.strategies import STRATEGIES
 from lmadapt.training import engine
 from tests.conftest import save_tiny_llama, sentiment_rows, tiny_overrides, write_three_splits

@@ -76,8 +76,8 @@ def _figures(run, split: str) -> dict:
 
 
 def _run(config: RunConfig, split: str, progress) -> dict:
-    import lmadapt
     from lmadapt.runs import load_run
+    from lmadapt.training.engine import train
 
     folder = Path(config.output_dir) / config.name
     if (folder / "manifest.json").is_file():
@@ -85,7 +85,7 @@ def _run(config: RunConfig, split: str, progress) -> dict:
     progress(f"{config.name}")
     started = time.perf_counter()
     try:
-        run = lmadapt.train(config, overwrite=True)
+        run = train(config, overwrite=True)
     except LmadaptError as error:
         return {"error": error_text(error), "wall_s": round(time.perf_counter() - started, 1)}
     return _figures(run, split)

@@ -48,12 +48,12 @@ def inference_figures(run, texts: list[str], pairs: list[str] | None) -> dict:
 
 
 def measure(config_file: Path) -> dict:
-    import lmadapt
     from lmadapt.config import parse_config
     from lmadapt.data.prepare import prepare_data
+    from lmadapt.training.engine import train
 
     config = parse_config(json.loads(config_file.read_text()))
-    run = lmadapt.train(config, overwrite=True)
+    run = train(config, overwrite=True)
     metrics = run.metrics
     split = "test" if "test" in metrics else "validation"
     data = prepare_data(config.data, config.seed)

@@ -68,7 +68,7 @@ def accuracy_on(predictor, experience: Experience) -> float:
 
 
 def evaluate_stream(model, tokenizer, labels: LabelMap, stream: list[Experience], config: RunConfig) -> list[float]:
-    from lmadapt.serving.predict import Predictor
+    from lmadapt.inference.predictor import Predictor
 
     predictor = Predictor(model, tokenizer, labels, config.model.max_length, config.train.eval_batch_size)
     return [round(accuracy_on(predictor, experience), 6) for experience in stream]
@@ -231,8 +231,8 @@ class Learning:
         """The run folder: the model, metrics over every experience, the stream so far and the method's state."""
         from lmadapt.evaluation.continual import stream_metrics
         from lmadapt.evaluation.plots import plot_accuracy_matrix
+        from lmadapt.inference.predictor import Predictor
         from lmadapt.models.resolve import resolve_backbone
-        from lmadapt.serving.predict import Predictor
         from lmadapt.strategies import get_strategy
         from lmadapt.training.engine import count_parameters, evaluate_splits, peak_rss_mb, save_run
 

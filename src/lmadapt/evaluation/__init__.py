@@ -1,5 +1,5 @@
 """Evaluation: metrics, reports and plots."""
 
-from lmadapt.evaluation.metrics import classification_metrics, scores_from_logits, tune_threshold
+from lmadapt.evaluation.metrics import classification_metrics, tune_threshold
 
-__all__ = ["classification_metrics", "scores_from_logits", "tune_threshold"]
+__all__ = ["classification_metrics", "tune_threshold"]

@@ -6,20 +6,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
-
-
-def scores_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
-    return sigmoid(logits) if task == MULTI_LABEL else softmax(logits)
+from lmadapt.inference.scores import decisions, scores_from_logits
 
 
 def _per_class(y_true, y_pred, labels: LabelMap) -> dict:
@@ -40,11 +27,6 @@ def tune_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     results = [f1_score(y_true, (scores >= t).astype(int), average="micro", zero_division=0) for t in grid]
     return float(grid[int(np.argmax(results))])
-
-
-def decisions(scores: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
-    """Predicted ids (single-label) or a 0/1 matrix (multi-label) from per-label scores."""
-    return (scores >= threshold).astype(int) if task == MULTI_LABEL else scores.argmax(axis=-1)
 
 
 def headline_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: LabelMap) -> dict:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
-from lmadapt.config import DataConfig, build_dataclass
+from lmadapt.config import DataConfig
 from lmadapt.data.loading import read_table
 from lmadapt.data.prepare import Split, check_known_labels, extract_split
 from lmadapt.errors import LmadaptError
@@ -23,14 +22,6 @@ COMMAND_FIXES = {
     "data.drop_empty": "fill or remove those rows",
     "data.task": "this run gives one label per text: give it one label per row",
 }
-
-
-def run_data_config(run: Run, **overrides) -> DataConfig:
-    """The run's own data settings (columns, task, cleaning), with any given overrides."""
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    saved = {k: v for k, v in run.config.get("data", {}).items() if k in known}
-    config = build_dataclass(DataConfig, saved, "data")
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def read_run_data(source: str, config: DataConfig, *, with_labels: bool) -> Split:
@@ -50,7 +41,7 @@ def evaluate_run(run: Run, data: str, output: str | Path | None = None, progress
     default = Path("evaluations") / f"{run.name}-{Path(str(data)).stem.replace(':', '_')}"
     folder = Path(output) if output else default
     check_output_path(folder, folder=True, example=default.name)
-    config = run_data_config(run, format="auto", **columns)
+    config = run.data_config(format="auto", **columns)
     split = read_run_data(data, config, with_labels=True)
     run.check_reads(split.texts, where=str(data))
     check_known_labels(split, run.labels, "evaluation")

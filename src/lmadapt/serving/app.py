@@ -31,9 +31,9 @@ from pydantic import BaseModel, Field, WithJsonSchema, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmadapt.errors import LmadaptError
+from lmadapt.inference.predictor import threads_per_worker, worker_count
 from lmadapt.runs import Run
 from lmadapt.serving.batching import MicroBatcher
-from lmadapt.serving.predict import threads_per_worker, worker_count
 from lmadapt.serving.settings import MAX_PORT, MIN_PORT, ServiceSettings
 
 
@@ -158,7 +158,7 @@ class ServedModel:
 
 def served_models(runs: Sequence[Run], settings: ServiceSettings, workers: int) -> dict[str, ServedModel]:
     """One predictor per run on the chosen backend, named by the run folder; names must differ."""
-    from lmadapt.serving.engines import check_backend
+    from lmadapt.inference.engines import check_backend
 
     check_backend(settings.backend)
     models: dict[str, ServedModel] = {}

@@ -9,9 +9,9 @@ import pandas as pd
 from lmadapt.data.labels import MULTI_LABEL
 from lmadapt.data.loading import FORMATS_BY_SUFFIX
 from lmadapt.errors import LmadaptError
-from lmadapt.evaluation.report import read_run_data, run_data_config
+from lmadapt.evaluation.report import read_run_data
+from lmadapt.inference.predictor import Predictor
 from lmadapt.runs import Run, check_output_path, write_file_atomic
-from lmadapt.serving.predict import Predictor
 
 
 def _writer(output: Path):
@@ -51,7 +51,7 @@ def predict_file(
     (scored by `predictor`, default the run's PyTorch one)."""
     output = Path(output)
     write = check_scored_output(source, output)
-    config = run_data_config(run, text_column=text_column, format="auto")
+    config = run.data_config(text_column=text_column, format="auto")
     split = read_run_data(source, config, with_labels=False)
     run.check_reads(split.texts, where=str(source))
     predictor = predictor or run.predictor

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from lmadapt.errors import LmadaptError
+from lmadapt.inference.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine, onnx_file
 from lmadapt.runs import Run, manifest_entry, update_manifest, write_file_atomic
-from lmadapt.serving.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine, onnx_file
 
 # Largest allowed difference of any class probability between the export and the PyTorch model, and the
 # least share of labels that must agree: float32 graphs agree to rounding; dynamic int8 quantization
@@ -89,7 +89,7 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def parity(run: Run, tokenizer, reference: np.ndarray, texts: list[str], path: Path, backend: str) -> dict:
     """How far the exported graph's probabilities and labels are from the PyTorch model's on `texts`."""
-    from lmadapt.serving.predict import Predictor
+    from lmadapt.inference.predictor import Predictor
 
     exported = Predictor(OnnxEngine(path, backend), tokenizer, run.labels, run.max_length).scores(texts)
     difference = np.abs(exported - reference)
@@ -111,8 +111,8 @@ def export_onnx(
     (or fixed sentences); a graph further off than `tolerance`, or whose labels agree on less than
     `min_agreement` of the texts, is refused and nothing is written (defaults per graph above).
     """
-    from lmadapt.models.merge import parity_texts
-    from lmadapt.serving.predict import Predictor
+    from lmadapt.inference.predictor import Predictor
+    from lmadapt.serving.merge import parity_texts
 
     if quantize not in (None, "int8"):
         raise LmadaptError(f"unknown quantization '{quantize}'", fix="pass --quantize int8, or leave it out")

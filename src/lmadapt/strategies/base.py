@@ -45,7 +45,7 @@ class Strategy:
     default_warmup_ratio: float = 0.1
     uses_backbone: bool = True
     bf16_ok: bool = True
-    artifact: str = "model"  # what model/ holds: model, peft or delta (see lmadapt.models.artifacts)
+    artifact: str = "model"  # what model/ holds: model, peft or delta (see lmadapt.inference.artifacts)
     mergeable: bool = False  # `lmadapt merge` can fold the adapter into the backbone
     trains: bool = True  # zero-shot strategies build their classifier without training
     # A strategy that trains its own way (not with the Trainer): (prepared, data, run config) -> training figures.

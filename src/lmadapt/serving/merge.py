@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lmadapt.data.prepare import load_split
 from lmadapt.errors import LmadaptError
+from lmadapt.inference.predictor import Predictor
 from lmadapt.runs import Run, replace_folder_atomic
+from lmadapt.strategies import get_strategy
 
 # Sentences of varied length and tone, for the parity check when the run's own data is not at hand.
 PARITY_SENTENCES = [
@@ -24,10 +27,7 @@ PARITY_SENTENCES = [
 
 def parity_texts(run: Run, limit: int = 64) -> list[str]:
     """Texts to compare merged and unmerged outputs on: the run's test or validation data, else fixed sentences."""
-    from lmadapt.data.prepare import load_split
-    from lmadapt.evaluation.report import run_data_config
-
-    config = run_data_config(run)
+    config = run.data_config()
     for source in (config.test, config.validation):
         if not source:
             continue
@@ -42,9 +42,6 @@ def parity_texts(run: Run, limit: int = 64) -> list[str]:
 
 def merge_run(run: Run, output: Path, tolerance: float = 1e-4, overwrite: bool = False) -> dict:
     """Write `run` with its adapter folded into the backbone to `output`; refuse if the logits move more than `tolerance`."""
-    from lmadapt.serving.predict import Predictor
-    from lmadapt.strategies import get_strategy
-
     strategy = get_strategy(run.run_config.strategy_name)
     if not strategy.mergeable:
         raise LmadaptError(

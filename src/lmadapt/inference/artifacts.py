@@ -21,6 +21,7 @@ from lmadapt.config import RunConfig
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.models.resolve import resolve_backbone
+from lmadapt.strategies import StrategyContext, get_strategy
 
 MODEL, PEFT, DELTA = "model", "peft", "delta"
 DELTA_WEIGHTS = "delta.safetensors"
@@ -116,7 +117,6 @@ def _rebuild(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbon
     from transformers import AutoModelForSequenceClassification
 
     from lmadapt.models.peft_models import load_peft_adapter
-    from lmadapt.strategies import StrategyContext, get_strategy
 
     strategy = get_strategy(config.strategy_name)
     if strategy.artifact == MODEL:
@@ -151,3 +151,17 @@ def _rebuild(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbon
         )
     model.requires_grad_(False)
     return model.eval(), prepared.tokenizer if strategy.input_tokenizer else None
+
+
+def load_saved_tokenizer(folder: Path, config: RunConfig):
+    """The tokenizer saved beside the model, as the backbone gave it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code)
+
+
+def load_input_tokenizer(folder: Path, config: RunConfig):
+    """The tokenizer the model reads through (for prompt strategies: one that writes the prompt first)."""
+    tokenizer = load_saved_tokenizer(folder, config)
+    wrap = get_strategy(config.strategy_name).input_tokenizer
+    return wrap(tokenizer, config.strategy, folder) if wrap else tokenizer

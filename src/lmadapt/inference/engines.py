@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,11 +117,10 @@ def onnx_file(backend: str) -> str:
     return f"{ONNX_FOLDER}/{ONNX_FILES[backend]}"
 
 
-def has_export(run_path: Path, backend: str) -> bool:
-    """The run holds this graph and its manifest signs it (an interrupted export leaves unsigned files)."""
-    from lmadapt.runs import manifest_lists
-
-    return (run_path / onnx_file(backend)).is_file() and manifest_lists(run_path, onnx_file(backend))
+def has_export(run_path: Path, backend: str, signed: Callable[[str], bool]) -> bool:
+    """The run holds this graph and `signed` says its manifest lists it (an interrupted export leaves unsigned
+    files)."""
+    return (run_path / onnx_file(backend)).is_file() and signed(onnx_file(backend))
 
 
 def check_backend(backend: str) -> str:
@@ -141,16 +141,16 @@ def openvino_installed() -> bool:
     return find_spec("openvino") is not None
 
 
-def resolve_backend(run_path: Path, backend: str) -> str:
+def resolve_backend(run_path: Path, backend: str, signed: Callable[[str], bool]) -> str:
     """The backend to use. `auto` is the fastest path here, as measured (bench/RESULTS.md, serving): on a CPU
     with AMX, OpenVINO on the run's ONNX export, else bf16 PyTorch; elsewhere the ONNX export (int8 first),
     else PyTorch float32."""
     check_backend(backend)
     if backend == AUTO:
         if bf16_in_hardware():
-            return OPENVINO if has_export(run_path, OPENVINO) and openvino_installed() else TORCH_BF16
-        return next((b for b in (ONNX_INT8, ONNX) if has_export(run_path, b)), TORCH)
-    if backend in ONNX_FILES and not has_export(run_path, backend):
+            return OPENVINO if has_export(run_path, OPENVINO, signed) and openvino_installed() else TORCH_BF16
+        return next((b for b in (ONNX_INT8, ONNX) if has_export(run_path, b, signed)), TORCH)
+    if backend in ONNX_FILES and not has_export(run_path, backend, signed):
         quantize = " --quantize int8" if backend == ONNX_INT8 else ""
         raise LmadaptError(
             f"this run has no {backend} export",

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.errors import LmadaptError
-from lmadapt.evaluation.metrics import decisions, scores_from_logits
-from lmadapt.serving.engines import ENGINES, TorchEngine
+from lmadapt.inference.engines import ENGINES, TorchEngine
+from lmadapt.inference.scores import decisions, scores_from_logits
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int):

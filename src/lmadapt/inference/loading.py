@@ -1,0 +1,64 @@
+"""A run's predictor on the chosen inference path. Reads a run folder through what any run object offers (its
+path, checked config, labels and the torch predictor it already holds), so this layer knows nothing of runs.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lmadapt.data.labels import LabelMap
+from lmadapt.inference.artifacts import load_input_tokenizer, load_model_and_reader
+from lmadapt.inference.engines import (
+    OPENVINO,
+    TORCH,
+    TORCH_BF16,
+    OnnxEngine,
+    OpenVinoEngine,
+    TorchEngine,
+    onnx_file,
+    resolve_backend,
+)
+from lmadapt.inference.predictor import Predictor, threads_per_worker
+from lmadapt.models.shared import cast_keeping_shared
+
+
+def load_torch_predictor(folder: Path, config, labels: LabelMap, max_length: int) -> Predictor:
+    """The run's model in PyTorch float32, on the shared copy of its backbone's frozen weights."""
+    model, reader = load_model_and_reader(folder / "model", config, labels, share_backbone=True)
+    return Predictor(model, reader or load_input_tokenizer(folder / "model", config), labels, max_length)
+
+
+def load_predictor(
+    folder: Path,
+    config,
+    labels: LabelMap,
+    max_length: int,
+    signed: Callable[[str], bool],
+    torch_predictor: Callable[[], Predictor],
+    backend: str = "auto",
+    workers: int = 1,
+    batch_size: int = 64,
+    engine_workers: int = 0,
+) -> Predictor:
+    """A predictor on the chosen inference path (`auto`: the fastest here, see `resolve_backend`); `signed(file)`
+    says whether the run's manifest lists an exported graph; `torch_predictor()` the float32 predictor already
+    loaded. `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
+    concurrent callers instead, when the caller runs batches at once itself, as the service does)."""
+    chosen = resolve_backend(folder, backend, signed)
+    if chosen == TORCH:
+        loaded = torch_predictor()
+        engine, tokenizer = loaded.engine, loaded.tokenizer
+    elif chosen == TORCH_BF16:  # a model of its own, on the shared bf16 copy of its backbone
+        model, reader = load_model_and_reader(folder / "model", config, labels, share_backbone=True)
+        engine = TorchEngine(cast_keeping_shared(model, torch.bfloat16), TORCH_BF16)
+        tokenizer = reader or load_input_tokenizer(folder / "model", config)
+    else:  # an exported graph
+        graph, concurrent = folder / onnx_file(chosen), max(1, engine_workers or workers)
+        if chosen == OPENVINO:
+            engine = OpenVinoEngine(graph, streams=concurrent)
+        else:
+            engine = OnnxEngine(graph, chosen, threads=threads_per_worker(concurrent))
+        tokenizer = load_input_tokenizer(folder / "model", config)
+    return Predictor(engine, tokenizer, labels, max_length, batch_size=batch_size, workers=workers)
