@@ -10,10 +10,11 @@ import numpy as np
 
 from lmadapt.config import DataConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
-from lmadapt.data.language import sample_texts, script_mix, unknown_token_share
 from lmadapt.data.loading import Table, read_table
 from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split, row_key
+from lmadapt.data.scripts import sample_texts, script_mix
 from lmadapt.errors import LmadaptError
+from lmadapt.models.language import unknown_token_share
 
 
 def _tokenizer(backbone: str):
