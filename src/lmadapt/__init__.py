@@ -155,9 +155,9 @@ def fewshot(config: RunConfig | str, output, shots: list[int], seeds: int = 5, *
 
 def inspect(source: str, *, against=(), backbones=("minilm",), max_length: int = 128, **data) -> dict:
     """Label counts, lengths, scripts, unknown tokens, duplicates and leaks of a data source (`lmadapt data
-    inspect`); `data`: DataConfig keys such as text_column, label_column, task. See lmadapt.data.inspect."""
+    inspect`); `data`: DataConfig keys such as text_column, label_column, task. See lmadapt.models.inspect."""
     from lmadapt.config import DataConfig, build_dataclass, check_data_config
-    from lmadapt.data.inspect import inspect_data
+    from lmadapt.models.inspect import inspect_data
 
     config = build_dataclass(DataConfig, data, "data")
     check_data_config(config)

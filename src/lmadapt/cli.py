@@ -571,7 +571,7 @@ def data_inspect(
     Example: lmadapt data inspect train.csv --against test.csv --backbone minilm --backbone e5-multilingual
     """
     from lmadapt.config import DataConfig, build_dataclass, check_data_config
-    from lmadapt.data.inspect import inspect_data
+    from lmadapt.models.inspect import inspect_data
 
     config = build_dataclass(
         DataConfig, {"text_column": text_column, "label_column": label_column, "task": task}, "data"

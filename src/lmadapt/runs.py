@@ -271,8 +271,8 @@ class Run:
 
     def check_reads(self, texts: Sequence[str], where: str = "the texts to predict") -> float | None:
         """The language guard before predicting: the unknown-token share of `texts` for the run's backbone,
-        an error above the run's model.max_unknown_share (see lmadapt.data.language); None where it is off."""
-        from lmadapt.data.language import check_backbone_reads
+        an error above the run's model.max_unknown_share (see lmadapt.models.language); None where it is off."""
+        from lmadapt.models.language import check_backbone_reads
 
         tokenizer = self._guard_tokenizer
         if tokenizer is None:

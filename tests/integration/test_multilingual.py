@@ -9,9 +9,9 @@ import pytest
 
 from lmadapt.config import ModelConfig
 from lmadapt.data.builtin import load_builtin
-from lmadapt.data.language import check_backbone_reads, require_readable, unknown_token_share
 from lmadapt.errors import LmadaptError
 from lmadapt.models.classifier import load_tokenizer
+from lmadapt.models.language import check_backbone_reads, require_readable, unknown_token_share
 from lmadapt.models.packaged import PACKAGED_MODELS
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.packaged_files import find_package_file

@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import lmadapt
 from lmadapt.config import DataConfig
-from lmadapt.data.inspect import inspect_data
+from lmadapt.models.inspect import inspect_data
 
 
 def train(files, out, name, **extra):

@@ -6,8 +6,8 @@ import pytest
 
 from lmadapt.config import DataConfig
 from lmadapt.data import LabelMap, load_split, prepare_data, read_table
-from lmadapt.data.inspect import inspect_data
 from lmadapt.errors import LmadaptError
+from lmadapt.models.inspect import inspect_data
 from tests.conftest import sentiment_rows
 
 

@@ -7,8 +7,9 @@ import pytest
 from transformers import AutoTokenizer
 
 import lmadapt
-from lmadapt.data.language import script_mix, unknown_token_share
+from lmadapt.data.scripts import script_mix
 from lmadapt.errors import LmadaptError
+from lmadapt.models.language import unknown_token_share, warn_if_pretrained_on_other_scripts
 from tests.conftest import sentiment_rows, tiny_overrides, write_recipe, write_three_splits
 from tests.unit.test_cli import run_cli
 
@@ -126,8 +127,6 @@ def test_incontext_stops_when_its_demonstration_encoder_cannot_read_the_texts(ti
 
 
 def test_a_packaged_backbone_pretrained_on_other_letters_is_warned_about():
-    from lmadapt.data.language import warn_if_pretrained_on_other_scripts
-
     warning = warn_if_pretrained_on_other_scripts("smollm2", CHINESE)
     assert warning and "pretrained on English text" in warning and "100% of these texts' letters are han" in warning
     assert warn_if_pretrained_on_other_scripts("e5-multilingual", CHINESE) is None  # it reads them

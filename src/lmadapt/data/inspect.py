@@ -1,33 +1,23 @@
-"""`lmadapt data inspect`: label counts, token lengths, scripts and unknown tokens, duplicates and leaks,
-before any training."""
+"""`lmadapt data inspect`, what the texts alone tell: label counts, scripts, duplicates and leaks, before any
+training. Token lengths and unknown tokens come from backbones' tokenizers (lmadapt.models.inspect)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
 from lmadapt.config import DataConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
-from lmadapt.data.language import sample_texts, script_mix, unknown_token_share
 from lmadapt.data.loading import Table, read_table
 from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split, row_key
+from lmadapt.data.scripts import sample_texts, script_mix
 from lmadapt.errors import LmadaptError
 
-
-def _tokenizer(backbone: str):
-    from lmadapt.config import ModelConfig
-    from lmadapt.models.classifier import load_tokenizer
-    from lmadapt.models.resolve import resolve_backbone
-
-    return load_tokenizer(resolve_backbone(backbone), ModelConfig(backbone=backbone))
-
-
-def _token_lengths(texts: list[str], backbone: str | None, tokenizer) -> tuple[list[int], str]:
-    if backbone:
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], f"{backbone} tokens"
-    return [len(t.split()) for t in texts], "words"
+# The report's part on the texts (all of them, and a seeded sample) that needs a tokenizer.
+TextMeasure = Callable[[list[str], list[str]], dict]
 
 
 def _duplicates(split: Split) -> tuple[int, int]:
@@ -55,16 +45,9 @@ def _require_columns(table: Table, config: DataConfig) -> None:
         )
 
 
-def inspect_data(
-    source: str,
-    config: DataConfig,
-    backbone: str | None = "minilm",
-    against: list[str] | tuple = (),
-    max_length: int = 128,
-    other_backbones: list[str] | tuple = (),
-) -> dict:
-    """A report on one data source (and its overlap with others) as a plain dict: `backbone` counts the
-    token lengths; it and `other_backbones` each get the share of tokens they do not know."""
+def inspect_source(source: str, config: DataConfig, measure: TextMeasure, against: list[str] | tuple = ()) -> dict:
+    """A report on one data source (and its overlap with others) as a plain dict; `measure` adds what
+    tokenizers tell of its texts."""
     table = read_table(source, config.format)
     _require_columns(table, config)
     lenient = dataclasses.replace(config, drop_empty=True)
@@ -88,18 +71,9 @@ def inspect_data(
         report["texts_without_labels"] = sum(1 for row in split.labels if not row)
     else:
         report["imbalance_ratio"] = round(max(counts.values()) / max(min(counts.values()), 1), 2)
-    tokenizers = {name: _tokenizer(name) for name in dict.fromkeys([backbone, *other_backbones]) if name}
-    lengths, unit = _token_lengths(split.texts, backbone, tokenizers.get(backbone))
-    report["length_unit"] = unit
-    report["length_percentiles"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} | {
-        "max": int(max(lengths)) if lengths else 0
-    }
     sample = sample_texts(split.texts)
     report["scripts"] = script_mix(sample)
-    report["unknown_share"] = {name: round(unknown_token_share(t, sample), 4) for name, t in tokenizers.items()}
-    if backbone:
-        report["truncated_share"] = round(float(np.mean([n > max_length for n in lengths])), 4)
-        report["max_length"] = max_length
+    report |= measure(split.texts, sample)
     report["duplicates"], report["conflicting_labels"] = _duplicates(split)
     report["leaks"] = {
         other: len(leaked_positions(split, load_split(other, lenient, with_labels=False))) for other in against

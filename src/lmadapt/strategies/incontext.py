@@ -12,6 +12,8 @@ from pathlib import Path
 
 from lmadapt.config import ModelConfig, option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
+from lmadapt.models.language import require_readable
+from lmadapt.models.resolve import resolve_backbone
 from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
 from lmadapt.strategies.zeroshot_lm import ZeroshotLmConfig, load_verbalized_lm
 
@@ -69,8 +71,6 @@ class SimilarDemonstrations:
     def __init__(self, pool: list[dict], rendered: list[str], encoder_name: str, count: int, separator: str):
         from sentence_transformers import SentenceTransformer
 
-        from lmadapt.models.resolve import resolve_backbone
-
         self.rendered, self.count, self.separator = rendered, min(count, len(pool)), separator
         self.encoder = SentenceTransformer(str(resolve_backbone(encoder_name)))
         self.pool = self.encoder.encode(
@@ -109,9 +109,6 @@ def _reader_parts(config: IncontextConfig, labels: list[str], pool: list[dict]):
 def _require_encoder_reads(encoder: str, model: ModelConfig, texts: list[str]) -> None:
     """The language guard for the demonstration encoder too: one that cannot read the texts would pick
     demonstrations by their few known tokens."""
-    from lmadapt.data.language import require_readable
-    from lmadapt.models.resolve import resolve_backbone
-
     encoder_model = replace(model, backbone=encoder)
     require_readable(resolve_backbone(encoder), encoder_model, texts, "the demonstrations", setting="strategy.encoder")
 

@@ -22,7 +22,6 @@ import yaml
 
 from lmadapt.config import RunConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
-from lmadapt.data.language import require_readable
 from lmadapt.data.prepare import PreparedData, Split, prepare_data
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
@@ -30,6 +29,7 @@ from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
 from lmadapt.inference.artifacts import save_model
 from lmadapt.inference.predictor import Predictor, encode
 from lmadapt.models.classifier import new_head_parameter_names
+from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.strategies import Strategy, StrategyContext, get_strategy

@@ -9,57 +9,20 @@ clear error above a limit.
 from __future__ import annotations
 
 import logging
-import random
-import unicodedata
-from collections import Counter
 from collections.abc import Sequence
 
+from lmadapt.data.scripts import sample_texts, script_mix
 from lmadapt.errors import LmadaptError
+from lmadapt.models.classifier import load_tokenizer
+from lmadapt.models.packaged import PACKAGED_MODELS
 
 log = logging.getLogger(__name__)
-
-SAMPLE_TEXTS = 500
-
-# Letters by writing system; "han" covers Chinese characters (also Japanese kanji).
-SCRIPT_RANGES = (
-    ("han", ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F))),
-    ("kana", ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F))),
-    ("hangul", ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF))),
-    ("latin", ((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0x24F), (0x1E00, 0x1EFF), (0xFF21, 0xFF5A))),
-    ("cyrillic", ((0x400, 0x52F),)),
-    ("greek", ((0x370, 0x3FF),)),
-    ("arabic", ((0x600, 0x6FF), (0x750, 0x77F))),
-    ("hebrew", ((0x590, 0x5FF),)),
-    ("devanagari", ((0x900, 0x97F),)),
-    ("thai", ((0xE00, 0xE7F),)),
-)
 
 # Fewer tokens say little about a language: "great 👍" is half unknown to MiniLM.
 MIN_TOKENS_TO_JUDGE = 16
 
 # Which packaged backbone to suggest for texts mostly in a script the backbone cannot read.
 MULTILINGUAL_BACKBONE = "e5-multilingual"
-
-
-def script_of(character: str) -> str:
-    codepoint = ord(character)
-    for script, ranges in SCRIPT_RANGES:
-        if any(low <= codepoint <= high for low, high in ranges):
-            return script
-    return "other"
-
-
-def script_mix(texts: Sequence[str]) -> dict[str, float]:
-    """Share of letters per writing system (han, latin, kana, ...), largest first; digits, spaces and
-    punctuation are not counted."""
-    counts = Counter(script_of(c) for text in texts for c in text if unicodedata.category(c).startswith("L"))
-    total = sum(counts.values())
-    return {script: round(count / total, 4) for script, count in counts.most_common()} if total else {}
-
-
-def sample_texts(texts: Sequence[str], size: int = SAMPLE_TEXTS, seed: int = 0) -> list[str]:
-    texts = list(texts)
-    return texts if len(texts) <= size else random.Random(seed).sample(texts, size)
 
 
 def unknown_token_counts(tokenizer, texts: Sequence[str]) -> tuple[int, int]:
@@ -128,8 +91,6 @@ def require_readable(
     """The language guard for a backbone folder and its ModelConfig (None when switched off)."""
     if model.max_unknown_share >= 1.0:
         return None
-    from lmadapt.models.classifier import load_tokenizer
-
     name = model.backbone or str(backbone_path)
     tokenizer = load_tokenizer(backbone_path, model)
     share = check_backbone_reads(tokenizer, texts, name, model.max_unknown_share, where, setting=setting)
@@ -142,8 +103,6 @@ def warn_if_pretrained_on_other_scripts(backbone: str, texts: Sequence[str]) -> 
     `backbone` was not pretrained on. Its tokenizer may still know every token (SmolLM2's byte-level one
     does, so the unknown share is 0), yet the model has read next to none of such text: zero-shot SmolLM2
     on Chinese reviews scores at chance."""
-    from lmadapt.models.packaged import PACKAGED_MODELS
-
     packaged = PACKAGED_MODELS.get(backbone)
     mix = script_mix(sample_texts(texts))
     main, share = next(iter(mix.items()), ("other", 0.0))
