@@ -31,6 +31,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.inference.artifacts import load_input_tokenizer, load_model, load_saved_tokenizer
 from lmadapt.inference.loading import load_predictor, load_torch_predictor
 from lmadapt.inference.predictor import Predictor
+from lmadapt.models.language import check_backbone_reads
 from lmadapt.strategies import get_strategy
 from lmadapt.version import __version__
 
@@ -272,8 +273,6 @@ class Run:
     def check_reads(self, texts: Sequence[str], where: str = "the texts to predict") -> float | None:
         """The language guard before predicting: the unknown-token share of `texts` for the run's backbone,
         an error above the run's model.max_unknown_share (see lmadapt.models.language); None where it is off."""
-        from lmadapt.models.language import check_backbone_reads
-
         tokenizer = self._guard_tokenizer
         if tokenizer is None:
             return None
