@@ -131,7 +131,7 @@ def test_grown_head_inside_a_lora_model(tiny_bert):
 
 
 def _split(labels):
-    from lmadapt.data.prepare import Split
+    from lmadapt.data.split import Split
 
     return Split(texts=[f"text {i}" for i in range(len(labels))], labels=list(labels), rows=list(range(len(labels))))
 

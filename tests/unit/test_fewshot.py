@@ -8,7 +8,7 @@ import pytest
 
 import lmadapt
 from lmadapt.data.kshot import k_shot
-from lmadapt.data.prepare import Split
+from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
 
 POOL = Split(

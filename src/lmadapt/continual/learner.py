@@ -23,7 +23,8 @@ from lmadapt.config import CONTINUAL_METHODS, ContinualConfig, RunConfig
 from lmadapt.continual.memory import MEMORY_FILE, ReplayMemory
 from lmadapt.continual.stream import Experience, build_stream, joined, source_name
 from lmadapt.data.labels import LabelMap
-from lmadapt.data.prepare import PreparedData, concat_splits, prepare_data, split_from_rows, split_rows
+from lmadapt.data.prepare import PreparedData, prepare_data
+from lmadapt.data.split import concat_splits, split_from_rows, split_rows
 from lmadapt.errors import LmadaptError, did_you_mean
 from lmadapt.models.language import require_readable
 

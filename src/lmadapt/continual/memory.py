@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmadapt.data.prepare import Split, split_from_rows, split_rows
+from lmadapt.data.split import Split, split_from_rows, split_rows
 
 MEMORY_FILE = "memory.json"
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmadapt.config import RunConfig
-from lmadapt.data.prepare import PreparedData, Split, concat_splits, prepare_data
+from lmadapt.data.prepare import PreparedData, prepare_data
+from lmadapt.data.split import Split, concat_splits
 from lmadapt.errors import LmadaptError
 
 

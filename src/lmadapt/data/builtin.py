@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmadapt.data.loading import Table
+from lmadapt.data.table import Table
 from lmadapt.errors import LmadaptError, did_you_mean
 from lmadapt.packaged_files import find_package_file
 

@@ -11,9 +11,11 @@ import numpy as np
 
 from lmadapt.config import DataConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
-from lmadapt.data.loading import Table, read_table
-from lmadapt.data.prepare import Split, extract_split, leaked_positions, load_split, row_key
+from lmadapt.data.loading import read_table
+from lmadapt.data.prepare import extract_split, leaked_positions, load_split, row_key
 from lmadapt.data.scripts import sample_texts, script_mix
+from lmadapt.data.split import Split
+from lmadapt.data.table import Table
 from lmadapt.errors import LmadaptError
 
 # The report's part on the texts (all of them, and a seeded sample) that needs a tokenizer.

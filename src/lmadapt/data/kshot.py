@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmadapt.data.labels import MULTI_LABEL
-from lmadapt.data.prepare import Split
+from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
 
 

@@ -8,11 +8,12 @@ import json
 import re
 import warnings
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from lmadapt.data.builtin import load_builtin
+from lmadapt.data.table import Table
 from lmadapt.errors import LmadaptError
 
 FORMATS_BY_SUFFIX = {
@@ -29,21 +30,6 @@ FORMATS_BY_SUFFIX = {
 # The csv module refuses fields over 128 KiB by default, yet a text may be longer (tokenisation truncates it).
 # 2**31 - 1 fits the C long that holds the limit on every platform (sys.maxsize overflows it on Windows).
 CSV_FIELD_LIMIT = 2**31 - 1
-
-
-@dataclass
-class Table:
-    """Rows read from one source, and how to point a user at a row."""
-
-    frame: pd.DataFrame  # indexed 0..n-1
-    source: str
-    lines: list[int] | None = None  # the file line each row starts on; None where lines mean nothing
-
-    def where_rows(self, rows: list[int], limit: int = 5) -> str:
-        shown = [str(self.lines[r] if self.lines is not None else r + 1) for r in rows[:limit]]
-        more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-        kind = "line" if self.lines is not None else "row"
-        return f"{self.source}, {kind}{'s' if len(rows) > 1 else ''} {', '.join(shown)}{more}"
 
 
 def detect_format(source: str, fmt: str = "auto") -> str:
@@ -256,8 +242,6 @@ def read_table(source: str | Path, fmt: str = "auto") -> Table:
     source = str(source)
     fmt = detect_format(source, fmt)
     if fmt == "builtin":
-        from lmadapt.data.builtin import load_builtin
-
         return load_builtin(source.removeprefix("builtin:"))
     if fmt == "hf":
         return _read_hf(source)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from lmadapt.config import DataConfig
 from lmadapt.data.loading import read_table
-from lmadapt.data.prepare import Split, check_known_labels, extract_split
+from lmadapt.data.prepare import check_known_labels, extract_split
+from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import classification_metrics
 from lmadapt.evaluation.plots import write_metric_plots

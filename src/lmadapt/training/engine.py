@@ -22,7 +22,8 @@ import yaml
 
 from lmadapt.config import RunConfig
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
-from lmadapt.data.prepare import PreparedData, Split, prepare_data
+from lmadapt.data.prepare import PreparedData, prepare_data
+from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
 from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
