@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmadapt.config import RunConfig, parse_config
+from lmadapt.data.prepare import prepare_data
 from lmadapt.errors import LmadaptError
+from lmadapt.evaluation.plots import plot_shots_curve
+from lmadapt.runs import load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
+from lmadapt.training.engine import train
 
 
 @dataclass
@@ -50,8 +54,6 @@ def variant(base: RunConfig, strategy: str, **changes) -> RunConfig:
 def check_data(configs: list[RunConfig]) -> None:
     """Read and check each distinct data setting of `configs` once, as a training run does, before any of them
     starts: a data mistake is one LmadaptError (what, where, fix), not an error row per run."""
-    from lmadapt.data.prepare import prepare_data
-
     checked = set()
     for config in configs:
         key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
@@ -76,9 +78,6 @@ def _figures(run, split: str) -> dict:
 
 
 def _run(config: RunConfig, split: str, progress) -> dict:
-    from lmadapt.runs import load_run
-    from lmadapt.training.engine import train
-
     folder = Path(config.output_dir) / config.name
     if (folder / "manifest.json").is_file():
         return _figures(load_run(folder), split)
@@ -178,9 +177,6 @@ def markdown_table(summary: list[dict], split: str) -> str:
 
 def write_outputs(result: SweepResult, output: Path, split: str) -> None:
     import pandas as pd
-
-    from lmadapt.evaluation.plots import plot_shots_curve
-    from lmadapt.runs import write_text_atomic
 
     output.mkdir(parents=True, exist_ok=True)
     write_text_atomic(

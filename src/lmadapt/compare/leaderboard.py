@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmadapt.compare.fewshot import check_data, variant
+from lmadapt.compare.report import html_report
 from lmadapt.config import RunConfig, apply_overrides, parse_config
 from lmadapt.errors import LmadaptError
+from lmadapt.evaluation.plots import plot_quality_against_cost
 from lmadapt.runs import write_text_atomic
 from lmadapt.strategies import get_strategy
 
@@ -291,9 +293,6 @@ def markdown(rows: list[dict], advice: list[str]) -> str:
 def write_leaderboard(rows: list[dict], output: Path, limits: Limits, by: str = "accuracy") -> None:
     """leaderboard.md/.csv/.json/.html and the two plots into `output`."""
     import pandas as pd
-
-    from lmadapt.compare.report import html_report
-    from lmadapt.evaluation.plots import plot_quality_against_cost
 
     output.mkdir(parents=True, exist_ok=True)
     ordered = sorted_rows(rows, by)

@@ -17,6 +17,13 @@ import time
 import traceback
 from pathlib import Path
 
+from lmadapt.compare.fewshot import error_text
+from lmadapt.config import parse_config
+from lmadapt.data.prepare import prepare_data
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import write_text_atomic
+from lmadapt.training.engine import train
+
 TIMED_TEXTS = 1000  # at most this many texts of the evaluation split timed for throughput
 PASS_SECONDS = 15  # a slow model (a causal LM reading demonstrations) is timed on fewer texts, not for minutes
 LATENCY_TEXTS = 20  # texts timed one at a time for the latency per text
@@ -48,10 +55,6 @@ def inference_figures(run, texts: list[str], pairs: list[str] | None) -> dict:
 
 
 def measure(config_file: Path) -> dict:
-    from lmadapt.config import parse_config
-    from lmadapt.data.prepare import prepare_data
-    from lmadapt.training.engine import train
-
     config = parse_config(json.loads(config_file.read_text()))
     run = train(config, overwrite=True)
     metrics = run.metrics
@@ -74,10 +77,6 @@ def measure(config_file: Path) -> dict:
 
 
 def main() -> None:
-    from lmadapt.compare.fewshot import error_text
-    from lmadapt.errors import LmadaptError
-    from lmadapt.runs import write_text_atomic
-
     config_file, row_file = Path(sys.argv[1]), Path(sys.argv[2])
     try:
         row = measure(config_file)

@@ -19,14 +19,23 @@ from typing import Any
 
 import torch
 
-from lmadapt.config import CONTINUAL_METHODS, ContinualConfig, RunConfig
+from lmadapt.config import CONTINUAL_METHODS, ContinualConfig, RunConfig, load_config
 from lmadapt.continual.memory import MEMORY_FILE, ReplayMemory
 from lmadapt.continual.stream import Experience, build_stream, joined, source_name
 from lmadapt.data.labels import LabelMap
 from lmadapt.data.prepare import PreparedData, prepare_data
 from lmadapt.data.split import concat_splits, split_from_rows, split_rows
 from lmadapt.errors import LmadaptError, did_you_mean
+from lmadapt.evaluation.continual import stream_metrics
+from lmadapt.evaluation.plots import plot_accuracy_matrix, plot_stream_comparison
+from lmadapt.inference.predictor import Predictor
+from lmadapt.models.classifier import grow_head
 from lmadapt.models.language import require_readable
+from lmadapt.models.resolve import resolve_backbone
+from lmadapt.runs import load_run, write_text_atomic
+from lmadapt.strategies import PreparedModel, StrategyContext, get_strategy
+from lmadapt.training.engine import count_parameters, evaluate_splits, fit, peak_rss_mb, save_run, to_dataset
+from lmadapt.training.losses import diagonal_fisher, distillation_loss, ewc_penalty
 
 STREAM_FILE = "stream.json"
 EWC_FILE = "ewc.safetensors"
@@ -69,8 +78,6 @@ def accuracy_on(predictor, experience: Experience) -> float:
 
 
 def evaluate_stream(model, tokenizer, labels: LabelMap, stream: list[Experience], config: RunConfig) -> list[float]:
-    from lmadapt.inference.predictor import Predictor
-
     predictor = Predictor(model, tokenizer, labels, config.model.max_length, config.train.eval_batch_size)
     return [round(accuracy_on(predictor, experience), 6) for experience in stream]
 
@@ -78,8 +85,6 @@ def evaluate_stream(model, tokenizer, labels: LabelMap, stream: list[Experience]
 def _single_examples(tokenizer, split, labels: LabelMap, config: RunConfig, device):
     """One collated example at a time (EWC's Fisher needs each example's own gradient)."""
     from transformers import DataCollatorWithPadding
-
-    from lmadapt.training.engine import to_dataset
 
     rows = list(range(len(split)))
     random.Random(config.seed).shuffle(rows)
@@ -92,8 +97,6 @@ def _single_examples(tokenizer, split, labels: LabelMap, config: RunConfig, devi
 def consolidate(model, tokenizer, experience: Experience, labels: LabelMap, config: RunConfig, state: LearnerState):
     """Online EWC (Schwarz et al. 2018): the new experience's Fisher added to the decayed old one; the
     anchor moves to the weights just learned."""
-    from lmadapt.training.losses import diagonal_fisher
-
     names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     device = next(model.parameters()).device
     fisher = diagonal_fisher(model, _single_examples(tokenizer, experience.train, labels, config, device), names)
@@ -106,8 +109,6 @@ def consolidate(model, tokenizer, experience: Experience, labels: LabelMap, conf
 
 def extra_loss(continual: ContinualConfig, state: LearnerState):
     """The term the method adds to the training loss, or None."""
-    from lmadapt.training.losses import distillation_loss, ewc_penalty
-
     if continual.method == "ewc" and state.anchor is not None:
         anchor, fisher = state.anchor, state.fisher
         return lambda model, inputs, outputs: ewc_penalty(model, anchor, fisher, continual.ewc_lambda)
@@ -146,9 +147,6 @@ def learn_stream(
 ) -> StreamResult:
     """Learn the stream with `method` and write the final model's run folder to output/<method>."""
     from transformers import set_seed
-
-    from lmadapt.models.resolve import resolve_backbone
-    from lmadapt.strategies import StrategyContext, get_strategy
 
     started = time.perf_counter()
     config = dataclasses.replace(config, continual=dataclasses.replace(config.continual, method=method))
@@ -189,10 +187,6 @@ class Learning:
         return LabelMap(list(self.state.labels))
 
     def learn(self, experience: Experience, workspace: Path, progress) -> None:
-        from lmadapt.models.classifier import grow_head
-        from lmadapt.strategies import get_strategy
-        from lmadapt.training.engine import fit
-
         config, state, method = self.config, self.state, self.config.continual.method
         state.labels += [label for label in experience.labels if label not in state.labels]
         grow_head(self.prepared.model, self.labels)
@@ -230,13 +224,6 @@ class Learning:
 
     def save(self, final: Path, started: float, *, overwrite: bool = True) -> None:
         """The run folder: the model, metrics over every experience, the stream so far and the method's state."""
-        from lmadapt.evaluation.continual import stream_metrics
-        from lmadapt.evaluation.plots import plot_accuracy_matrix
-        from lmadapt.inference.predictor import Predictor
-        from lmadapt.models.resolve import resolve_backbone
-        from lmadapt.strategies import get_strategy
-        from lmadapt.training.engine import count_parameters, evaluate_splits, peak_rss_mb, save_run
-
         config, result, state, labels = self.config, self.result, self.state, self.labels
         result.metrics = stream_metrics(result.matrix, result.initial)
         result.path = final
@@ -357,11 +344,6 @@ def update_run(
     `lmadapt train` starts them from its own training data. Old experiences are evaluated again on their
     test rows, so the new run's accuracy matrix shows what the update made it forget.
     """
-    from lmadapt.config import load_config
-    from lmadapt.models.resolve import resolve_backbone
-    from lmadapt.runs import load_run
-    from lmadapt.strategies import PreparedModel, get_strategy
-
     started = time.perf_counter()
     if method:
         require_method(method, "--method")
@@ -442,9 +424,6 @@ def _finished(final: Path) -> StreamResult | None:
 def run_continual(config: RunConfig, *, overwrite: bool = False, progress=print) -> list[StreamResult]:
     """Every method on the config's stream, one run folder each under <output_dir>/<name>/, with a
     comparison (continual.json, .md and .png). Finished methods are read back unless `overwrite`."""
-    from lmadapt.evaluation.plots import plot_stream_comparison
-    from lmadapt.runs import write_text_atomic
-
     if config.continual is None:
         config = dataclasses.replace(config, continual=ContinualConfig())
     methods = config.continual.methods or list(CONTINUAL_METHODS)

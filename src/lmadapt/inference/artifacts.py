@@ -17,9 +17,12 @@ from pathlib import Path
 
 import torch
 
+import lmadapt.models.lstm  # noqa: F401  registers lmadapt's own model types with the Auto classes
+import lmadapt.models.pooled  # noqa: F401
 from lmadapt.config import RunConfig
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
+from lmadapt.models.peft_models import load_peft_adapter, peft_base_classifier
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.strategies import StrategyContext, get_strategy
 
@@ -116,13 +119,8 @@ def _unreadable_weights(folder: Path) -> tuple[Path, str] | None:
 def _rebuild(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool, trainable: bool):
     from transformers import AutoModelForSequenceClassification
 
-    from lmadapt.models.peft_models import load_peft_adapter
-
     strategy = get_strategy(config.strategy_name)
     if strategy.artifact == MODEL:
-        import lmadapt.models.lstm  # noqa: F401  (these register lmadapt's own model types
-        import lmadapt.models.pooled  # noqa: F401   with the Auto classes)
-
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, trust_remote_code=config.model.trust_remote_code
         )
@@ -131,8 +129,6 @@ def _rebuild(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbon
         backbone_of(folder), config.model, labels, [], share_backbone=share_backbone, saved_folder=folder
     )
     if strategy.artifact == PEFT:
-        from lmadapt.models.peft_models import peft_base_classifier
-
         base, _ = peft_base_classifier(context, config.strategy)
         return load_peft_adapter(base, folder, trainable).eval(), None
     from safetensors.torch import load_file

@@ -16,7 +16,10 @@ import torch
 
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine, onnx_file
+from lmadapt.inference.predictor import Predictor
 from lmadapt.runs import Run, manifest_entry, update_manifest, write_file_atomic
+from lmadapt.serving.merge import parity_texts
+from lmadapt.strategies import get_strategy
 
 # Largest allowed difference of any class probability between the export and the PyTorch model, and the
 # least share of labels that must agree: float32 graphs agree to rounding; dynamic int8 quantization
@@ -42,8 +45,6 @@ class LogitsOnly(torch.nn.Module):
 
 def exportable_model(run: Run):
     """The run's classifier as one plain module: a foldable adapter (LoRA, IA3) is merged into its backbone."""
-    from lmadapt.strategies import get_strategy
-
     model = run.load_model(share_backbone=False)
     if get_strategy(run.run_config.strategy_name).mergeable:
         model = model.merge_and_unload()
@@ -89,8 +90,6 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def parity(run: Run, tokenizer, reference: np.ndarray, texts: list[str], path: Path, backend: str) -> dict:
     """How far the exported graph's probabilities and labels are from the PyTorch model's on `texts`."""
-    from lmadapt.inference.predictor import Predictor
-
     exported = Predictor(OnnxEngine(path, backend), tokenizer, run.labels, run.max_length).scores(texts)
     difference = np.abs(exported - reference)
     return {
@@ -111,9 +110,6 @@ def export_onnx(
     (or fixed sentences); a graph further off than `tolerance`, or whose labels agree on less than
     `min_agreement` of the texts, is refused and nothing is written (defaults per graph above).
     """
-    from lmadapt.inference.predictor import Predictor
-    from lmadapt.serving.merge import parity_texts
-
     if quantize not in (None, "int8"):
         raise LmadaptError(f"unknown quantization '{quantize}'", fix="pass --quantize int8, or leave it out")
     backends = [ONNX] + ([ONNX_INT8] if quantize else [])
