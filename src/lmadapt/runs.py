@@ -234,7 +234,7 @@ class Run:
 
     @cached_property
     def run_config(self):
-        from lmadapt.config import parse_config
+        from lmadapt.recipe import parse_config
 
         return parse_config(self.config)
 

@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmadapt.config import RunConfig, parse_config
+from lmadapt.config import RunConfig
 from lmadapt.errors import LmadaptError
+from lmadapt.recipe import parse_config
 from lmadapt.strategies import get_strategy
 
 

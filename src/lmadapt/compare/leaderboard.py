@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmadapt.compare.fewshot import check_data, variant
-from lmadapt.config import RunConfig, apply_overrides, parse_config
+from lmadapt.config import RunConfig, apply_overrides
 from lmadapt.errors import LmadaptError
+from lmadapt.recipe import parse_config
 from lmadapt.runs import write_text_atomic
 from lmadapt.strategies import get_strategy
 

@@ -49,8 +49,8 @@ def inference_figures(run, texts: list[str], pairs: list[str] | None) -> dict:
 
 def measure(config_file: Path) -> dict:
     import lmadapt
-    from lmadapt.config import parse_config
     from lmadapt.data.prepare import prepare_data
+    from lmadapt.recipe import parse_config
 
     config = parse_config(json.loads(config_file.read_text()))
     run = lmadapt.train(config, overwrite=True)

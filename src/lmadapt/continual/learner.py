@@ -356,8 +356,8 @@ def update_run(
     `lmadapt train` starts them from its own training data. Old experiences are evaluated again on their
     test rows, so the new run's accuracy matrix shows what the update made it forget.
     """
-    from lmadapt.config import load_config
     from lmadapt.models.resolve import resolve_backbone
+    from lmadapt.recipe import load_config
     from lmadapt.runs import load_run
     from lmadapt.strategies import PreparedModel, get_strategy
 
