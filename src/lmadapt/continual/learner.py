@@ -146,8 +146,9 @@ def learn_stream(
     """Learn the stream with `method` and write the final model's run folder to output/<method>."""
     from transformers import set_seed
 
+    from lmadapt.models.contract import StrategyContext
     from lmadapt.models.resolve import resolve_backbone
-    from lmadapt.strategies import StrategyContext, get_strategy
+    from lmadapt.strategies import get_strategy
 
     started = time.perf_counter()
     config = dataclasses.replace(config, continual=dataclasses.replace(config.continual, method=method))
@@ -356,10 +357,11 @@ def update_run(
     `lmadapt train` starts them from its own training data. Old experiences are evaluated again on their
     test rows, so the new run's accuracy matrix shows what the update made it forget.
     """
+    from lmadapt.models.contract import PreparedModel
     from lmadapt.models.resolve import resolve_backbone
     from lmadapt.recipe import load_config
     from lmadapt.runs import load_run
-    from lmadapt.strategies import PreparedModel, get_strategy
+    from lmadapt.strategies import get_strategy
 
     started = time.perf_counter()
     if method:

@@ -20,6 +20,7 @@ import torch
 from lmadapt.config import RunConfig
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
+from lmadapt.models.contract import StrategyContext
 from lmadapt.models.resolve import resolve_backbone
 
 MODEL, PEFT, DELTA = "model", "peft", "delta"
@@ -116,7 +117,7 @@ def _rebuild(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbon
     from transformers import AutoModelForSequenceClassification
 
     from lmadapt.models.peft_models import load_peft_adapter
-    from lmadapt.strategies import StrategyContext, get_strategy
+    from lmadapt.strategies import get_strategy
 
     strategy = get_strategy(config.strategy_name)
     if strategy.artifact == MODEL:

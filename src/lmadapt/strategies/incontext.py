@@ -12,7 +12,8 @@ from pathlib import Path
 
 from lmadapt.config import ModelConfig, option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 from lmadapt.strategies.zeroshot_lm import ZeroshotLmConfig, load_verbalized_lm
 
 DEMONSTRATIONS_FILE = "demonstrations.json"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option, require_positive
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 from lmadapt.strategies.zeroshot_lm import ZeroshotLmConfig, input_tokenizer, load_verbalized_lm
 
 

@@ -17,7 +17,8 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lmadapt.config import option, require_positive
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

@@ -11,7 +11,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lmadapt.config import option, require_positive
 from lmadapt.errors import LmadaptError
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

@@ -29,10 +29,11 @@ from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, 
 from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
 from lmadapt.models.artifacts import save_model
 from lmadapt.models.classifier import new_head_parameter_names
+from lmadapt.models.contract import StrategyContext
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.serving.predict import Predictor, encode
-from lmadapt.strategies import Strategy, StrategyContext, get_strategy
+from lmadapt.strategies import Strategy, get_strategy
 from lmadapt.training.losses import class_weighted_loss
 from lmadapt.training.progress import EpochLines
 
