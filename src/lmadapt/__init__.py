@@ -62,8 +62,8 @@ def evaluate(run, data: str, **columns):
 
 
 def merge(run, output, *, tolerance: float = 1e-4, overwrite: bool = False) -> dict:
-    """Fold a LoRA/IA3 run's adapter into its backbone; see lmadapt.models.merge.merge_run."""
-    from lmadapt.models.merge import merge_run
+    """Fold a LoRA/IA3 run's adapter into its backbone; see lmadapt.serving.merge.merge_run."""
+    from lmadapt.serving.merge import merge_run
 
     return merge_run(load(run) if not hasattr(run, "predictor") else run, output, tolerance, overwrite)
 

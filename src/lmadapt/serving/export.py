@@ -111,7 +111,7 @@ def export_onnx(
     (or fixed sentences); a graph further off than `tolerance`, or whose labels agree on less than
     `min_agreement` of the texts, is refused and nothing is written (defaults per graph above).
     """
-    from lmadapt.models.merge import parity_texts
+    from lmadapt.serving.merge import parity_texts
     from lmadapt.serving.predict import Predictor
 
     if quantize not in (None, "int8"):

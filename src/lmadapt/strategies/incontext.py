@@ -13,15 +13,15 @@ from pathlib import Path
 from lmadapt.config import ModelConfig, option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm
 from lmadapt.strategies.base import Strategy
-from lmadapt.strategies.zeroshot_lm import ZeroshotLmConfig, load_verbalized_lm
 
 DEMONSTRATIONS_FILE = "demonstrations.json"
 SELECTIONS = ("random", "similar")
 
 
 @dataclass
-class IncontextConfig(ZeroshotLmConfig):
+class IncontextConfig(VerbalizedLmConfig):
     selection: str = option(
         "random",
         "How each prompt's demonstrations are chosen: random (one seeded, class-balanced set for every "
