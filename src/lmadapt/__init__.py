@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML recipe (or the defaults) with `section.key=value` overrides."""
-    from lmadapt.config import load_config as _load_config
+    from lmadapt.recipe import load_config as _load_config
 
     return _load_config(path, overrides)
 
@@ -26,7 +26,7 @@ def load_config(path=None, overrides: list[str] | None = None) -> RunConfig:
 def config_keys(prefix: str | None = None) -> list[ConfigKey]:
     """Every config key (dotted, e.g. train.epochs) with its type, default and help; `prefix` (a section such as
     data, or a key) keeps those under it. Each strategy's own options: `lmadapt strategies`."""
-    from lmadapt.config import config_keys as _config_keys
+    from lmadapt.recipe import config_keys as _config_keys
 
     return _config_keys(prefix)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from lmadapt.errors import LmadaptError, did_you_mean, nearest
+from lmadapt.errors import LmadaptError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,8 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "continual": ContinualConfig,
 }
-DEFAULT_STRATEGY = "full"
+# Each strategy's config class -> the strategy's name; the strategy registry (lmadapt.strategies) fills it.
+STRATEGY_NAMES: dict[type, str] = {}
 
 
 @dataclass
@@ -193,20 +194,13 @@ class RunConfig:
         self.data = self.data or DataConfig()
         self.model = self.model or ModelConfig()
         self.train = self.train or TrainConfig()
-        if self.strategy is None:
-            from lmadapt.strategies import get_strategy
-
-            self.strategy = get_strategy(DEFAULT_STRATEGY).config_class()
-        if self.model.backbone is None:
-            from lmadapt.strategies import get_strategy
-
-            self.model.backbone = get_strategy(self.strategy_name).default_backbone
 
     @property
     def strategy_name(self) -> str:
-        from lmadapt.strategies import strategy_name_of
-
-        return strategy_name_of(self.strategy)
+        name = STRATEGY_NAMES.get(type(self.strategy))  # exact type: one strategy's config may extend another's
+        if name is None:
+            raise TypeError(f"{type(self.strategy).__name__} is not a registered strategy config")
+        return name
 
     def to_dict(self) -> dict[str, Any]:
         raw = dataclasses.asdict(self)
@@ -297,35 +291,6 @@ def build_dataclass(cls: type, raw: Any, where: str) -> Any:
     return cls(**values)
 
 
-def parse_config(raw: dict[str, Any]) -> RunConfig:
-    """Turn a raw mapping (from YAML plus overrides) into a checked RunConfig."""
-    from lmadapt.strategies import get_strategy
-
-    if not isinstance(raw, dict):
-        raise LmadaptError("a config must be a mapping of sections (data, model, strategy, train)")
-    raw = dict(raw)
-    built: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        section = raw.pop(name, None)
-        # The continual section stays absent unless given: `lmadapt continual` requires one.
-        built[name] = None if name == "continual" and section is None else build_dataclass(cls, section, name)
-    strategy_raw = raw.pop("strategy", None) or {}
-    if isinstance(strategy_raw, str):
-        strategy_raw = {"name": strategy_raw}
-    if not isinstance(strategy_raw, dict):
-        raise LmadaptError("expected a mapping with a `name`", where="strategy")
-    strategy_raw = dict(strategy_raw)
-    spec = get_strategy(str(strategy_raw.pop("name", DEFAULT_STRATEGY)))
-    built["strategy"] = build_dataclass(spec.config_class, strategy_raw, "strategy")
-    top = build_dataclass(RunConfig, raw, "")
-    for name, value in built.items():
-        setattr(top, name, value)
-    if top.model.backbone is None:
-        top.model.backbone = spec.default_backbone
-    _check_choices(top)
-    return top
-
-
 def require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise LmadaptError(f"'{value}' is not a valid value for {key}", where=key, fix=did_you_mean(value, allowed))
@@ -350,7 +315,7 @@ def _require_positive(config: RunConfig, keys: tuple[str, ...]) -> None:
         require_positive(getattr(getattr(config, section), name), key)
 
 
-def _check_choices(config: RunConfig) -> None:
+def check_run_config(config: RunConfig) -> None:
     check_data_config(config.data)
     require_choice("train.precision", config.train.precision, ("auto", "bf16", "fp32"))
     require_choice("train.lr_scheduler", config.train.lr_scheduler, ("linear", "cosine", "constant"))
@@ -459,46 +424,13 @@ def _type_label(hint: Any) -> str:
     return str(hint) if typing.get_origin(hint) else _type_name(hint)
 
 
-def _section_keys(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[ConfigKey]:
+def section_keys(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[ConfigKey]:
     hints = typing.get_type_hints(cls)
     return [
         ConfigKey(f"{prefix}{f.name}", _type_label(hints[f.name]), f.default, f.metadata["help"])
         for f in dataclasses.fields(cls)
         if f.name not in skip
     ]
-
-
-def config_keys(prefix: str | None = None) -> list[ConfigKey]:
-    """Every config key (dotted) with its type, default and help, by section: data, model, strategy (its name;
-    `lmadapt strategies` lists each strategy's options), train, continual, then the top-level keys. `prefix` (a
-    section or a key) keeps the keys under it."""
-    from lmadapt.strategies import STRATEGIES
-
-    strategy_name = ConfigKey(
-        "strategy.name",
-        "str",
-        DEFAULT_STRATEGY,
-        f"Adaptation strategy: {', '.join(STRATEGIES)}. Each has options of its own, strategy.<option>: "
-        "`lmadapt strategies` lists them.",
-    )
-    keys = [*_section_keys(DataConfig, "data."), *_section_keys(ModelConfig, "model."), strategy_name]
-    keys += [*_section_keys(TrainConfig, "train."), *_section_keys(ContinualConfig, "continual.")]
-    keys += _section_keys(RunConfig, "", skip=(*SECTIONS, "strategy"))
-    if prefix is None:
-        return keys
-    prefix = prefix.strip().rstrip(".")
-    chosen = [k for k in keys if k.key == prefix or k.key.startswith(f"{prefix}.")]
-    if not chosen:
-        sections = sorted({k.key.split(".")[0] for k in keys if "." in k.key})
-        suggestion = nearest(prefix, sections) or nearest(prefix, [k.key for k in keys])
-        options = "strategy options are listed by `lmadapt strategies`; " if prefix.startswith("strategy.") else ""
-        raise LmadaptError(
-            f"no config key or section '{prefix}'",
-            where="keys PREFIX",
-            fix=(f"did you mean '{suggestion}'? " if suggestion else "")
-            + f"{options}sections: {', '.join(sections)}; `lmadapt keys` lists every key",
-        )
-    return chosen
 
 
 def _is_set(value: Any) -> bool:
@@ -517,7 +449,7 @@ IGNORED_WHEN = (
 def warn_ignored_keys(config: RunConfig) -> list[str]:
     """Warn (log, and return the warnings) about each key a user changed from its default that another key
     overrides, e.g. data.validation_size when data.validation names a file."""
-    defaults = {k.key: k.default for k in config_keys()}
+    defaults = {k.key: k.default for name, cls in SECTIONS.items() for k in section_keys(cls, f"{name}.")}
     warnings = []
     for ignored, winner, effect in IGNORED_WHEN:
         if config.continual is None and ignored.startswith("continual."):
@@ -540,8 +472,8 @@ def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
     return lines
 
 
-def _read_recipe(path: Path) -> tuple[Any, dict[str, int]]:
-    """The recipe's mapping and the line of each key in it."""
+def _parse_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """The YAML document in `path` and the line of each key in it."""
     try:
         loader = yaml.SafeLoader(path.read_bytes().decode("utf-8"))
         try:
@@ -557,7 +489,25 @@ def _read_recipe(path: Path) -> tuple[Any, dict[str, int]]:
         raise LmadaptError(f"not valid YAML ({getattr(error, 'problem', error)})", where=where) from None
 
 
-def _origin(key: str, path: Path | None, lines: dict[str, int], overrides: dict[str, str]) -> str:
+def read_recipe(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """A YAML recipe's mapping and the line of each key in it; a missing file, one that is not a mapping, or one
+    without settings is refused."""
+    if not path.is_file():
+        raise LmadaptError(f"config file not found: {path}", fix="check the path")
+    raw, lines = _parse_yaml(path)
+    if raw is not None and not isinstance(raw, dict):
+        raise LmadaptError("a config must be a YAML mapping", where=str(path))
+    if not any(value not in (None, {}) for value in (raw or {}).values()):
+        raise LmadaptError(
+            "the config file has no settings (running it would train on the built-in defaults)",
+            where=str(path),
+            fix="start from a recipe in configs/, e.g. configs/sentiment/minilm_full.yaml; `lmadapt keys` "
+            "lists every key",
+        )
+    return raw, lines
+
+
+def key_origin(key: str, path: Path | None, lines: dict[str, int], overrides: dict[str, str]) -> str:
     """Where the value of a dotted key came from: the `--set` item that gave it (or one of its sections), else
     its line in the recipe (or its section's), else the key itself."""
     parts = key.split(".")
@@ -569,39 +519,3 @@ def _origin(key: str, path: Path | None, lines: dict[str, int], overrides: dict[
         return key
     line = next((lines[k] for k in ancestry if k in lines), None)
     return f"{path}, line {line}, {key}" if line else f"{path}, {key}"
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML recipe (or start from defaults), apply overrides, and check it.
-
-    An error about a key names the recipe's file and line, or the `--set` item, that gave its value."""
-    raw: Any = {}
-    lines: dict[str, int] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise LmadaptError(f"config file not found: {path}", fix="check the path")
-        raw, lines = _read_recipe(path)
-        if raw is not None and not isinstance(raw, dict):
-            raise LmadaptError("a config must be a YAML mapping", where=str(path))
-        if not any(value not in (None, {}) for value in (raw or {}).values()):
-            raise LmadaptError(
-                "the config file has no settings (running it would train on the built-in defaults)",
-                where=str(path),
-                fix="start from a recipe in configs/, e.g. configs/sentiment/minilm_full.yaml; `lmadapt keys` "
-                "lists every key",
-            )
-    overrides = overrides or []
-    raw = apply_overrides(raw, overrides)
-    set_by = {item.split("=", 1)[0].strip(): item for item in overrides}
-    try:
-        config = parse_config(raw)
-    except LmadaptError as error:
-        if error.where is None:
-            error.where = str(path) if path is not None else None
-        elif not error.where.startswith("--set "):
-            error.where = _origin(error.where, path, lines, set_by)
-        error.args = (error.render(),)
-        raise
-    warn_ignored_keys(config)
-    return config

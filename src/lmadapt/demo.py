@@ -7,7 +7,8 @@ one comparison table, and predicts a few sentences with the fine-tuned model.
 
 from __future__ import annotations
 
-from lmadapt.config import RunConfig, load_config
+from lmadapt.config import RunConfig
+from lmadapt.recipe import load_config
 
 EXAMPLES = [
     "A gripping, beautifully acted film that stays with you long after the credits.",

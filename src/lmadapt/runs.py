@@ -32,6 +32,7 @@ from lmadapt.inference.artifacts import load_input_tokenizer, load_model, load_s
 from lmadapt.inference.loading import load_predictor, load_torch_predictor
 from lmadapt.inference.predictor import Predictor
 from lmadapt.models.language import check_backbone_reads
+from lmadapt.recipe import parse_config
 from lmadapt.strategies import get_strategy
 from lmadapt.version import __version__
 
@@ -247,8 +248,6 @@ class Run:
 
     @cached_property
     def run_config(self):
-        from lmadapt.config import parse_config
-
         return parse_config(self.config)
 
     def load_model(self, share_backbone: bool = True, trainable: bool = False):

@@ -1,7 +1,8 @@
 import pytest
 
-from lmadapt.config import RunConfig, load_config, parse_config
+from lmadapt.config import RunConfig
 from lmadapt.errors import LmadaptError
+from lmadapt.recipe import load_config, parse_config
 from lmadapt.strategies.head import HeadConfig
 from lmadapt.strategies.scratch import ScratchConfig
 

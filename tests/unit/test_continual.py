@@ -93,7 +93,7 @@ def test_grown_head_keeps_the_old_labels_ids_and_outputs(tiny_bert):
     from lmadapt.config import ModelConfig
     from lmadapt.data.labels import LabelMap
     from lmadapt.models.classifier import grow_head, load_classifier
-    from lmadapt.strategies import StrategyContext
+    from lmadapt.models.contract import StrategyContext
 
     context = StrategyContext(tiny_bert, ModelConfig(backbone=str(tiny_bert)), LabelMap(["b", "a"]), [])
     model, tokenizer = load_classifier(context)
@@ -114,7 +114,8 @@ def test_grown_head_inside_a_lora_model(tiny_bert):
     from lmadapt.config import ModelConfig
     from lmadapt.data.labels import LabelMap
     from lmadapt.models.classifier import grow_head
-    from lmadapt.strategies import StrategyContext, get_strategy
+    from lmadapt.models.contract import StrategyContext
+    from lmadapt.strategies import get_strategy
 
     strategy = get_strategy("lora")
     context = StrategyContext(tiny_bert, ModelConfig(backbone=str(tiny_bert)), LabelMap(["x", "y"]), [])

@@ -62,7 +62,7 @@ def test_pooled_classifier_scores_a_text_alike_alone_and_in_a_padded_batch(backb
     from lmadapt.config import ModelConfig
     from lmadapt.data.labels import LabelMap
     from lmadapt.models.classifier import load_pooled_classifier
-    from lmadapt.strategies import StrategyContext
+    from lmadapt.models.contract import StrategyContext
 
     path = request.getfixturevalue(backbone)
     labels = LabelMap(["negative", "positive"])
@@ -83,8 +83,8 @@ def test_an_encoder_saved_without_its_pooler_is_read_by_mean_pooling(tuned_tiny_
     from lmadapt.config import ModelConfig
     from lmadapt.data.labels import LabelMap
     from lmadapt.models.classifier import load_classifier
+    from lmadapt.models.contract import StrategyContext
     from lmadapt.models.pooled import PooledForSequenceClassification
-    from lmadapt.strategies import StrategyContext
 
     def classifier(path):
         context = StrategyContext(path, ModelConfig(backbone=str(path)), LabelMap(["negative", "positive"]), [])

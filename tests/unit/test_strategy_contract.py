@@ -117,3 +117,17 @@ def test_every_registered_strategy_keeps_the_contract(
         assert reported["trainable"] > 0
         changed = [n for n, p in after.items() if n in spy.before and not torch.equal(spy.before[n], p.detach())]
         assert changed, f"{name} trained nothing"
+
+
+def test_a_run_config_names_its_strategy_by_the_exact_type_of_its_section():
+    for name, strategy in STRATEGIES.items():
+        config = lmadapt.load_config(None, [f"strategy.name={name}"])
+        assert type(config.strategy) is strategy.config_class and config.strategy_name == name
+
+    @dataclasses.dataclass
+    class ExtendedHeadConfig(STRATEGIES["head"].config_class):
+        extra: int = 1
+
+    for section in (ExtendedHeadConfig(), None):  # a registered class's subclass is not that strategy's
+        with pytest.raises(TypeError, match=f"{type(section).__name__} is not a registered strategy config"):
+            _ = dataclasses.replace(config, strategy=section).strategy_name

@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmadapt.config import RunConfig, parse_config
+from lmadapt.config import RunConfig
 from lmadapt.data.prepare import prepare_data
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.plots import plot_shots_curve
+from lmadapt.recipe import parse_config
 from lmadapt.runs import load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
 from lmadapt.training.engine import train

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from lmadapt.compare.fewshot import check_data, variant
 from lmadapt.compare.report import html_report
-from lmadapt.config import RunConfig, apply_overrides, parse_config
+from lmadapt.config import RunConfig, apply_overrides
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.plots import plot_quality_against_cost
+from lmadapt.recipe import parse_config
 from lmadapt.runs import write_text_atomic
 from lmadapt.strategies import get_strategy
 

@@ -18,9 +18,9 @@ import traceback
 from pathlib import Path
 
 from lmadapt.compare.fewshot import error_text
-from lmadapt.config import parse_config
 from lmadapt.data.prepare import prepare_data
 from lmadapt.errors import LmadaptError
+from lmadapt.recipe import parse_config
 from lmadapt.runs import write_text_atomic
 from lmadapt.training.engine import train
 

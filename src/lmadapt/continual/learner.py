@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from lmadapt.config import CONTINUAL_METHODS, ContinualConfig, RunConfig, load_config
+from lmadapt.config import CONTINUAL_METHODS, ContinualConfig, RunConfig
 from lmadapt.continual.memory import MEMORY_FILE, ReplayMemory
 from lmadapt.continual.stream import Experience, build_stream, joined, source_name
 from lmadapt.data.labels import LabelMap
@@ -30,10 +30,12 @@ from lmadapt.evaluation.continual import stream_metrics
 from lmadapt.evaluation.plots import plot_accuracy_matrix, plot_stream_comparison
 from lmadapt.inference.predictor import Predictor
 from lmadapt.models.classifier import grow_head
+from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
+from lmadapt.recipe import load_config
 from lmadapt.runs import load_run, write_text_atomic
-from lmadapt.strategies import PreparedModel, StrategyContext, get_strategy
+from lmadapt.strategies import get_strategy
 from lmadapt.training.engine import count_parameters, evaluate_splits, fit, peak_rss_mb, save_run, to_dataset
 from lmadapt.training.losses import diagonal_fisher, distillation_loss, ewc_penalty
 

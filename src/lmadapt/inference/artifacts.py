@@ -22,9 +22,10 @@ import lmadapt.models.pooled  # noqa: F401
 from lmadapt.config import RunConfig
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
+from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import load_peft_adapter, peft_base_classifier
 from lmadapt.models.resolve import resolve_backbone
-from lmadapt.strategies import StrategyContext, get_strategy
+from lmadapt.strategies import get_strategy
 
 MODEL, PEFT, DELTA = "model", "peft", "delta"
 DELTA_WEIGHTS = "delta.safetensors"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lmadapt.config import ModelConfig
 from lmadapt.errors import LmadaptError
-
-if TYPE_CHECKING:
-    from lmadapt.strategies.base import StrategyContext
+from lmadapt.models.contract import StrategyContext
 
 
 @contextmanager

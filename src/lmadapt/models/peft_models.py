@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmadapt.errors import LmadaptError
+from lmadapt.models.contract import PreparedModel
 
 
 def accept_past_key_values(model):
@@ -96,8 +97,6 @@ def peft_prepare(build_peft_config):
     classifier wrapped with a fresh peft adapter, ready to train."""
 
     def prepare(context, config):
-        from lmadapt.strategies.base import PreparedModel
-
         model, tokenizer = peft_base_classifier(context, config)
         return PreparedModel(wrap_with_peft(model, build_peft_config(config, context)), tokenizer)
 

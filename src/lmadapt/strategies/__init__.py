@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from lmadapt.config import STRATEGY_NAMES
 from lmadapt.errors import LmadaptError, did_you_mean
 from lmadapt.strategies import (
     adapter,
@@ -21,7 +20,7 @@ from lmadapt.strategies import (
     zeroshot_embed,
     zeroshot_lm,
 )
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
@@ -42,6 +41,7 @@ STRATEGIES: dict[str, Strategy] = {
         setfit.STRATEGY,
     )
 }
+STRATEGY_NAMES.update({s.config_class: s.name for s in STRATEGIES.values()})  # RunConfig.strategy_name reads it
 
 
 def get_strategy(name: str) -> Strategy:
@@ -52,11 +52,4 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-def strategy_name_of(config: Any) -> str:
-    for strategy in STRATEGIES.values():
-        if type(config) is strategy.config_class:  # exact: one config class may extend another
-            return strategy.name
-    raise TypeError(f"{type(config).__name__} is not a registered strategy config")
-
-
-__all__ = ["STRATEGIES", "PreparedModel", "Strategy", "StrategyContext", "get_strategy", "strategy_name_of"]
+__all__ = ["STRATEGIES", "Strategy", "get_strategy"]

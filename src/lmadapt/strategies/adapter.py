@@ -9,7 +9,8 @@ from torch import nn
 from lmadapt.config import option, require_choice, require_positive
 from lmadapt.models.adapters import ACTIVATIONS, PLACEMENTS, add_bottleneck_adapters, target_patterns
 from lmadapt.models.classifier import head_parameter_names, load_classifier, train_only
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

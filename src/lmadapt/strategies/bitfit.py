@@ -10,7 +10,8 @@ from torch import nn
 from lmadapt.config import option
 from lmadapt.errors import LmadaptError
 from lmadapt.models.classifier import head_parameter_names, load_classifier, train_only
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from lmadapt.config import option
 from lmadapt.models.classifier import load_classifier
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

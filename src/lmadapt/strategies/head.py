@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from lmadapt.config import option, require_choice
 from lmadapt.models.classifier import head_parameter_names, load_classifier, load_pooled_classifier, train_only
+from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.pooled import POOLINGS
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 
 from lmadapt.config import option, require_choice
+from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
 from lmadapt.models.pooled import POOLINGS
-from lmadapt.strategies.base import Strategy, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

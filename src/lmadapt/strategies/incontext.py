@@ -12,17 +12,18 @@ from pathlib import Path
 
 from lmadapt.config import ModelConfig, option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm
 from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
-from lmadapt.strategies.zeroshot_lm import ZeroshotLmConfig, load_verbalized_lm
+from lmadapt.strategies.base import Strategy
 
 DEMONSTRATIONS_FILE = "demonstrations.json"
 SELECTIONS = ("random", "similar")
 
 
 @dataclass
-class IncontextConfig(ZeroshotLmConfig):
+class IncontextConfig(VerbalizedLmConfig):
     selection: str = option(
         "random",
         "How each prompt's demonstrations are chosen: random (one seeded, class-balanced set for every "

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option, require_positive
+from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
-from lmadapt.strategies.base import Strategy, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option, require_positive
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
-from lmadapt.strategies.zeroshot_lm import ZeroshotLmConfig, input_tokenizer, load_verbalized_lm
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm, template_tokenizer
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass
-class PromptFinetuneConfig(ZeroshotLmConfig):
+class PromptFinetuneConfig(VerbalizedLmConfig):
     r: int = option(8, "LoRA rank of the updates to the LM's linear layers.")
     alpha: float = option(16.0, "LoRA scale numerator: updates are multiplied by alpha / r.")
     calibrate: bool = option(
@@ -44,5 +45,5 @@ STRATEGY = Strategy(
     prepare=prepare,
     artifact="delta",
     default_backbone="smollm2",
-    input_tokenizer=input_tokenizer,
+    input_tokenizer=template_tokenizer,
 )

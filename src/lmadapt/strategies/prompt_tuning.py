@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from lmadapt.config import option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
+from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
-from lmadapt.strategies.base import Strategy, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 INITIALISATIONS = ("sample_vocab", "random", "text")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmadapt.config import option
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass

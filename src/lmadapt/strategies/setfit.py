@@ -17,7 +17,9 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lmadapt.config import option, require_positive
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.sentence_encoder import load_sentence_encoder, sentence_embeddings
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass
@@ -44,8 +46,6 @@ class EncoderWithHead(nn.Module):
         self.head = nn.Linear(dimension, num_labels, device=encoder.device)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_unused):
-        from lmadapt.strategies.zeroshot_embed import sentence_embeddings
-
         logits = self.head(sentence_embeddings(self.encoder, input_ids, attention_mask, token_type_ids))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -61,8 +61,6 @@ class EncoderWithHead(nn.Module):
 
 
 def prepare(context: StrategyContext, config: SetfitConfig) -> PreparedModel:
-    from lmadapt.strategies.zeroshot_embed import load_sentence_encoder
-
     encoder = load_sentence_encoder(context)
     return PreparedModel(EncoderWithHead(encoder, len(context.labels)), encoder.tokenizer)
 

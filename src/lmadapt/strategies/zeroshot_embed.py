@@ -11,7 +11,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lmadapt.config import option, require_positive
 from lmadapt.errors import LmadaptError
-from lmadapt.strategies.base import PreparedModel, Strategy, StrategyContext
+from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.sentence_encoder import load_sentence_encoder, sentence_embeddings
+from lmadapt.strategies.base import Strategy
 
 
 @dataclass
@@ -47,14 +49,6 @@ def text_template(config: ZeroshotEmbedConfig):
     return Template.parse(config.text_template, "strategy.text_template", needs_label=False)
 
 
-def sentence_embeddings(encoder, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-    """A sentence-transformers model's embeddings of a tokenised batch (its pooling and normalisation applied)."""
-    features = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if token_type_ids is not None:
-        features["token_type_ids"] = token_type_ids
-    return encoder(features)["sentence_embedding"]
-
-
 class EmbeddingSimilarityClassifier(nn.Module):
     """Label scores = cosine(text embedding, label embedding) / temperature, from a sentence-transformers body."""
 
@@ -71,19 +65,6 @@ class EmbeddingSimilarityClassifier(nn.Module):
         logits = embedded @ self.label_embeddings.T / self.temperature
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
-def load_sentence_encoder(context: StrategyContext):
-    """The backbone as a sentence-transformers model (a plain HF encoder gets mean pooling), on the GPU if
-    there is one."""
-    from sentence_transformers import SentenceTransformer
-
-    from lmadapt.models.classifier import explained_load_errors
-
-    with explained_load_errors(context.backbone_path, context.model):
-        encoder = SentenceTransformer(str(context.backbone_path), trust_remote_code=context.model.trust_remote_code)
-    encoder.max_seq_length = context.model.max_length
-    return encoder
 
 
 def input_tokenizer(tokenizer, config: ZeroshotEmbedConfig, folder=None):

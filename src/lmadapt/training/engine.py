@@ -30,10 +30,11 @@ from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
 from lmadapt.inference.artifacts import save_model
 from lmadapt.inference.predictor import Predictor, encode
 from lmadapt.models.classifier import new_head_parameter_names
+from lmadapt.models.contract import StrategyContext
 from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
-from lmadapt.strategies import Strategy, StrategyContext, get_strategy
+from lmadapt.strategies import Strategy, get_strategy
 from lmadapt.training.losses import class_weighted_loss
 from lmadapt.training.progress import EpochLines
 
