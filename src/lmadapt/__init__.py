@@ -191,11 +191,12 @@ def _as_config(config) -> RunConfig:
     return config if isinstance(config, _RunConfig) else load_config(config)
 
 
-def create_app(runs, settings=None):
-    """The REST service (a FastAPI app) over run folders; see lmadapt.serving.app.create_app."""
+def create_app(runs, settings=None, routers=()):
+    """The REST service (a FastAPI app) over run folders, with an application's routers; see
+    lmadapt.serving.app.create_app."""
     from lmadapt.serving.app import create_app as _create_app
 
-    return _create_app([load(run) if not hasattr(run, "predictor") else run for run in runs], settings)
+    return _create_app([load(run) if not hasattr(run, "predictor") else run for run in runs], settings, routers)
 
 
 __all__ = [

@@ -18,10 +18,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import BaseModel
 
 import lmadapt
 from lmadapt.errors import LmadaptError
 from lmadapt.serving.app import ServiceSettings, wait_until_serving
+from lmadapt.serving.routes import Pool, ServiceRouter
 from tests.conftest import REPO, sentiment_rows, tiny_overrides, write_three_splits
 
 TEXTS = ["a great and moving film", "dull boring plot", "the acting was superb", "tedious and lifeless ending"]
@@ -532,3 +534,105 @@ def test_a_graph_a_runtime_cannot_read_is_a_clear_error(tmp_path):
         with pytest.raises(LmadaptError, match=f"{runtime} cannot load this graph") as caught:
             engine(graph)
         assert caught.value.where == str(graph)
+
+
+# --- an application's routes on the service ---------------------------------------------------------------
+
+
+class Question(BaseModel):  # an application's request (at module level: FastAPI resolves the annotations here)
+    text: str
+
+
+def test_an_application_router_shares_the_pool_the_key_the_limits_the_metrics_and_the_error_bodies(trained_run):
+    from fastapi.testclient import TestClient
+
+    router = ServiceRouter(prefix="/v1/support")
+    pools = []
+
+    @router.post("/answer")
+    async def answer(question: Question, pool: Pool) -> dict:
+        pools.append(pool)
+        return {"intent": (await pool.predict(None, [question.text]))[0]["label"]}
+
+    @router.get("/broken")
+    async def broken() -> dict:
+        raise RuntimeError("the knowledge base is offline")
+
+    app = lmadapt.create_app([trained_run], ServiceSettings(api_key="s3cret", max_chars=40, backend="torch"), [router])
+    key = {"X-API-Key": "s3cret"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        def refused(status, code, path="/v1/support/answer", **request):
+            response = client.post(path, **request) if "/answer" in path else client.get(path, **request)
+            assert response.status_code == status, response.text
+            assert set(response.json()) == {"error"} and response.json()["error"]["code"] == code, response.text
+            return response.json()["error"]
+
+        answered = client.post("/v1/support/answer", json={"text": "a great film"}, headers=key)
+        assert answered.status_code == 200, answered.text
+        assert answered.json() == {"intent": trained_run.predict(["a great film"])[0]["label"]}
+        assert pools == [app.state.pool]
+
+        assert refused(401, "unauthorized", json={"text": "a great film"})["fix"].startswith("send the key as")
+        refused(401, "unauthorized", json={"text": "a great film"}, headers={"X-API-Key": "guess"})
+        assert "limit is 40" in refused(422, "text_too_long", json={"text": "great " * 10}, headers=key)["message"]
+        assert "text: Field required" in refused(422, "invalid_request", json={}, headers=key)["message"]
+        strict = {**key, "content-type": "application/json"}
+        assert "NaN" in refused(400, "malformed_json", content=b'{"text": NaN}', headers=strict)["message"]
+        refused(
+            415, "unsupported_media_type", content=b'{"text": "great"}', headers={**key, "content-type": "text/plain"}
+        )
+        message = refused(500, "internal", path="/v1/support/broken", headers=key)["message"]
+        assert message == "RuntimeError: the knowledge base is offline"
+
+        metrics = client.get("/metrics", headers=key).text
+        schema = client.get("/openapi.json").json()
+    assert 'lmadapt_requests_total{route="/v1/support/answer",status="200"} 1.0' in metrics
+    assert 'lmadapt_requests_total{route="/v1/support/answer",status="422"} 2.0' in metrics
+    assert 'lmadapt_requests_total{route="/v1/support/broken",status="500"} 1.0' in metrics
+    assert f'lmadapt_predicted_texts_total{{model="{trained_run.name}"}} 1.0' in metrics
+    assert 'lmadapt_errors_total{code="unauthorized"} 2.0' in metrics
+    assert 'lmadapt_errors_total{code="internal"} 1.0' in metrics
+    # The schema says the application's routes need the key, as the service's own do.
+    security = schema["paths"]["/v1/support/answer"]["post"]["security"]
+    assert security == schema["paths"]["/v1/predict"]["post"]["security"] and security
+
+
+def test_an_application_router_that_reads_bodies_its_own_way_is_refused(trained_run):
+    from fastapi import APIRouter
+
+    plain, service = APIRouter(), ServiceRouter()
+    plain.post("/v1/plain")(lambda: {})
+    service.post("/v1/strict")(lambda: {})
+    with pytest.raises(
+        TypeError, match=r"the routes \['/v1/plain'\] do not read JSON .* build them on a ServiceRouter"
+    ):
+        lmadapt.create_app([trained_run], routers=[service, plain])
+
+
+def test_a_prediction_hook_sees_and_can_change_what_predict_returns(trained_run):
+    from fastapi.testclient import TestClient
+
+    seen = []
+
+    def out_of_scope(name, texts, results):
+        return [
+            {**result, "label": "out_of_scope"} if "music" in text else result for text, result in zip(texts, results)
+        ]
+
+    def observe(name, texts, results):
+        seen.append((name, list(texts), [result["label"] for result in results]))
+
+    texts = ["a great film", "the music was dull"]
+    app = lmadapt.create_app([trained_run], ServiceSettings(backend="torch"))
+    app.state.pool.hooks.extend([out_of_scope, observe])
+    with TestClient(app) as client:
+        answered = client.post("/v1/predict", json={"texts": texts})
+    assert answered.status_code == 200, answered.text
+    predictions = answered.json()["predictions"]
+    direct = trained_run.predict(texts)
+    assert [p["label"] for p in predictions] == [direct[0]["label"], "out_of_scope"]
+    np.testing.assert_allclose(
+        scores_of(answered.json()), [[d["scores"][k] for k in ("positive", "negative")] for d in direct], atol=1e-6
+    )
+    assert seen == [(trained_run.name, texts, [direct[0]["label"], "out_of_scope"])]  # in order: it saw the change
