@@ -115,12 +115,7 @@ def export(
 def predict(run, texts, *, pairs=None, backend: str = "auto", batch_size: int = 64, workers: int = 1) -> list[dict]:
     """Labels and label scores of `texts` (a string or a list) with a run (folder or Run), on the chosen inference
     path as `lmadapt predict` takes it; texts the run's backbone cannot read are refused."""
-    from lmadapt.runs import checked_texts
-
-    loaded = _as_run(run)
-    texts = checked_texts(texts)
-    loaded.check_reads(texts)
-    return loaded.inference(backend, workers=workers, batch_size=batch_size).predict(texts, pairs)
+    return _as_run(run).inference(backend, workers=workers, batch_size=batch_size).predict(texts, pairs)
 
 
 def predict_file(

@@ -171,7 +171,6 @@ def predict(
     """
     import lmadapt
     from lmadapt.inference.predictor import worker_count
-    from lmadapt.runs import checked_texts
     from lmadapt.serving.batch import check_scored_output, predict_file
 
     if not texts and not input:
@@ -183,8 +182,6 @@ def predict(
     loaded = lmadapt.load(run)
     predictor = loaded.inference(backend, workers=worker_count(workers), batch_size=batch_size)
     if texts:
-        texts = checked_texts(texts)
-        loaded.check_reads(texts)
         for text, result in zip(texts, predictor.predict(texts)):
             decided = result.get("label", result.get("labels"))
             best = max(result["scores"].values())

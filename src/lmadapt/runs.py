@@ -28,12 +28,11 @@ import yaml
 from lmadapt.config import DataConfig, build_dataclass
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
-from lmadapt.inference.artifacts import load_input_tokenizer, load_model, load_saved_tokenizer
+from lmadapt.inference.artifacts import load_input_tokenizer, load_model
+from lmadapt.inference.guard import TextGuard, run_text_guard
 from lmadapt.inference.loading import load_predictor, load_torch_predictor
 from lmadapt.inference.predictor import Predictor
-from lmadapt.models.language import check_backbone_reads
 from lmadapt.recipe import parse_config
-from lmadapt.strategies import get_strategy
 from lmadapt.version import __version__
 
 MANIFEST = "manifest.json"
@@ -210,18 +209,6 @@ def replace_folder_atomic(final: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def checked_texts(texts: Sequence[str] | str) -> list[str]:
-    """`texts` as a list (one string: a list of one), refused if any is empty or not a string."""
-    if isinstance(texts, str):
-        texts = [texts]
-    empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if empty:
-        raise LmadaptError(
-            f"text {empty[0] + 1} of {len(texts)} is empty or not a string", fix="pass non-empty strings"
-        )
-    return list(texts)
-
-
 class Run:
     """A finished run folder: its labels, config and metrics, and a predictor loaded on first use."""
 
@@ -261,26 +248,18 @@ class Run:
         return load_input_tokenizer(self.path / "model", self.run_config)
 
     @cached_property
-    def _guard_tokenizer(self):
-        """The backbone's tokenizer as saved with the model, or None where the language guard is off:
-        trained with it off, or no pretrained backbone (scratch reads words of its own vocabulary)."""
-        config = self.run_config
-        if config.model.max_unknown_share >= 1.0 or not get_strategy(config.strategy_name).uses_backbone:
-            return None
-        return load_saved_tokenizer(self.path / "model", config)
+    def guard(self) -> TextGuard:
+        """The guard every prediction passes (see lmadapt.inference.guard): loaded once, on first use."""
+        return run_text_guard(self.path, self.run_config)
 
     def check_reads(self, texts: Sequence[str], where: str = "the texts to predict") -> float | None:
         """The language guard before predicting: the unknown-token share of `texts` for the run's backbone,
         an error above the run's model.max_unknown_share (see lmadapt.models.language); None where it is off."""
-        tokenizer = self._guard_tokenizer
-        if tokenizer is None:
-            return None
-        model = self.run_config.model
-        return check_backbone_reads(tokenizer, texts, model.backbone, model.max_unknown_share, where, predicting=True)
+        return self.guard.unknown_share(texts, where)
 
     @cached_property
     def predictor(self) -> Predictor:
-        return load_torch_predictor(self.path, self.run_config, self.labels, self.max_length)
+        return load_torch_predictor(self.path, self.run_config, self.labels, self.max_length, self.guard)
 
     def inference(self, backend: str = "auto", workers: int = 1, batch_size: int = 64, engine_workers: int = 0):
         """A predictor on the chosen inference path; see lmadapt.inference.loading.load_predictor."""
@@ -291,6 +270,7 @@ class Run:
             self.max_length,
             lambda name: manifest_lists(self.path, name),
             lambda: self.predictor,
+            self.guard,
             backend,
             workers=workers,
             batch_size=batch_size,
@@ -301,8 +281,6 @@ class Run:
         self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False
     ) -> list[dict]:
         """Labels and per-label scores for each text (refused for texts the backbone cannot read)."""
-        texts = checked_texts(texts)
-        self.check_reads(texts)
         return self.predictor.predict(texts, pairs, progress=progress)
 
     def __repr__(self) -> str:

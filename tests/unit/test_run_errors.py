@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import lmadapt
+from lmadapt.config import DataConfig
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.report import evaluate_run
@@ -164,7 +165,9 @@ def test_weights_cut_short_are_an_error_naming_the_file(
 
 def test_scoring_a_file_for_many_labels_adds_the_columns_at_once(tmp_path):
     labels = LabelMap([f"intent_{i:03d}" for i in range(151)])
-    run = types.SimpleNamespace(config={"data": {"drop_empty": True}}, labels=labels, check_reads=lambda *a, **k: None)
+    run = types.SimpleNamespace(
+        data_config=lambda **_: DataConfig(drop_empty=True), labels=labels, check_reads=lambda *a, **k: None
+    )
     rng = np.random.default_rng(0)
 
     class RandomPredictor:

@@ -20,14 +20,16 @@ from lmadapt.inference.engines import (
     onnx_file,
     resolve_backend,
 )
+from lmadapt.inference.guard import TextGuard
 from lmadapt.inference.predictor import Predictor, threads_per_worker
 from lmadapt.models.shared import cast_keeping_shared
 
 
-def load_torch_predictor(folder: Path, config, labels: LabelMap, max_length: int) -> Predictor:
+def load_torch_predictor(folder: Path, config, labels: LabelMap, max_length: int, guard: TextGuard) -> Predictor:
     """The run's model in PyTorch float32, on the shared copy of its backbone's frozen weights."""
     model, reader = load_model_and_reader(folder / "model", config, labels, share_backbone=True)
-    return Predictor(model, reader or load_input_tokenizer(folder / "model", config), labels, max_length)
+    tokenizer = reader or load_input_tokenizer(folder / "model", config)
+    return Predictor(model, tokenizer, labels, max_length, guard=guard)
 
 
 def load_predictor(
@@ -37,6 +39,7 @@ def load_predictor(
     max_length: int,
     signed: Callable[[str], bool],
     torch_predictor: Callable[[], Predictor],
+    guard: TextGuard,
     backend: str = "auto",
     workers: int = 1,
     batch_size: int = 64,
@@ -44,7 +47,7 @@ def load_predictor(
 ) -> Predictor:
     """A predictor on the chosen inference path (`auto`: the fastest here, see `resolve_backend`); `signed(file)`
     says whether the run's manifest lists an exported graph; `torch_predictor()` the float32 predictor already
-    loaded. `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
+    loaded; `guard` the run's text guard, which `predict` applies. `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
     concurrent callers instead, when the caller runs batches at once itself, as the service does)."""
     chosen = resolve_backend(folder, backend, signed)
     if chosen == TORCH:
@@ -61,4 +64,4 @@ def load_predictor(
         else:
             engine = OnnxEngine(graph, chosen, threads=threads_per_worker(concurrent))
         tokenizer = load_input_tokenizer(folder / "model", config)
-    return Predictor(engine, tokenizer, labels, max_length, batch_size=batch_size, workers=workers)
+    return Predictor(engine, tokenizer, labels, max_length, batch_size=batch_size, workers=workers, guard=guard)

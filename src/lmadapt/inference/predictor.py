@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import ENGINES, TorchEngine
+from lmadapt.inference.guard import checked_texts
 from lmadapt.inference.scores import decisions, scores_from_logits
 
 
@@ -67,7 +68,16 @@ class Predictor:
     `workers` > 1 runs that many batches at once on threads, each engine call on its own core.
     """
 
-    def __init__(self, model, tokenizer, labels: LabelMap, max_length: int, batch_size: int = 64, workers: int = 1):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        labels: LabelMap,
+        max_length: int,
+        batch_size: int = 64,
+        workers: int = 1,
+        guard: Callable[[Sequence[str]], list[str]] | None = None,
+    ):
         if workers < 1:
             raise LmadaptError(f"workers must be at least 1, not {workers}", fix="pass workers=1 or more")
         self.engine = model if isinstance(model, ENGINES) else TorchEngine(model)
@@ -76,6 +86,7 @@ class Predictor:
         self.max_length = max_length
         self.batch_size = batch_size
         self.workers = workers
+        self.guard = guard or checked_texts  # a run's predictor checks what a run can read, too
 
     @property
     def model(self):
@@ -119,7 +130,12 @@ class Predictor:
             return [[self.labels.labels[j] for j in np.flatnonzero(row)] for row in decided]
         return [self.labels.labels[j] for j in decided]
 
-    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False) -> list[dict]:
+    def predict(
+        self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False
+    ) -> list[dict]:
+        """Labels and label scores of each text, after the guard (empty texts, and for a run's predictor texts its
+        backbone cannot read, are refused)."""
+        texts = self.guard(texts)
         scores = self.scores(texts, pairs, progress)
         key = "labels" if self.labels.task == MULTI_LABEL else "label"
         return [
