@@ -118,6 +118,28 @@ def predict(run, texts, *, pairs=None, backend: str = "auto", batch_size: int = 
     return _as_run(run).inference(backend, workers=workers, batch_size=batch_size).predict(texts, pairs)
 
 
+def embed(source, texts, *, batch_size: int = 64):
+    """Sentence vectors of `texts` (a numpy array, one row a text). From a run (folder or Run): the adapted
+    classifier's view of each text, the input of its classification head. From a backbone (packaged alias, local
+    folder or hub id): its sentence-transformers embedding (mean pooling for a plain encoder). Texts the model
+    cannot read are refused, as for predict."""
+    from pathlib import Path
+
+    if hasattr(source, "predictor") or (Path(str(source)) / "manifest.json").is_file():
+        run = _as_run(source)
+        return run.predictor.features(run.guard(texts, "the texts to embed"))
+    from lmadapt.config import ModelConfig
+    from lmadapt.inference.guard import checked_texts
+    from lmadapt.models.language import require_readable
+    from lmadapt.models.resolve import resolve_backbone
+    from lmadapt.models.sentence_encoder import embed_texts
+
+    texts, model = checked_texts(texts), ModelConfig(backbone=str(source))
+    path = resolve_backbone(model.backbone)
+    require_readable(path, model, texts, where="the texts to embed")
+    return embed_texts(path, model, texts, batch_size)
+
+
 def predict_file(
     run, source: str, output, *, text_column: str | None = None, backend: str = "auto", batch_size: int = 64
 ) -> int:
@@ -201,6 +223,7 @@ __all__ = [
     "compare_strategies",
     "config_keys",
     "create_app",
+    "embed",
     "evaluate",
     "export",
     "fewshot",

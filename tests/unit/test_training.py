@@ -365,3 +365,28 @@ def test_the_api_mirrors_the_cli(tiny_bert, sentiment_files, tmp_path):
     assert {s.name for s in lmadapt.available_strategies()} >= {"full", "lora", "setfit"}
     with pytest.raises(LmadaptError, match="texts? 1 of 1 is empty"):
         lmadapt.predict(run.path, [""])
+
+
+def test_embed_gives_a_runs_features_and_a_backbones_sentence_vectors(tiny_bert, sentiment_files, tmp_path):
+    run = train_tiny(tiny_bert, sentiment_files, tmp_path / "runs", "embedded", **{"train.epochs": 1})
+    texts = ["a superb and brilliant film", "dull and tedious", "the plot"]
+    vectors = lmadapt.embed(run.path, texts)
+    # a BERT classifier's features: the pooled [CLS] state its classification head reads
+    model, tokenizer = run.load_model(), AutoTokenizer.from_pretrained(run.path / "model")
+    with torch.inference_mode():
+        for text, row in zip(texts, vectors):
+            pooled = model.bert(**tokenizer(text, return_tensors="pt")).pooler_output[0].numpy()
+            np.testing.assert_allclose(row, pooled, atol=1e-5)
+        logits = model.classifier(torch.from_numpy(vectors)).numpy()
+    np.testing.assert_allclose(logits, run.predictor.logits(texts), atol=1e-5)
+
+    sentence = lmadapt.embed(str(tiny_bert), texts)  # a backbone: mean pooling of its last hidden states
+    encoder = AutoModelForSequenceClassification.from_pretrained(tiny_bert).bert
+    with torch.inference_mode():
+        batch = tokenizer(texts[0], return_tensors="pt")
+        states = encoder(**batch).last_hidden_state[0]
+    assert sentence.shape == (3, 32)
+    np.testing.assert_allclose(sentence[0], states.mean(dim=0).numpy(), atol=1e-5)
+
+    with pytest.raises(LmadaptError, match="text 2 of 2 is empty"):
+        lmadapt.embed(run, ["fine", " "])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import ENGINES, TorchEngine
 from lmadapt.inference.guard import checked_texts
 from lmadapt.inference.scores import decisions, scores_from_logits
+from lmadapt.models.classifier import classification_head
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int):
@@ -96,6 +98,36 @@ class Predictor:
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self._each_batch(texts, pairs, self.engine, progress)
+
+    def features(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """The classifier's view of each text: the input of its classification head (e.g. the pooled [CLS] state,
+        or a sentence embedding), one float32 row a text. Read from the PyTorch model."""
+        model = self.model
+        if model is None:
+            raise LmadaptError(
+                "features are read from the PyTorch model, not an exported graph", fix="use backend torch"
+            )
+        head = classification_head(model, len(self.labels))
+        seen = threading.local()  # batches may run on several threads; each reads its own
+        hook = head.register_forward_pre_hook(lambda _module, args: setattr(seen, "features", args[0]))
+
+        def read(batch) -> np.ndarray:
+            self.engine(batch)
+            if seen.features.dim() != 2:
+                raise LmadaptError(
+                    "this run's head reads every token, not one vector a text: it has no text features",
+                    fix="embed with an encoder run (full, head, lora, adapter, ...) or a backbone",
+                )
+            return seen.features.detach().float().cpu().numpy()
+
+        try:
+            return self._each_batch(checked_texts(texts), pairs, read, False)
+        finally:
+            hook.remove()
+
+    def _each_batch(self, texts: Sequence[str], pairs: Sequence[str] | None, read, progress: bool) -> np.ndarray:
+        """`read(padded batch)` over the texts in batches of similar length; its rows in the texts' order."""
         encoded = encode(self.tokenizer, texts, pairs, self.max_length)
         names = [name for name in (self.engine.input_names or encoded.keys()) if name in encoded]
         # Sorting by length makes each batch's padding small; the original order is restored below.
@@ -104,20 +136,18 @@ class Predictor:
 
         def run(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             rows = {name: [encoded[name][i] for i in index] for name in names}
-            return index, self.engine(dict(self.tokenizer.pad(rows, return_tensors="np")))
+            return index, read(dict(self.tokenizer.pad(rows, return_tensors="np")))
 
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        out = None
         with evaluating(self.model), ThreadPoolExecutor(self.workers) as pool, torch_threads(self.workers):
             done = pool.map(run, batches) if self.workers > 1 else map(run, batches)
-            for index, logits in tqdm(
-                done,
-                total=len(batches),
-                desc="predicting",
-                unit="batch",
-                disable=None if progress else True,
-                leave=False,  # None: no bar off a terminal
+            disable = None if progress else True  # None: no bar off a terminal
+            for index, rows in tqdm(
+                done, total=len(batches), desc="predicting", unit="batch", leave=False, disable=disable
             ):
-                out[index] = logits
+                if out is None:
+                    out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
+                out[index] = rows
         return out
 
     def scores(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False) -> np.ndarray:

@@ -112,6 +112,24 @@ def new_head_parameter_names(model) -> set[str]:
     return saved or set(head_parameter_names(model))
 
 
+def classification_head(model, num_labels: int):
+    """The layer that gives a classifier its logits: the last linear layer with one output per label (inside a peft
+    model, the copy it trains, not the original it keeps aside). Its input is the classifier's view of a text."""
+    from torch import nn
+
+    heads = [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module.out_features == num_labels and ".original_module" not in name
+    ]
+    if not heads:
+        raise LmadaptError(
+            "this run's model has no linear classification head (it scores labels another way)",
+            fix="embed with an encoder run (full, head, lora, adapter, ...) or a backbone",
+        )
+    return heads[-1]
+
+
 def head_parameter_names(model) -> list[str]:
     """Parameters outside the pretrained backbone: the classification head."""
     prefix = model.base_model_prefix

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from lmadapt.config import ModelConfig
 from lmadapt.models.classifier import explained_load_errors
-from lmadapt.models.contract import StrategyContext
 
 
-def load_sentence_encoder(context: StrategyContext):
-    """The backbone as a sentence-transformers model (a plain HF encoder gets mean pooling), on the GPU if
+def load_sentence_encoder(path: Path, model: ModelConfig):
+    """The backbone in `path` as a sentence-transformers model (a plain HF encoder gets mean pooling), on the GPU if
     there is one."""
     from sentence_transformers import SentenceTransformer
 
-    with explained_load_errors(context.backbone_path, context.model):
-        encoder = SentenceTransformer(str(context.backbone_path), trust_remote_code=context.model.trust_remote_code)
-    encoder.max_seq_length = context.model.max_length
+    with explained_load_errors(path, model):
+        encoder = SentenceTransformer(str(path), trust_remote_code=model.trust_remote_code)
+    encoder.max_seq_length = model.max_length
     return encoder
 
 
@@ -25,3 +27,9 @@ def sentence_embeddings(encoder, input_ids, attention_mask, token_type_ids=None)
     if token_type_ids is not None:
         features["token_type_ids"] = token_type_ids
     return encoder(features)["sentence_embedding"]
+
+
+def embed_texts(path: Path, model: ModelConfig, texts: list[str], batch_size: int = 64):
+    """The backbone's sentence embeddings of `texts` (float32, one row a text), as sentence-transformers gives them."""
+    encoder = load_sentence_encoder(path, model)
+    return encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)

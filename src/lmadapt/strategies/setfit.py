@@ -61,7 +61,7 @@ class EncoderWithHead(nn.Module):
 
 
 def prepare(context: StrategyContext, config: SetfitConfig) -> PreparedModel:
-    encoder = load_sentence_encoder(context)
+    encoder = load_sentence_encoder(context.backbone_path, context.model)
     return PreparedModel(EncoderWithHead(encoder, len(context.labels)), encoder.tokenizer)
 
 

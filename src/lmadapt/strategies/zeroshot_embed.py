@@ -77,7 +77,7 @@ def prepare(context: StrategyContext, config: ZeroshotEmbedConfig) -> PreparedMo
     from lmadapt.prompts import Verbalizer
 
     verbalizer = Verbalizer.build(config.descriptions, context.labels.labels, "strategy.descriptions")
-    encoder = load_sentence_encoder(context)
+    encoder = load_sentence_encoder(context.backbone_path, context.model)
     encoder.requires_grad_(False)
     with torch.no_grad():
         label_embeddings = torch.stack(
