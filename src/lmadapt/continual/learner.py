@@ -33,6 +33,7 @@ from lmadapt.models.classifier import grow_head
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.recipe import load_config
 from lmadapt.runs import load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
@@ -135,7 +136,7 @@ def require_method(name: str, option: str) -> None:
 
 
 def _check_strategy(strategy) -> None:
-    if not strategy.trains or strategy.own_training or strategy.artifact == "delta":
+    if not strategy.trains or strategy.own_training or strategy.artifact is TRAINED_TENSORS:
         raise LmadaptError(
             f"continual learning trains a classifier with a linear head step by step; strategy '{strategy.name}' "
             "does not",

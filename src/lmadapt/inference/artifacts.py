@@ -1,70 +1,25 @@
-"""What a run's model/ folder holds, for every strategy, and how it becomes a model again.
-
-- `model`: a complete HF model (full, scratch): `AutoModelForSequenceClassification` loads it.
-- `peft`: a peft adapter folder, head included (lora, ia3, prefix, prompt_tuning):
-  `PeftModel.from_pretrained(backbone_classifier, model/)` loads it.
-- `delta`: only the tensors training changed (adapter, bitfit, head), in delta.safetensors; the
-  model is rebuilt by the strategy from the backbone and the run's config, then the delta is laid on.
-
-Adapter and delta folders also hold lmadapt_backbone.json (the backbone as configured and the
-folder it resolved to), and the tokenizer, so a run reloads without its training data.
-"""
+"""A run's model/ folder, written and read back for every strategy: the kind of folder is the strategy's
+(Strategy.artifact, one of lmadapt.models.saved); here the folder is filled, the backbone found, the model rebuilt on
+a shared copy of the backbone where asked, and a damaged weights file named."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-import lmadapt.models.lstm  # noqa: F401  registers lmadapt's own model types with the Auto classes
-import lmadapt.models.pooled  # noqa: F401
 from lmadapt.config import RunConfig
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.models.contract import StrategyContext
-from lmadapt.models.peft_models import load_peft_adapter, peft_base_classifier
-from lmadapt.models.resolve import resolve_backbone
-from lmadapt.strategies import get_strategy
-
-MODEL, PEFT, DELTA = "model", "peft", "delta"
-DELTA_WEIGHTS = "delta.safetensors"
-BACKBONE_RECORD = "lmadapt_backbone.json"
+from lmadapt.models.saved import backbone_of, save_backbone_record
+from lmadapt.strategies import Strategy, get_strategy
 
 
-def trained_tensors(model) -> dict[str, torch.Tensor]:
-    """The parameters training changed: every one that requires a gradient."""
-    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def save_model(model, tokenizer, folder: Path, artifact: str, backbone: str | None, backbone_path: Path | None) -> None:
-    from safetensors.torch import save_file
-
+def save_model(model, tokenizer, folder: Path, strategy: Strategy, backbone: str | None, backbone_path: Path | None):
+    """Write the trained model into a run's model/ folder, as the strategy's kind of folder keeps it."""
     folder.mkdir(parents=True, exist_ok=True)
-    if artifact in (MODEL, PEFT):
-        model.save_pretrained(folder)  # peft models write only the adapter and the head
-    else:
-        save_file(trained_tensors(model), str(folder / DELTA_WEIGHTS))
-    if artifact != MODEL:
-        record = {"backbone": backbone, "path": str(Path(backbone_path).resolve()) if backbone_path else None}
-        (folder / BACKBONE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    tokenizer.save_pretrained(folder)
-
-
-def backbone_of(folder: Path) -> Path:
-    """The backbone an adapter or delta run needs: as configured, else the folder it resolved to at training."""
-    record = json.loads((folder / BACKBONE_RECORD).read_text(encoding="utf-8"))
-    try:
-        return resolve_backbone(record["backbone"])
-    except LmadaptError as error:
-        recorded = Path(record["path"]) if record.get("path") else None
-        if recorded is not None and (recorded / "config.json").is_file():
-            return recorded
-        raise LmadaptError(
-            f"this run adapts the backbone '{record['backbone']}', which is not available here: {error.what}",
-            where=str(folder),
-            fix="install or download that backbone (the run folder holds only the adapter and the head)",
-        ) from None
+    strategy.artifact.save(model, tokenizer, folder)
+    if strategy.artifact.needs_backbone:
+        save_backbone_record(folder, backbone, backbone_path)
 
 
 def load_model(
@@ -118,36 +73,16 @@ def _unreadable_weights(folder: Path) -> tuple[Path, str] | None:
 
 
 def _rebuild(folder: Path, config: RunConfig, labels: LabelMap, *, share_backbone: bool, trainable: bool):
-    from transformers import AutoModelForSequenceClassification
-
     strategy = get_strategy(config.strategy_name)
-    if strategy.artifact == MODEL:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder, trust_remote_code=config.model.trust_remote_code
+    context = None
+    if strategy.artifact.needs_backbone:
+        context = StrategyContext(
+            backbone_of(folder), config.model, labels, [], share_backbone=share_backbone, saved_folder=folder
         )
-        return model.eval(), None
-    context = StrategyContext(
-        backbone_of(folder), config.model, labels, [], share_backbone=share_backbone, saved_folder=folder
+    model, prepared = strategy.artifact.load(
+        folder, config, context, lambda built_in: strategy.prepare(built_in, config.strategy), trainable
     )
-    if strategy.artifact == PEFT:
-        base, _ = peft_base_classifier(context, config.strategy)
-        return load_peft_adapter(base, folder, trainable).eval(), None
-    from safetensors.torch import load_file
-
-    prepared = strategy.prepare(context, config.strategy)
-    model = prepared.model
-    # Onto the device the strategy built the model on (a sentence encoder takes the GPU where there is one).
-    delta = load_file(str(folder / DELTA_WEIGHTS), device=str(next(model.parameters()).device))
-    # assign=True puts the run's own tensors in place instead of copying into (possibly shared) ones.
-    outcome = model.load_state_dict(delta, strict=False, assign=True)
-    if outcome.unexpected_keys:
-        raise LmadaptError(
-            f"the run's saved tensors do not fit the rebuilt model (e.g. {outcome.unexpected_keys[0]})",
-            where=str(folder / DELTA_WEIGHTS),
-            fix="load it with the lmadapt version that trained it (see manifest.json), or retrain",
-        )
-    model.requires_grad_(False)
-    return model.eval(), prepared.tokenizer if strategy.input_tokenizer else None
+    return model, prepared.tokenizer if prepared is not None and strategy.input_tokenizer else None
 
 
 def load_saved_tokenizer(folder: Path, config: RunConfig):

@@ -10,6 +10,7 @@ from lmadapt.config import option, require_choice, require_positive
 from lmadapt.models.adapters import ACTIVATIONS, PLACEMENTS, add_bottleneck_adapters, target_patterns
 from lmadapt.models.classifier import head_parameter_names, load_classifier, train_only
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
 
 
@@ -60,5 +61,5 @@ STRATEGY = Strategy(
     config_class=AdapterStrategyConfig,
     default_learning_rate=3e-3,
     prepare=prepare,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
 )

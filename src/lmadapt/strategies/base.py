@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.saved import WHOLE_MODEL, SavedModel
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Strategy:
     default_warmup_ratio: float = 0.1
     uses_backbone: bool = True
     bf16_ok: bool = True
-    artifact: str = "model"  # what model/ holds: model, peft or delta (see lmadapt.inference.artifacts)
+    artifact: SavedModel = WHOLE_MODEL  # how model/ keeps what it trained (see lmadapt.models.saved)
     mergeable: bool = False  # `lmadapt merge` can fold the adapter into the backbone
     trains: bool = True  # zero-shot strategies build their classifier without training
     # A strategy that trains its own way (not with the Trainer): (prepared, data, run config) -> training figures.

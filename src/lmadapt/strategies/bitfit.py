@@ -11,6 +11,7 @@ from lmadapt.config import option
 from lmadapt.errors import LmadaptError
 from lmadapt.models.classifier import head_parameter_names, load_classifier, train_only
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
 
 
@@ -58,5 +59,5 @@ STRATEGY = Strategy(
     config_class=BitFitConfig,
     default_learning_rate=5e-3,
     prepare=prepare,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
 )

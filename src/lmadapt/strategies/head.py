@@ -8,6 +8,7 @@ from lmadapt.config import option, require_choice
 from lmadapt.models.classifier import head_parameter_names, load_classifier, load_pooled_classifier, train_only
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.pooled import POOLINGS
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
 
 
@@ -39,5 +40,5 @@ STRATEGY = Strategy(
     config_class=HeadConfig,
     default_learning_rate=2e-3,
     prepare=prepare,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
 )

@@ -9,6 +9,7 @@ from lmadapt.config import option, require_choice
 from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
 from lmadapt.models.pooled import POOLINGS
+from lmadapt.models.saved import PEFT_ADAPTER
 from lmadapt.strategies.base import Strategy
 
 
@@ -80,6 +81,6 @@ STRATEGY = Strategy(
     config_class=Ia3StrategyConfig,
     default_learning_rate=3e-2,
     prepare=peft_prepare(peft_config),
-    artifact="peft",
+    artifact=PEFT_ADAPTER,
     mergeable=True,
 )

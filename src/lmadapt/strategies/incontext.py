@@ -16,6 +16,7 @@ from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm
 from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
 
 DEMONSTRATIONS_FILE = "demonstrations.json"
@@ -147,7 +148,7 @@ STRATEGY = Strategy(
     config_class=IncontextConfig,
     default_learning_rate=0.0,
     prepare=prepare,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
     trains=False,
     default_backbone="smollm2",
     input_tokenizer=input_tokenizer,

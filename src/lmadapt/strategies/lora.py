@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from lmadapt.config import option, require_choice, require_positive
 from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
+from lmadapt.models.saved import PEFT_ADAPTER
 from lmadapt.strategies.base import Strategy
 
 BIAS_CHOICES = ("none", "lora_only", "all")
@@ -54,6 +55,6 @@ STRATEGY = Strategy(
     config_class=LoraStrategyConfig,
     default_learning_rate=1e-3,
     prepare=peft_prepare(peft_config),
-    artifact="peft",
+    artifact=PEFT_ADAPTER,
     mergeable=True,
 )

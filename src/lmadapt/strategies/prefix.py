@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from lmadapt.config import option, require_positive
 from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
+from lmadapt.models.saved import PEFT_ADAPTER
 from lmadapt.strategies.base import Strategy
 
 
@@ -41,5 +42,5 @@ STRATEGY = Strategy(
     config_class=PrefixStrategyConfig,
     default_learning_rate=1e-2,
     prepare=peft_prepare(peft_config),
-    artifact="peft",
+    artifact=PEFT_ADAPTER,
 )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from lmadapt.config import option, require_positive
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm, template_tokenizer
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
 
 
@@ -43,7 +44,7 @@ STRATEGY = Strategy(
     config_class=PromptFinetuneConfig,
     default_learning_rate=5e-4,
     prepare=prepare,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
     default_backbone="smollm2",
     input_tokenizer=template_tokenizer,
 )

@@ -8,6 +8,7 @@ from lmadapt.config import option, require_choice, require_positive
 from lmadapt.errors import LmadaptError
 from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
+from lmadapt.models.saved import PEFT_ADAPTER
 from lmadapt.strategies.base import Strategy
 
 INITIALISATIONS = ("sample_vocab", "random", "text")
@@ -52,5 +53,5 @@ STRATEGY = Strategy(
     config_class=PromptTuningStrategyConfig,
     default_learning_rate=3e-2,
     prepare=peft_prepare(peft_config),
-    artifact="peft",
+    artifact=PEFT_ADAPTER,
 )

@@ -18,6 +18,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lmadapt.config import option, require_positive
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.models.sentence_encoder import load_sentence_encoder, sentence_embeddings
 from lmadapt.strategies.base import Strategy
 
@@ -108,7 +109,7 @@ STRATEGY = Strategy(
     config_class=SetfitConfig,
     default_learning_rate=2e-5,
     prepare=prepare,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
     trains=False,
     own_training=train_setfit,
 )

@@ -12,6 +12,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from lmadapt.config import option, require_positive
 from lmadapt.errors import LmadaptError
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.models.sentence_encoder import load_sentence_encoder, sentence_embeddings
 from lmadapt.strategies.base import Strategy
 
@@ -102,7 +103,7 @@ STRATEGY = Strategy(
     config_class=ZeroshotEmbedConfig,
     default_learning_rate=0.0,
     prepare=prepare,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
     trains=False,
     input_tokenizer=input_tokenizer,
 )

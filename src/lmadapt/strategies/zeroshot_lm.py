@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm, template_tokenizer
+from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
 
 STRATEGY = Strategy(
@@ -11,7 +12,7 @@ STRATEGY = Strategy(
     config_class=VerbalizedLmConfig,
     default_learning_rate=0.0,
     prepare=load_verbalized_lm,
-    artifact="delta",
+    artifact=TRAINED_TENSORS,
     trains=False,
     default_backbone="smollm2",
     input_tokenizer=template_tokenizer,

@@ -377,9 +377,7 @@ def save_run(
     labels, config, metrics and plots; `extra(folder)` adds files of its own."""
 
     def fill(folder: Path) -> None:
-        save_model(
-            prepared.model, prepared.tokenizer, folder / "model", strategy.artifact, config.model.backbone, backbone
-        )
+        save_model(prepared.model, prepared.tokenizer, folder / "model", strategy, config.model.backbone, backbone)
         for name, text in prepared.files.items():
             (folder / "model" / name).write_text(text, encoding="utf-8")
         metrics["artifact_mb"] = round(folder_bytes(folder / "model") / 2**20, 3)
