@@ -8,6 +8,8 @@ from pathlib import Path
 from lmadapt.config import ModelConfig
 from lmadapt.errors import LmadaptError
 from lmadapt.models.contract import StrategyContext
+from lmadapt.models.pooled import PooledClassifierConfig, PooledForSequenceClassification
+from lmadapt.models.shared import share_backbone
 
 
 @contextmanager
@@ -77,8 +79,6 @@ def load_classifier(context: StrategyContext):
 
 def _maybe_shared(classifier, context: StrategyContext):
     if context.share_backbone:
-        from lmadapt.models.shared import share_backbone
-
         share_backbone(classifier, str(Path(context.backbone_path).resolve()))
     return classifier
 
@@ -86,8 +86,6 @@ def _maybe_shared(classifier, context: StrategyContext):
 def load_pooled_classifier(context: StrategyContext, pooling: str):
     """The context's backbone read by `pooling` (mean, cls or last) with a linear head."""
     from transformers import AutoModel
-
-    from lmadapt.models.pooled import PooledClassifierConfig, PooledForSequenceClassification
 
     path, model, labels = context.backbone_path, context.model, context.labels
     tokenizer = load_tokenizer(path, model)

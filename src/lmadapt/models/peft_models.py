@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmadapt.errors import LmadaptError
+from lmadapt.models.classifier import load_classifier, load_pooled_classifier
 from lmadapt.models.contract import PreparedModel
 
 
@@ -86,8 +87,6 @@ def load_peft_adapter(base_model, folder: Path, trainable: bool = False):
 def peft_base_classifier(context, config):
     """The classifier a peft strategy adapts: the backbone's own (BERT's pooler, a causal LM's last
     token), or, where the strategy config asks for `pooling`, lmadapt's pooled classifier."""
-    from lmadapt.models.classifier import load_classifier, load_pooled_classifier
-
     pooling = getattr(config, "pooling", "native")
     return load_classifier(context) if pooling == "native" else load_pooled_classifier(context, pooling)
 

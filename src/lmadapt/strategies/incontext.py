@@ -11,12 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lmadapt.config import ModelConfig, option, require_choice, require_positive
+from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm
 from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.models.saved import TRAINED_TENSORS
+from lmadapt.prompts import PromptTokenizer, Template, Verbalizer
 from lmadapt.strategies.base import Strategy
 
 DEMONSTRATIONS_FILE = "demonstrations.json"
@@ -97,8 +99,6 @@ def _pool(context: StrategyContext) -> list[dict]:
 
 def _reader_parts(config: IncontextConfig, labels: list[str], pool: list[dict]):
     """(shared prefix text or None, per-input preamble or None) for the config's selection."""
-    from lmadapt.prompts import Template, Verbalizer
-
     template = Template.parse(config.template, "strategy.template", needs_label=True)
     words = Verbalizer.build(config.verbalizer, labels, "strategy.verbalizer").words
     if config.selection == "random":
@@ -116,9 +116,6 @@ def _require_encoder_reads(encoder: str, model: ModelConfig, texts: list[str]) -
 
 
 def input_tokenizer(tokenizer, config: IncontextConfig, folder: Path | None = None):
-    from lmadapt.data.labels import LabelMap
-    from lmadapt.prompts import PromptTokenizer, Template
-
     template = Template.parse(config.template, "strategy.template", needs_label=True)
     labels = LabelMap.load(folder.parent / "labels.json").labels
     shared, per_input = _reader_parts(config, labels, json.loads((folder / DEMONSTRATIONS_FILE).read_text("utf-8")))
@@ -127,8 +124,6 @@ def input_tokenizer(tokenizer, config: IncontextConfig, folder: Path | None = No
 
 
 def prepare(context: StrategyContext, config: IncontextConfig) -> PreparedModel:
-    from lmadapt.prompts import PromptTokenizer
-
     pool = _pool(context)
     if config.selection == "similar" and context.saved_folder is None:
         _require_encoder_reads(config.encoder, context.model, [e["text"] for e in pool])

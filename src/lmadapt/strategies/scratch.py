@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from lmadapt.config import option
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.lstm import LstmClassifierConfig, LstmForSequenceClassification, fit_word_tokenizer
 from lmadapt.strategies.base import Strategy
 
 
@@ -23,8 +24,6 @@ class ScratchConfig:
 
 
 def prepare(context: StrategyContext, config: ScratchConfig) -> PreparedModel:
-    from lmadapt.models.lstm import LstmClassifierConfig, LstmForSequenceClassification, fit_word_tokenizer
-
     tokenizer = fit_word_tokenizer(context.train_texts, config.vocab_size, config.min_frequency)
     labels = context.labels
     model_config = LstmClassifierConfig(

@@ -14,6 +14,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.models.sentence_encoder import load_sentence_encoder, sentence_embeddings
+from lmadapt.prompts import PromptTokenizer, Template, Verbalizer
 from lmadapt.strategies.base import Strategy
 
 
@@ -45,8 +46,6 @@ class ZeroshotEmbedConfig:
 
 
 def text_template(config: ZeroshotEmbedConfig):
-    from lmadapt.prompts import Template
-
     return Template.parse(config.text_template, "strategy.text_template", needs_label=False)
 
 
@@ -69,14 +68,10 @@ class EmbeddingSimilarityClassifier(nn.Module):
 
 
 def input_tokenizer(tokenizer, config: ZeroshotEmbedConfig, folder=None):
-    from lmadapt.prompts import PromptTokenizer
-
     return PromptTokenizer(tokenizer, text_template(config))
 
 
 def prepare(context: StrategyContext, config: ZeroshotEmbedConfig) -> PreparedModel:
-    from lmadapt.prompts import Verbalizer
-
     verbalizer = Verbalizer.build(config.descriptions, context.labels.labels, "strategy.descriptions")
     encoder = load_sentence_encoder(context.backbone_path, context.model)
     encoder.requires_grad_(False)
