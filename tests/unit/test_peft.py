@@ -159,7 +159,7 @@ def test_strategy_adapts_an_encoder_saved_without_its_pooler(strategy, poolerles
 def test_peft_adapters_load_with_plain_peft(strategy, tuned_tiny_bert, sentiment_files, tmp_path):
     from peft import PeftModel
 
-    from lmadapt.models.peft_models import accept_past_key_values
+    from lmadapt.models.peft_models import accept_past_key_values, adapter_folds
 
     # IA3 on the model's own head: its default head reads mean-pooled states through lmadapt's class.
     options = {"train.epochs": 1, **({"strategy.pooling": "native"} if strategy == "ia3" else {})}
@@ -172,6 +172,8 @@ def test_peft_adapters_load_with_plain_peft(strategy, tuned_tiny_bert, sentiment
     with torch.no_grad():
         plain = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.softmax(-1).numpy()
     np.testing.assert_allclose(plain, lmadapt.load(run.path).predictor.scores(TEXTS), atol=1e-5)
+    # merge and export fold an adapter by what its saved peft config is: weights (LoRA, IA3), not virtual tokens
+    assert adapter_folds(run.path / "model") == (strategy in ("lora", "ia3"))
 
 
 @pytest.mark.parametrize("strategy", ["lora", "ia3"])

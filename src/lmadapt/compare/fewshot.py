@@ -108,11 +108,11 @@ def fewshot_sweep(
     result = SweepResult()
     plan = []
     for strategy in strategies:
-        trains = get_strategy(strategy).trains
+        uses_trainer = get_strategy(strategy).uses_trainer
         for k in shots:
             for offset in range(seeds):
                 changes = {"data.shots_per_class": k, "seed": base.seed + offset}
-                if trains:
+                if uses_trainer:
                     changes |= {"train.select_best": False, "train.early_stopping_patience": None}
                 plan.append((strategy, k, offset, changes))
     for strategy in zero_shot or []:

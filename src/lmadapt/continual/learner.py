@@ -32,7 +32,6 @@ from lmadapt.inference.predictor import Predictor
 from lmadapt.models.classifier import grow_head
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.language import require_readable
-from lmadapt.models.resolve import resolve_backbone
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.recipe import load_config
 from lmadapt.runs import load_run, write_text_atomic
@@ -136,7 +135,7 @@ def require_method(name: str, option: str) -> None:
 
 
 def _check_strategy(strategy) -> None:
-    if not strategy.trains or strategy.own_training or strategy.artifact is TRAINED_TENSORS:
+    if not strategy.uses_trainer or strategy.artifact is TRAINED_TENSORS:
         raise LmadaptError(
             f"continual learning trains a classifier with a linear head step by step; strategy '{strategy.name}' "
             "does not",
@@ -157,8 +156,11 @@ def learn_stream(
     strategy = get_strategy(config.strategy_name)
     _check_strategy(strategy)
     set_seed(config.seed)
-    backbone = resolve_backbone(config.model.backbone)
-    require_readable(backbone, config.model, [t for e in stream for t in e.train.texts], "the stream's training texts")
+    backbone = strategy.backbone_path(config)
+    if backbone is not None:
+        require_readable(
+            backbone, config.model, [t for e in stream for t in e.train.texts], "the stream's training texts"
+        )
     steps = [joined(stream, "all experiences")] if method == "joint" else stream
     memory = ReplayMemory(continual.memory_size, continual.memory_policy, config.seed) if method == "replay" else None
     learning = Learning(config, stream, LearnerState(memory=memory), StreamResult(method, [e.name for e in stream]))
@@ -280,8 +282,8 @@ class Learning:
                 tensors |= {f"fisher.{k}": v for k, v in state.fisher.items()}
                 save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(folder / EWC_FILE))
 
-        backbone = resolve_backbone(config.model.backbone)
         strategy = get_strategy(config.strategy_name)
+        backbone = strategy.backbone_path(config)
         save_run(
             final,
             config,
@@ -377,7 +379,9 @@ def update_run(
     new = Experience(source_name(data), new_data.train, new_data.validation, new_data.test)
     old, result, own = _run_so_far(run, config)
     # A clear error now if the backbone is not available or cannot read the new texts.
-    require_readable(resolve_backbone(config.model.backbone), config.model, new.train.texts, "the new training texts")
+    backbone = get_strategy(config.strategy_name).backbone_path(config)
+    if backbone is not None:
+        require_readable(backbone, config.model, new.train.texts, "the new training texts")
     prepared = PreparedModel(run.load_model(trainable=True), run.load_tokenizer())
     state = LearnerState(labels=list(run.labels.labels))
     if method == "replay":

@@ -84,6 +84,16 @@ def load_peft_adapter(base_model, folder: Path, trainable: bool = False):
     return PeftModel.from_pretrained(base_model, folder, is_trainable=trainable)
 
 
+def adapter_folds(folder: Path) -> bool:
+    """Whether `folder` holds a peft adapter that folds into its backbone's weights (`merge_and_unload`: LoRA,
+    IA3); prompt learning (prefix, prompt tuning) adds virtual tokens, which no weight can absorb."""
+    from peft import PeftConfig
+
+    if not (Path(folder) / "adapter_config.json").is_file():
+        return False
+    return not PeftConfig.from_pretrained(folder).is_prompt_learning
+
+
 def peft_base_classifier(context, config):
     """The classifier a peft strategy adapts: the backbone's own (BERT's pooler, a causal LM's last
     token), or, where the strategy config asks for `pooling`, lmadapt's pooled classifier."""

@@ -17,9 +17,9 @@ import torch
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine, onnx_file
 from lmadapt.inference.predictor import Predictor
+from lmadapt.models.peft_models import adapter_folds
 from lmadapt.runs import Run, manifest_entry, update_manifest, write_file_atomic
 from lmadapt.serving.merge import parity_texts
-from lmadapt.strategies import get_strategy
 
 # Largest allowed difference of any class probability between the export and the PyTorch model, and the
 # least share of labels that must agree: float32 graphs agree to rounding; dynamic int8 quantization
@@ -46,7 +46,7 @@ class LogitsOnly(torch.nn.Module):
 def exportable_model(run: Run):
     """The run's classifier as one plain module: a foldable adapter (LoRA, IA3) is merged into its backbone."""
     model = run.load_model(share_backbone=False)
-    if get_strategy(run.run_config.strategy_name).mergeable:
+    if adapter_folds(run.path / "model"):
         model = model.merge_and_unload()
     return model.float().eval()
 

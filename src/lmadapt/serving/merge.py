@@ -9,8 +9,8 @@ import numpy as np
 from lmadapt.data.prepare import load_split
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.predictor import Predictor
+from lmadapt.models.peft_models import adapter_folds
 from lmadapt.runs import Run, replace_folder_atomic
-from lmadapt.strategies import get_strategy
 
 # Sentences of varied length and tone, for the parity check when the run's own data is not at hand.
 PARITY_SENTENCES = [
@@ -42,10 +42,9 @@ def parity_texts(run: Run, limit: int = 64) -> list[str]:
 
 def merge_run(run: Run, output: Path, tolerance: float = 1e-4, overwrite: bool = False) -> dict:
     """Write `run` with its adapter folded into the backbone to `output`; refuse if the logits move more than `tolerance`."""
-    strategy = get_strategy(run.run_config.strategy_name)
-    if not strategy.mergeable:
+    if not adapter_folds(run.path / "model"):
         raise LmadaptError(
-            f"a '{strategy.name}' run has no adapter that folds into the backbone",
+            f"a '{run.run_config.strategy_name}' run has no adapter that folds into the backbone",
             where=str(run.path),
             fix="merge runs of the lora or ia3 strategy; other runs are served as they are",
         )

@@ -33,7 +33,7 @@ PredictionHook = Callable[[str, list[str], list[dict]], list[dict] | None]
 class ModelInfo(BaseModel):
     name: str
     strategy: str
-    backbone: str
+    backbone: str | None
     task: str
     labels: list[str]
     backend: str
@@ -52,7 +52,7 @@ class ServedModel:
         return ModelInfo(
             name=self.name,
             strategy=config.strategy_name,
-            backbone=str(config.model.backbone),
+            backbone=config.model.backbone,
             task=self.run.labels.task,
             labels=list(self.run.labels.labels),
             backend=self.predictor.engine.name,

@@ -1,4 +1,10 @@
-"""What every adaptation strategy declares (what it is handed and returns: lmadapt.models.contract)."""
+"""What every adaptation strategy declares (what it is handed and returns: lmadapt.models.contract).
+
+A strategy is its config, `prepare` (build the model to adapt), how its trained model is kept (`artifact`), and
+optionally its own training and its own input tokenizer. What else the lifecycle needs to know is derived:
+whether a pretrained backbone is read (a default backbone is named), whether the shared Trainer loop trains it
+(no own training), whether it trains at all (zero-shot strategies name `no_training`). Whether an adapter folds
+into its backbone is read from the saved adapter's peft config (lmadapt.models.peft_models.adapter_folds)."""
 
 from __future__ import annotations
 
@@ -7,8 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmadapt.config import RunConfig
 from lmadapt.models.contract import PreparedModel, StrategyContext
+from lmadapt.models.resolve import resolve_backbone
 from lmadapt.models.saved import WHOLE_MODEL, SavedModel
+
+
+def no_training(prepared: PreparedModel, data, run_config: RunConfig) -> dict:
+    """The own training of strategies that build their classifier in prepare (zero-shot): there is none."""
+    return {"runtime_s": 0.0, "trained": False}
 
 
 @dataclass(frozen=True)
@@ -21,14 +34,27 @@ class Strategy:
     default_learning_rate: float
     prepare: Callable[[StrategyContext, Any], PreparedModel]
     default_warmup_ratio: float = 0.1
-    uses_backbone: bool = True
-    bf16_ok: bool = True
+    # When the config leaves model.backbone empty; None: the strategy reads no pretrained backbone (scratch).
+    default_backbone: str | None = "minilm"
     artifact: SavedModel = WHOLE_MODEL  # how model/ keeps what it trained (see lmadapt.models.saved)
-    mergeable: bool = False  # `lmadapt merge` can fold the adapter into the backbone
-    trains: bool = True  # zero-shot strategies build their classifier without training
-    # A strategy that trains its own way (not with the Trainer): (prepared, data, run config) -> training figures.
-    own_training: Callable[[PreparedModel, Any, Any], dict] | None = None
-    default_backbone: str = "minilm"  # when the config leaves model.backbone empty
+    # Training other than the shared Trainer loop: (prepared, data, run config) -> training figures.
+    own_training: Callable[[PreparedModel, Any, RunConfig], dict] | None = None
     # The tokenizer the model reads through, from the backbone's (e.g. one that writes texts into a prompt):
     # (tokenizer, strategy config, the saved run's model/ folder or None while training) -> tokenizer.
     input_tokenizer: Callable[[Any, Any, Path | None], Any] | None = None
+
+    @property
+    def uses_backbone(self) -> bool:
+        return self.default_backbone is not None
+
+    @property
+    def uses_trainer(self) -> bool:
+        return self.own_training is None
+
+    @property
+    def trains(self) -> bool:
+        return self.own_training is not no_training
+
+    def backbone_path(self, config: RunConfig) -> Path | None:
+        """The configured backbone's local folder; None for a strategy that reads no pretrained backbone."""
+        return resolve_backbone(config.model.backbone) if self.uses_backbone else None

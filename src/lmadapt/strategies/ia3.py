@@ -82,5 +82,4 @@ STRATEGY = Strategy(
     default_learning_rate=3e-2,
     prepare=peft_prepare(peft_config),
     artifact=PEFT_ADAPTER,
-    mergeable=True,
 )

@@ -19,7 +19,7 @@ from lmadapt.models.language import require_readable
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.prompts import PromptTokenizer, Template, Verbalizer
-from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.base import Strategy, no_training
 
 DEMONSTRATIONS_FILE = "demonstrations.json"
 SELECTIONS = ("random", "similar")
@@ -144,7 +144,7 @@ STRATEGY = Strategy(
     default_learning_rate=0.0,
     prepare=prepare,
     artifact=TRAINED_TENSORS,
-    trains=False,
+    own_training=no_training,
     default_backbone="smollm2",
     input_tokenizer=input_tokenizer,
 )

@@ -56,5 +56,4 @@ STRATEGY = Strategy(
     default_learning_rate=1e-3,
     prepare=peft_prepare(peft_config),
     artifact=PEFT_ADAPTER,
-    mergeable=True,
 )

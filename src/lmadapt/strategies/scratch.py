@@ -48,6 +48,5 @@ STRATEGY = Strategy(
     config_class=ScratchConfig,
     default_learning_rate=2e-3,
     prepare=prepare,
-    uses_backbone=False,
-    bf16_ok=False,
+    default_backbone=None,  # a word vocabulary fitted on the training texts; no pretrained model
 )

@@ -110,6 +110,5 @@ STRATEGY = Strategy(
     default_learning_rate=2e-5,
     prepare=prepare,
     artifact=TRAINED_TENSORS,
-    trains=False,
     own_training=train_setfit,
 )

@@ -15,7 +15,7 @@ from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.models.sentence_encoder import load_sentence_encoder, sentence_embeddings
 from lmadapt.prompts import PromptTokenizer, Template, Verbalizer
-from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.base import Strategy, no_training
 
 
 @dataclass
@@ -99,6 +99,6 @@ STRATEGY = Strategy(
     default_learning_rate=0.0,
     prepare=prepare,
     artifact=TRAINED_TENSORS,
-    trains=False,
+    own_training=no_training,
     input_tokenizer=input_tokenizer,
 )

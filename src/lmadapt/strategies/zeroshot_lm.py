@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm, template_tokenizer
 from lmadapt.models.saved import TRAINED_TENSORS
-from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.base import Strategy, no_training
 
 STRATEGY = Strategy(
     name="zeroshot_lm",
@@ -13,7 +13,7 @@ STRATEGY = Strategy(
     default_learning_rate=0.0,
     prepare=load_verbalized_lm,
     artifact=TRAINED_TENSORS,
-    trains=False,
+    own_training=no_training,
     default_backbone="smollm2",
     input_tokenizer=template_tokenizer,
 )

@@ -32,7 +32,6 @@ from lmadapt.inference.predictor import Predictor, encode
 from lmadapt.models.classifier import new_head_parameter_names
 from lmadapt.models.contract import StrategyContext
 from lmadapt.models.language import require_readable
-from lmadapt.models.resolve import resolve_backbone
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.strategies import Strategy, get_strategy
 from lmadapt.training.losses import class_weighted_loss
@@ -55,7 +54,8 @@ def bf16_supported() -> bool:
 def use_bf16(config: RunConfig, strategy: Strategy) -> bool:
     if config.train.precision == "bf16":
         return True
-    return config.train.precision == "auto" and strategy.bf16_ok and bf16_supported()
+    # bf16 autocast is for pretrained transformer backbones; the from-scratch LSTM keeps float32.
+    return config.train.precision == "auto" and strategy.uses_backbone and bf16_supported()
 
 
 def peak_rss_mb() -> float:
@@ -312,7 +312,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     # Everything the user can get wrong is checked before any folder is touched.
     set_seed(config.seed)
     strategy = get_strategy(config.strategy_name)
-    backbone = resolve_backbone(config.model.backbone) if strategy.uses_backbone else None
+    backbone = strategy.backbone_path(config)
     data = prepare_data(config.data, config.seed, check_texts=readable_check(backbone, config))
     context = StrategyContext(
         backbone, config.model, data.labels, data.train.texts, train_labels=list(data.train.labels)
@@ -320,9 +320,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     prepared = strategy.prepare(context, config.strategy)
     model, tokenizer = prepared.model, prepared.tokenizer
     parameters = count_parameters(model)
-    if strategy.own_training:
-        history, training = [], strategy.own_training(prepared, data, config)
-    elif strategy.trains:
+    if strategy.uses_trainer:
         model, history, training = fit(
             config,
             strategy,
@@ -338,7 +336,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
         if model is None:
             return None
     else:
-        history, training = [], {"runtime_s": round(time.perf_counter() - started, 2), "trained": False}
+        history, training = [], strategy.own_training(prepared, data, config)
 
     prepared.model = model
     predictor = Predictor(model, tokenizer, data.labels, config.model.max_length, config.train.eval_batch_size)
