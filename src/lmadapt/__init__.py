@@ -112,10 +112,15 @@ def export(
     return export_onnx(load(run) if not hasattr(run, "predictor") else run, quantize, tolerance, min_agreement)
 
 
-def predict(run, texts, *, pairs=None, backend: str = "auto", batch_size: int = 64, workers: int = 1) -> list[dict]:
+def predict(
+    run, texts, *, pairs=None, backend: str = "auto", batch_size: int = 64, workers: int = 1, abstain: bool = True
+) -> list[dict]:
     """Labels and label scores of `texts` (a string or a list) with a run (folder or Run), on the chosen inference
-    path as `lmadapt predict` takes it; texts the run's backbone cannot read are refused."""
-    return _as_run(run).inference(backend, workers=workers, batch_size=batch_size).predict(texts, pairs)
+    path as `lmadapt predict` takes it; texts the run's backbone cannot read are refused. A run trained with
+    out-of-scope detection also says of each text whether it `abstained` (its label is then the run's abstain
+    label, e.g. unknown), and its `ood_score`; `abstain=False` answers the best label always."""
+    predictor = _as_run(run).inference(backend, workers=workers, batch_size=batch_size)
+    return predictor.predict(texts, pairs, abstain=abstain)
 
 
 def embed(source, texts, *, batch_size: int = 64):
@@ -141,7 +146,14 @@ def embed(source, texts, *, batch_size: int = 64):
 
 
 def predict_file(
-    run, source: str, output, *, text_column: str | None = None, backend: str = "auto", batch_size: int = 64
+    run,
+    source: str,
+    output,
+    *,
+    text_column: str | None = None,
+    backend: str = "auto",
+    batch_size: int = 64,
+    abstain: bool = True,
 ) -> int:
     """Score every row of a data file into `output` (format from its extension), as `lmadapt predict --input`
     does; returns the rows written. See lmadapt.serving.batch.predict_file."""
@@ -149,7 +161,7 @@ def predict_file(
 
     loaded = _as_run(run)
     predictor = loaded.inference(backend, batch_size=batch_size)
-    return _predict_file(loaded, source, output, text_column=text_column, predictor=predictor)
+    return _predict_file(loaded, source, output, text_column=text_column, predictor=predictor, abstain=abstain)
 
 
 def update(run, data: str, **options):

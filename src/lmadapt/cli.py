@@ -160,12 +160,19 @@ def predict(
         "the run's ONNX export, int8 first, else torch), torch, torch-bf16, onnx, onnx-int8, openvino.",
     ),
     workers: int = typer.Option(0, min=0, help="Batches run at once, each on its share of the cores; 0: one per core."),
+    no_abstain: bool = typer.Option(
+        False,
+        "--no-abstain",
+        help="For a run with out-of-scope detection: answer the best label even where the run would abstain.",
+    ),
 ) -> None:
     """Label texts with a trained run, from the command line or a file.
 
     Batches are sorted by length and padded per batch; `lmadapt export` makes the ONNX backends.
     Texts the run's backbone cannot read (more unknown tokens than the run's model.max_unknown_share)
-    are refused.
+    are refused. A run trained with out-of-scope detection (the config's ood section) answers its
+    abstain label (e.g. unknown) for a text out of its scope, and a scored file gets `abstained` and
+    `ood_score` columns; --no-abstain answers the best label always.
 
     Example: lmadapt predict runs/demo-full "great film" --input more.csv --output scored.csv
     """
@@ -182,12 +189,15 @@ def predict(
     loaded = lmadapt.load(run)
     predictor = loaded.inference(backend, workers=worker_count(workers), batch_size=batch_size)
     if texts:
-        for text, result in zip(texts, predictor.predict(texts)):
+        for text, result in zip(texts, predictor.predict(texts, abstain=not no_abstain)):
             decided = result.get("label", result.get("labels"))
-            best = max(result["scores"].values())
-            console.print(f"{decided}\t{best:.3f}\t{text}")
+            best = max(result["scores"], key=result["scores"].get)
+            note = f"\t(abstained, {result['reason']}; best label {best})" if result.get("abstained") else ""
+            console.print(f"{decided}\t{result['scores'][best]:.3f}\t{text}{note}", markup=False, highlight=False)
     if input:
-        written = predict_file(loaded, input, output, text_column=text_column, predictor=predictor)
+        written = predict_file(
+            loaded, input, output, text_column=text_column, predictor=predictor, abstain=not no_abstain
+        )
         console.print(f"{written} rows scored -> {output}")
 
 

@@ -167,10 +167,58 @@ class ContinualConfig:
     lwf_temperature: float = option(2.0, "LwF: softmax temperature of the distillation.")
 
 
+OOD_METHODS = ("msp", "energy", "mahalanobis", "knn")
+
+
+@dataclass
+class OodConfig:
+    method: str = option(
+        "none",
+        "How a trained classifier scores a text as out of scope, to answer `abstain_label` instead of one of its "
+        "labels: msp (1 - the highest label probability), energy (minus the log-sum-exp of the logits), "
+        "mahalanobis (distance of the text's features to the nearest class mean, shared covariance), knn "
+        "(distance to the k-th nearest training text in the normalised feature space), auto (the one of these with "
+        "the best AUROC on the out-of-scope validation rows), or none (always answer a label).",
+    )
+    label: str | None = option(
+        None,
+        "The data's out-of-scope label (e.g. oos): its validation rows calibrate the threshold and its test rows "
+        "are measured as out-of-scope; with train_as_class=false its training rows are not trained on.",
+    )
+    train_as_class: bool = option(
+        False,
+        "Also train `label` as a class: predicting it is an abstention too (needs training rows of it).",
+    )
+    holdout_share: float = option(
+        0.0,
+        "Leave-classes-out calibration when the data has no out-of-scope label: this seeded share of the labels "
+        "(at least one) is held out of training, and their validation and test rows become out-of-scope rows. "
+        "0: none.",
+    )
+    target_in_scope_recall: float | None = option(
+        None,
+        "Set the threshold so that this share of the in-scope validation rows is still answered (e.g. 0.95). "
+        "Empty: maximise the balanced accuracy (in-scope accuracy and out-of-scope recall) on the out-of-scope "
+        "validation rows, or keep 0.95 of in-scope rows where there are none.",
+    )
+    ambiguity_gap: float | None = option(
+        None,
+        "Also abstain when the two most probable labels are closer than this in probability (Rasa's "
+        "ambiguity_threshold, e.g. 0.1). Empty: never for this reason.",
+    )
+    abstain_label: str = option("unknown", "The label an abstention answers.")
+    knn_k: int = option(10, "knn: the neighbour whose distance is the score (the k-th nearest training text).")
+    max_bank_rows: int = option(
+        20000,
+        "knn: most training texts kept in the feature bank (a seeded sample beyond it); it is saved with the run.",
+    )
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
+    "ood": OodConfig,
     "continual": ContinualConfig,
 }
 # Each strategy's config class -> the strategy's name; the strategy registry (lmadapt.strategies) fills it.
@@ -186,6 +234,7 @@ class RunConfig:
     model: ModelConfig = option(None, "Backbone section.")
     strategy: Any = option(None, "Strategy section: `name` plus that strategy's options.")
     train: TrainConfig = option(None, "Training section.")
+    ood: OodConfig = option(None, "Out-of-scope detection section: when a prediction answers 'none of these'.")
     continual: ContinualConfig | None = option(
         None, "Continual-learning section (`lmadapt continual`, `lmadapt update`): the stream and the method."
     )
@@ -194,6 +243,7 @@ class RunConfig:
         self.data = self.data or DataConfig()
         self.model = self.model or ModelConfig()
         self.train = self.train or TrainConfig()
+        self.ood = self.ood or OodConfig()
 
     @property
     def strategy_name(self) -> str:
@@ -337,6 +387,7 @@ def check_run_config(config: RunConfig) -> None:
     )
     if config.continual is not None:
         _check_continual(config.continual)
+    _check_ood(config)
     if not config.train.select_best and config.train.early_stopping_patience:
         raise LmadaptError(
             "train.select_best=false keeps the last epoch, but early stopping picks an epoch on validation",
@@ -382,6 +433,52 @@ def _check_continual(continual: ContinualConfig) -> None:
             where="continual.ewc_decay",
             fix="e.g. 1.0 (keep all earlier Fisher information); 0 keeps only the newest",
         )
+
+
+def _check_ood(config: RunConfig) -> None:
+    ood = config.ood
+    require_choice("ood.method", ood.method, ("none", "auto", *OOD_METHODS))
+    if ood.method == "none":
+        return
+    if config.data.task != "single_label":
+        raise LmadaptError(
+            "out-of-scope detection is for single-label classifiers (a multi-label model already answers no label "
+            "when every score is under its threshold)",
+            where="ood.method",
+            fix="set ood.method=none, or data.task=single_label",
+        )
+    if ood.target_in_scope_recall is not None and not 0.0 < ood.target_in_scope_recall < 1.0:
+        raise LmadaptError(
+            f"ood.target_in_scope_recall must lie strictly between 0 and 1, got {ood.target_in_scope_recall}",
+            where="ood.target_in_scope_recall",
+            fix="e.g. 0.95 (keep answering 95% of in-scope texts)",
+        )
+    if not 0.0 <= ood.holdout_share < 1.0:
+        raise LmadaptError(
+            f"ood.holdout_share must lie in [0, 1), got {ood.holdout_share}", where="ood.holdout_share", fix="e.g. 0.1"
+        )
+    if ood.holdout_share and ood.label:
+        raise LmadaptError(
+            "ood.holdout_share holds labels out as pseudo out-of-scope data, but ood.label names real ones",
+            where="ood.holdout_share",
+            fix="use one of them: ood.label when the data has out-of-scope rows, else ood.holdout_share",
+        )
+    if ood.train_as_class and not ood.label:
+        raise LmadaptError(
+            "ood.train_as_class trains the out-of-scope label as a class, but ood.label is empty",
+            where="ood.train_as_class",
+            fix="name the data's out-of-scope label in ood.label (e.g. oos)",
+        )
+    if ood.ambiguity_gap is not None and not 0.0 < ood.ambiguity_gap < 1.0:
+        raise LmadaptError(
+            f"ood.ambiguity_gap must lie strictly between 0 and 1, got {ood.ambiguity_gap}",
+            where="ood.ambiguity_gap",
+            fix="e.g. 0.1, or empty",
+        )
+    require_positive(ood.knn_k, "ood.knn_k")
+    require_positive(ood.max_bank_rows, "ood.max_bank_rows")
+    if not ood.abstain_label.strip():
+        raise LmadaptError("ood.abstain_label is empty", where="ood.abstain_label", fix="e.g. unknown")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from lmadapt.config import (
     ContinualConfig,
     DataConfig,
     ModelConfig,
+    OodConfig,
     RunConfig,
     TrainConfig,
     apply_overrides,
@@ -85,7 +86,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_keys(prefix: str | None = None) -> list[ConfigKey]:
     """Every config key (dotted) with its type, default and help, by section: data, model, strategy (its name;
-    `lmadapt strategies` lists each strategy's options), train, continual, then the top-level keys. `prefix` (a
+    `lmadapt strategies` lists each strategy's options), train, ood, continual, then the top-level keys. `prefix` (a
     section or a key) keeps the keys under it."""
     strategy_name = ConfigKey(
         "strategy.name",
@@ -95,7 +96,8 @@ def config_keys(prefix: str | None = None) -> list[ConfigKey]:
         "`lmadapt strategies` lists them.",
     )
     keys = [*section_keys(DataConfig, "data."), *section_keys(ModelConfig, "model."), strategy_name]
-    keys += [*section_keys(TrainConfig, "train."), *section_keys(ContinualConfig, "continual.")]
+    keys += [*section_keys(TrainConfig, "train."), *section_keys(OodConfig, "ood.")]
+    keys += section_keys(ContinualConfig, "continual.")
     keys += section_keys(RunConfig, "", skip=(*SECTIONS, "strategy"))
     if prefix is None:
         return keys

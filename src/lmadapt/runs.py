@@ -278,10 +278,15 @@ class Run:
         )
 
     def predict(
-        self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False
+        self,
+        texts: Sequence[str] | str,
+        pairs: Sequence[str] | None = None,
+        progress: bool = False,
+        abstain: bool = True,
     ) -> list[dict]:
-        """Labels and per-label scores for each text (refused for texts the backbone cannot read)."""
-        return self.predictor.predict(texts, pairs, progress=progress)
+        """Labels and per-label scores for each text (refused for texts the backbone cannot read); with
+        out-of-scope detection, `abstained` and `ood_score` too (see Predictor.predict)."""
+        return self.predictor.predict(texts, pairs, progress=progress, abstain=abstain)
 
     def __repr__(self) -> str:
         test = self.metrics.get("test", {})

@@ -5,20 +5,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from lmadapt.config import DataConfig
+from lmadapt.config import DataConfig, OodConfig
 from lmadapt.data.kshot import k_shot
 from lmadapt.data.labels import MULTI_LABEL, LabelMap, nan_as_missing
 from lmadapt.data.loading import read_table
-from lmadapt.data.split import Split
+from lmadapt.data.split import Split, concat_splits
 from lmadapt.data.table import Table
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import LmadaptError, nearest
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ class PreparedData:
     test: Split
     labels: LabelMap
     report: dict
+    # Labels whose rows are out of scope (ood.label, or the labels ood.holdout_share held out), and those rows of
+    # validation and test when they are not a trained class: `validation` and `test` then hold in-scope rows only.
+    out_of_scope: list[str] = dataclasses.field(default_factory=list)
+    out_of_scope_rows: dict[str, Split] = dataclasses.field(default_factory=dict)
+
+    def with_out_of_scope(self, name: str) -> Split:
+        """The validation or test split with its out-of-scope rows after the in-scope ones."""
+        split = getattr(self, name)
+        return concat_splits([split, self.out_of_scope_rows[name]]) if name in self.out_of_scope_rows else split
 
 
 def normalize_text(text: str) -> str:
@@ -173,8 +182,9 @@ def split_off(split: Split, size: float | int, seed: int, task: str) -> tuple[Sp
     return split.take(sorted([*kept, *rare])), split.take(sorted(taken))
 
 
-def check_known_labels(split: Split, labels: LabelMap, name: str) -> None:
-    known = set(labels.labels)
+def check_known_labels(split: Split, labels: LabelMap, name: str, out_of_scope: Sequence[str] = ()) -> None:
+    """Every label of `split` is one the run trained on (or one of the out-of-scope labels)."""
+    known = set(labels.labels) | set(out_of_scope)
     unknown_at = [
         i
         for i, row in enumerate(split.labels)
@@ -238,11 +248,62 @@ def _require_enough_training_rows(train: Split, labels: LabelMap, config: DataCo
     )
 
 
-def prepare_data(config: DataConfig, seed: int, check_texts: Callable[[list[str]], None] | None = None) -> PreparedData:
+def out_of_scope_labels(loaded: dict[str, Split], ood: OodConfig | None, seed: int) -> list[str]:
+    """The labels whose rows are out of scope: ood.label (which must occur in the data), or a seeded
+    ood.holdout_share of the training labels; none without out-of-scope detection."""
+    if ood is None or ood.method == "none":
+        return []
+    seen = {name: set(split.labels) for name, split in loaded.items()}
+    if ood.label:
+        if not any(ood.label in labels for labels in seen.values()):
+            every = sorted(set().union(*seen.values()), key=str)
+            near = nearest(ood.label, [str(label) for label in every])
+            raise LmadaptError(
+                f"ood.label '{ood.label}' is the label of no row of {', '.join(seen)}; labels there: "
+                f"{', '.join(map(str, every[:20]))}{' ...' if len(every) > 20 else ''}",
+                where="ood.label",
+                fix=f"did you mean '{near}'?"
+                if near
+                else "name the data's out-of-scope label, or use ood.holdout_share when the data has none",
+            )
+        if ood.train_as_class and ood.label not in seen["train"]:
+            raise LmadaptError(
+                f"ood.train_as_class trains '{ood.label}' as a class, but no training row has it",
+                where="ood.train_as_class",
+                fix="add out-of-scope training rows, or set ood.train_as_class=false",
+            )
+        return [ood.label]
+    if not ood.holdout_share:
+        return []
+    labels = sorted(seen["train"], key=str)
+    count = max(1, round(ood.holdout_share * len(labels)))
+    if len(labels) - count < 2:
+        raise LmadaptError(
+            f"ood.holdout_share={ood.holdout_share} holds out {count} of {len(labels)} labels, leaving fewer than two "
+            "to train on",
+            where="ood.holdout_share",
+            fix="lower it, or give out-of-scope rows a label of their own (ood.label)",
+        )
+    chosen = np.random.default_rng(seed).choice(len(labels), count, replace=False)
+    return sorted((labels[i] for i in chosen), key=str)
+
+
+def _out_of_scope_rows(split: Split, out_of_scope: Sequence[str]) -> list[int]:
+    return [i for i, label in enumerate(split.labels) if label in set(out_of_scope)]
+
+
+def prepare_data(
+    config: DataConfig,
+    seed: int,
+    check_texts: Callable[[list[str]], None] | None = None,
+    ood: OodConfig | None = None,
+) -> PreparedData:
     """Load, validate, clean and split the data a run trains and is evaluated on.
 
     `check_texts(texts)` sees the training texts as read, before any is removed (the language guard: rows that
-    cannot be read say so before they can make the data look too small)."""
+    cannot be read say so before they can make the data look too small). With out-of-scope detection (`ood`), the
+    out-of-scope labels' rows stay in validation and test (where validation and test are split off train, some of
+    them go there too) and leave train, unless ood.train_as_class."""
     report: dict = {"sources": {"train": config.train, "validation": config.validation, "test": config.test}}
     train = load_split(config.train, config)
     if check_texts is not None:
@@ -263,12 +324,17 @@ def prepare_data(config: DataConfig, seed: int, check_texts: Callable[[list[str]
             given[name], dropped = deduplicate(given[name])
             report["duplicates_dropped"][name] = dropped
 
+    out_of_scope = out_of_scope_labels({"train": train, **given}, ood, seed)
     _require_two_classes(train, config, report)
     if "test" not in given:
         train, given["test"] = split_off(train, config.test_size, seed, config.task)
     if "validation" not in given:
         share = config.validation_size / (1.0 - (config.test_size if not config.test else 0.0))
         train, given["validation"] = split_off(train, share, seed, config.task)
+    if out_of_scope:
+        removed = [] if ood.train_as_class else _out_of_scope_rows(train, out_of_scope)
+        train = train.take(sorted(set(range(len(train))) - set(removed)))
+        report["ood"] = {"labels": out_of_scope, "train_removed": len(removed)}
     if config.max_train_rows and len(train) > config.max_train_rows:
         train, _ = split_off(train, len(train) - config.max_train_rows, seed, config.task)
     if config.shots_per_class:
@@ -278,6 +344,7 @@ def prepare_data(config: DataConfig, seed: int, check_texts: Callable[[list[str]
 
     report["leaks"] = {}
     report["leaks_removed"] = {}
+    out_of_scope_rows: dict[str, Split] = {}
     for name in ("validation", "test"):
         leaked = leaked_positions(train, given[name])
         report["leaks"][name] = len(leaked)
@@ -286,7 +353,13 @@ def prepare_data(config: DataConfig, seed: int, check_texts: Callable[[list[str]
             report["leaks_removed"][name] = len(leaked)
         elif leaked:
             log.warning("%d %s text(s) also occur in train; kept (data.drop_leaks=false)", len(leaked), name)
-        check_known_labels(given[name], labels, name)
+        check_known_labels(given[name], labels, name, out_of_scope)
+        if out_of_scope:
+            outside = _out_of_scope_rows(given[name], out_of_scope)
+            report["ood"][name] = len(outside)
+            if not ood.train_as_class:  # a trained out-of-scope class stays in its splits, as any class
+                out_of_scope_rows[name] = given[name].take(outside)
+                given[name] = given[name].take(sorted(set(range(len(given[name]))) - set(outside)))
         if not len(given[name]):
             raise LmadaptError(
                 f"the {name} split is empty after removing duplicates and texts also in train{_removed_note(report)}",
@@ -301,4 +374,4 @@ def prepare_data(config: DataConfig, seed: int, check_texts: Callable[[list[str]
     report["label_counts"] = {"train": labels.counts(train.labels)}
     if labels.task == MULTI_LABEL:
         report["rows_without_labels"] = {"train": sum(1 for row in train.labels if not row)}
-    return PreparedData(train, given["validation"], given["test"], labels, report)
+    return PreparedData(train, given["validation"], given["test"], labels, report, out_of_scope, out_of_scope_rows)

@@ -10,8 +10,10 @@ from lmadapt.data.loading import read_table
 from lmadapt.data.prepare import check_known_labels, extract_split
 from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
+from lmadapt.evaluation.abstention import abstention_report, read_split
 from lmadapt.evaluation.metrics import classification_metrics
 from lmadapt.evaluation.plots import write_metric_plots
+from lmadapt.inference.scores import scores_from_logits
 from lmadapt.runs import Run, check_output_path, write_text_atomic
 
 # Data errors name the training config's data keys in their fix; what evaluate and predict offer instead.
@@ -38,20 +40,34 @@ def read_run_data(source: str, config: DataConfig, *, with_labels: bool) -> Spli
 
 
 def evaluate_run(run: Run, data: str, output: str | Path | None = None, progress: bool = False, **columns) -> dict:
-    """Accuracy, macro-F1, per-class scores and a confusion matrix PNG for `run` on `data`."""
+    """Accuracy, macro-F1, per-class scores and a confusion matrix PNG for `run` on `data`. For a run with
+    out-of-scope detection, these are of the in-scope rows, and `ood` holds the abstention figures (with PNGs) over
+    all rows, rows labelled with one of the run's out-of-scope labels or its abstain label being out of scope."""
     default = Path("evaluations") / f"{run.name}-{Path(str(data)).stem.replace(':', '_')}"
     folder = Path(output) if output else default
     check_output_path(folder, folder=True, example=default.name)
     config = run.data_config(format="auto", **columns)
     split = read_run_data(data, config, with_labels=True)
     run.check_reads(split.texts, where=str(data))
-    check_known_labels(split, run.labels, "evaluation")
-    scores = run.predictor.scores(split.texts, split.pairs, progress=progress)
-    metrics = classification_metrics(run.labels.encode(split.labels), scores, run.labels, run.labels.threshold)
+    predictor, labels = run.predictor, run.labels
+    title = f"{run.name} on {Path(str(data)).name}"
+    if predictor.ood is None:
+        check_known_labels(split, labels, "evaluation")
+        scores = predictor.scores(split.texts, split.pairs, progress=progress)
+        metrics = classification_metrics(labels.encode(split.labels), scores, labels, labels.threshold)
+    else:  # rows labelled out of scope (the run's out-of-scope labels, or its abstain label) measure abstention
+        out_of_scope = [*predictor.ood.out_of_scope_labels, predictor.ood.abstain_label]
+        check_known_labels(split, labels, "evaluation", out_of_scope)
+        readings = read_split(predictor, split, predictor.ood, out_of_scope, progress=progress)
+        inside = ~readings.is_ood
+        scores = scores_from_logits(readings.logits[inside], labels.task)
+        metrics = classification_metrics(readings.true_ids[inside], scores, labels, labels.threshold)
+        folder.mkdir(parents=True, exist_ok=True)
+        metrics["ood"] = abstention_report(readings, folder, title)
     metrics["data"] = str(data)
     metrics["run"] = str(run.path)
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    write_metric_plots(folder, metrics, run.labels, f"{run.name} on {Path(str(data)).name}")
+    write_metric_plots(folder, metrics, labels, title)
     metrics["output"] = str(folder)
     return metrics

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from lmadapt.data.labels import LabelMap
+from lmadapt.errors import LmadaptError
 from lmadapt.inference.artifacts import load_input_tokenizer, load_model_and_reader
 from lmadapt.inference.engines import (
     OPENVINO,
@@ -21,6 +22,7 @@ from lmadapt.inference.engines import (
     resolve_backend,
 )
 from lmadapt.inference.guard import TextGuard
+from lmadapt.inference.ood import OodDetector
 from lmadapt.inference.predictor import Predictor, threads_per_worker
 from lmadapt.models.shared import cast_keeping_shared
 
@@ -29,7 +31,7 @@ def load_torch_predictor(folder: Path, config, labels: LabelMap, max_length: int
     """The run's model in PyTorch float32, on the shared copy of its backbone's frozen weights."""
     model, reader = load_model_and_reader(folder / "model", config, labels, share_backbone=True)
     tokenizer = reader or load_input_tokenizer(folder / "model", config)
-    return Predictor(model, tokenizer, labels, max_length, guard=guard)
+    return Predictor(model, tokenizer, labels, max_length, guard=guard, ood=OodDetector.load(folder))
 
 
 def load_predictor(
@@ -50,6 +52,16 @@ def load_predictor(
     loaded; `guard` the run's text guard, which `predict` applies. `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
     concurrent callers instead, when the caller runs batches at once itself, as the service does)."""
     chosen = resolve_backend(folder, backend, signed)
+    ood = OodDetector.load(folder)
+    if ood is not None and ood.needs_features and chosen not in (TORCH, TORCH_BF16):
+        if backend != "auto":
+            raise LmadaptError(
+                f"this run's out-of-scope score ({ood.method}) reads the classifier's features, which an exported "
+                f"graph does not give ({chosen})",
+                where=str(folder),
+                fix="use --backend torch (or auto), or retrain with ood.method=msp or energy, which read the logits",
+            )
+        chosen = TORCH
     if chosen == TORCH:
         loaded = torch_predictor()
         engine, tokenizer = loaded.engine, loaded.tokenizer
@@ -64,4 +76,6 @@ def load_predictor(
         else:
             engine = OnnxEngine(graph, chosen, threads=threads_per_worker(concurrent))
         tokenizer = load_input_tokenizer(folder / "model", config)
-    return Predictor(engine, tokenizer, labels, max_length, batch_size=batch_size, workers=workers, guard=guard)
+    return Predictor(
+        engine, tokenizer, labels, max_length, batch_size=batch_size, workers=workers, guard=guard, ood=ood
+    )

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import ENGINES, TorchEngine
 from lmadapt.inference.guard import checked_texts
+from lmadapt.inference.ood import OodDetector
 from lmadapt.inference.scores import decisions, scores_from_logits
 from lmadapt.models.classifier import classification_head
 
@@ -79,6 +81,7 @@ class Predictor:
         batch_size: int = 64,
         workers: int = 1,
         guard: Callable[[Sequence[str]], list[str]] | None = None,
+        ood: OodDetector | None = None,
     ):
         if workers < 1:
             raise LmadaptError(f"workers must be at least 1, not {workers}", fix="pass workers=1 or more")
@@ -89,6 +92,7 @@ class Predictor:
         self.batch_size = batch_size
         self.workers = workers
         self.guard = guard or checked_texts  # a run's predictor checks what a run can read, too
+        self.ood = ood
 
     @property
     def model(self):
@@ -103,6 +107,12 @@ class Predictor:
     def features(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
         """The classifier's view of each text: the input of its classification head (e.g. the pooled [CLS] state,
         or a sentence embedding), one float32 row a text. Read from the PyTorch model."""
+        return self.logits_and_features(checked_texts(texts), pairs)[1]
+
+    def logits_and_features(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The logits and the features (see `features`) of each text, from one forward pass."""
         model = self.model
         if model is None:
             raise LmadaptError(
@@ -113,18 +123,21 @@ class Predictor:
         hook = head.register_forward_pre_hook(lambda _module, args: setattr(seen, "features", args[0]))
 
         def read(batch) -> np.ndarray:
-            self.engine(batch)
+            logits = self.engine(batch)
             if seen.features.dim() != 2:
                 raise LmadaptError(
                     "this run's head reads every token, not one vector a text: it has no text features",
                     fix="embed with an encoder run (full, head, lora, adapter, ...) or a backbone",
                 )
-            return seen.features.detach().float().cpu().numpy()
+            return np.concatenate([logits, seen.features.detach().float().cpu().numpy()], axis=1)
 
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
         try:
-            return self._each_batch(checked_texts(texts), pairs, read, False)
+            both = self._each_batch(texts, pairs, read, progress)
         finally:
             hook.remove()
+        return both[:, : len(self.labels)], both[:, len(self.labels) :]
 
     def _each_batch(self, texts: Sequence[str], pairs: Sequence[str] | None, read, progress: bool) -> np.ndarray:
         """`read(padded batch)` over the texts in batches of similar length; its rows in the texts' order."""
@@ -160,15 +173,59 @@ class Predictor:
             return [[self.labels.labels[j] for j in np.flatnonzero(row)] for row in decided]
         return [self.labels.labels[j] for j in decided]
 
+    def predictions(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False, abstain: bool = True
+    ) -> Predictions:
+        """Label scores and decisions of (already guarded) texts; with the run's out-of-scope detector, its score of
+        each text and, where `abstain`, its abstentions in place of the label."""
+        ood = self.ood
+        if ood is None:
+            scores = self.scores(texts, pairs, progress)
+            return Predictions(scores, self.decide(scores))
+        if ood.needs_features:
+            logits, features = self.logits_and_features(texts, pairs, progress)
+        else:
+            logits, features = self.logits(texts, pairs, progress), None
+        ood_scores, reasons = ood.decide(logits, features)
+        scores = scores_from_logits(logits, self.labels.task)
+        labels = self.decide(scores)
+        if abstain:
+            labels = [ood.abstain_label if reason else label for label, reason in zip(labels, reasons)]
+        else:
+            reasons = [None] * len(labels)
+        return Predictions(scores, labels, ood_scores, reasons)
+
     def predict(
-        self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, progress: bool = False
+        self,
+        texts: Sequence[str] | str,
+        pairs: Sequence[str] | None = None,
+        progress: bool = False,
+        abstain: bool = True,
     ) -> list[dict]:
         """Labels and label scores of each text, after the guard (empty texts, and for a run's predictor texts its
-        backbone cannot read, are refused)."""
+        backbone cannot read, are refused). A run with out-of-scope detection also gives each text's `ood_score`
+        and whether it `abstained` (answering the abstain label; `abstain=False`: always the best label)."""
         texts = self.guard(texts)
-        scores = self.scores(texts, pairs, progress)
+        predicted = self.predictions(texts, pairs, progress, abstain)
         key = "labels" if self.labels.task == MULTI_LABEL else "label"
-        return [
-            {key: decided, "scores": {label: float(s) for label, s in zip(self.labels.labels, row)}}
-            for decided, row in zip(self.decide(scores), scores)
-        ]
+        results = []
+        for i, (decided, row) in enumerate(zip(predicted.labels, predicted.scores)):
+            result = {key: decided, "scores": {label: float(s) for label, s in zip(self.labels.labels, row)}}
+            if predicted.ood_scores is not None:
+                reason = predicted.reasons[i]
+                result |= {"abstained": reason is not None, "ood_score": float(predicted.ood_scores[i])}
+                if reason is not None:
+                    result["reason"] = reason
+            results.append(result)
+        return results
+
+
+@dataclass
+class Predictions:
+    """What a predictor says of a batch of texts: label scores (one row a text) and the decided labels; with an
+    out-of-scope detector, each text's score and why it abstained (None: answered)."""
+
+    scores: np.ndarray
+    labels: list
+    ood_scores: np.ndarray | None = None
+    reasons: list[str | None] | None = None

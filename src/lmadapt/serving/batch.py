@@ -45,22 +45,33 @@ def check_scored_output(source: str, output: Path):
 
 
 def predict_file(
-    run: Run, source: str, output: str | Path, text_column: str | None = None, predictor: Predictor | None = None
+    run: Run,
+    source: str,
+    output: str | Path,
+    text_column: str | None = None,
+    predictor: Predictor | None = None,
+    abstain: bool = True,
 ) -> int:
     """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added
-    (scored by `predictor`, default the run's PyTorch one)."""
+    (scored by `predictor`, default the run's PyTorch one); a run with out-of-scope detection adds `abstained`
+    and `ood_score` (and answers its abstain label where it abstains, unless `abstain` is false)."""
     output = Path(output)
     write = check_scored_output(source, output)
     config = run.data_config(text_column=text_column, format="auto")
     split = read_run_data(source, config, with_labels=False)
     run.check_reads(split.texts, where=str(source))
     predictor = predictor or run.predictor
-    scores = predictor.scores(split.texts, split.pairs, progress=True)
-    decided = predictor.decide(scores)
+    predictions = predictor.predictions(split.texts, split.pairs, progress=True, abstain=abstain)
+    scores = predictions.scores
     if run.labels.task == MULTI_LABEL:
-        predicted = {"predicted_labels": [config.label_delimiter.join(labels) for labels in decided]}
+        predicted = {"predicted_labels": [config.label_delimiter.join(labels) for labels in predictions.labels]}
     else:
-        predicted = {"predicted_label": decided}
+        predicted = {"predicted_label": predictions.labels}
+    if predictions.ood_scores is not None:
+        predicted |= {
+            "abstained": [reason is not None for reason in predictions.reasons],
+            "ood_score": predictions.ood_scores.round(6),
+        }
     scored = {f"score_{label}": scores[:, j].round(6) for j, label in enumerate(run.labels.labels)}
     # All columns at once: one at a time, pandas warns of a fragmented frame for runs of many labels.
     added = pd.DataFrame({**predicted, **scored}, index=split.rows)

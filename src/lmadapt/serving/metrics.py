@@ -30,6 +30,12 @@ class Metrics:
         self.texts = Counter(
             "lmadapt_predicted_texts", "Texts classified, by model.", ["model"], registry=self.registry
         )
+        self.abstentions = Counter(
+            "lmadapt_abstentions",
+            "Texts answered with the abstain label (out of scope, or ambiguous), by model and reason.",
+            ["model", "reason"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             "lmadapt_errors", "Refused or failed requests by error code.", ["code"], registry=self.registry
         )

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import check_backend
@@ -38,6 +38,8 @@ class ModelInfo(BaseModel):
     labels: list[str]
     backend: str
     test_accuracy: float | None = None
+    ood_method: str | None = Field(None, description="How the model scores a text as out of scope (none: never).")
+    abstain_label: str | None = Field(None, description="The label the model answers for a text out of its scope.")
 
 
 @dataclass
@@ -57,7 +59,17 @@ class ServedModel:
             labels=list(self.run.labels.labels),
             backend=self.predictor.engine.name,
             test_accuracy=self.run.metrics.get("test", {}).get("accuracy"),
+            ood_method=self.predictor.ood.method if self.predictor.ood else None,
+            abstain_label=self.predictor.ood.abstain_label if self.predictor.ood else None,
         )
+
+
+def best_label_answer(result: dict) -> dict:
+    """A result as it reads without abstention: its best label, even where the model abstained."""
+    if not result.get("abstained"):
+        return result
+    answered = {key: value for key, value in result.items() if key != "reason"}
+    return answered | {"label": max(result["scores"], key=result["scores"].get), "abstained": False}
 
 
 def check_texts(texts: list[str], settings: ServiceSettings) -> None:
@@ -158,9 +170,10 @@ class ModelPool:
         """The models whose batcher does not run."""
         return [name for name, served in self.models.items() if served.batcher is None or not served.batcher.running]
 
-    async def predict(self, name: str | None, texts: list[str]) -> list[dict]:
+    async def predict(self, name: str | None, texts: list[str], abstain: bool = True) -> list[dict]:
         """A label (multi-label: labels) and per-label scores for each text, from the model `name` (None: the
-        only one); concurrent calls share forward passes. A refusal is an ApiError."""
+        only one); concurrent calls share forward passes. A model with out-of-scope detection also says whether it
+        `abstained` and its `ood_score`; `abstain=False` answers the best label always. A refusal is an ApiError."""
         served = self.choose(name)
         check_texts(texts, self.settings)
         try:
@@ -176,6 +189,11 @@ class ModelPool:
                 f"the prediction took longer than {self.settings.timeout_s:g} s",
                 fix="send fewer texts per request, or retry when the service is less busy",
             ) from None
+        if not abstain:
+            results = [best_label_answer(result) for result in results]
+        for result in results:
+            if result.get("abstained"):
+                self.metrics.abstentions.labels(served.name, result["reason"]).inc()
         for hook in self.hooks:
             changed = hook(served.name, texts, results)
             if changed is not None:

@@ -63,13 +63,32 @@ def request_model(settings: ServiceSettings) -> type[BaseModel]:
                 json_schema_extra={"minItems": 1, "maxItems": settings.max_texts},
             ),
         ),
+        abstain=(
+            bool,
+            Field(
+                True,
+                description="For a model with out-of-scope detection: answer its abstain label for a text out of "
+                "scope (false: the best label always).",
+            ),
+        ),
     )
 
 
 class Prediction(BaseModel):
-    label: str | None = Field(None, description="The predicted label (single-label models).")
+    label: str | None = Field(
+        None, description="The predicted label (single-label models); the abstain label where the model abstained."
+    )
     labels: list[str] | None = Field(None, description="The predicted labels (multi-label models).")
     scores: dict[str, float] = Field(description="Probability of each label.")
+    abstained: bool | None = Field(
+        None, description="Models with out-of-scope detection: whether the text was answered with the abstain label."
+    )
+    reason: str | None = Field(
+        None, description="Why it abstained: out_of_scope, out_of_scope_class (a trained class) or ambiguous."
+    )
+    ood_score: float | None = Field(
+        None, description="Models with out-of-scope detection: the text's out-of-scope score (higher: less in scope)."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -84,10 +103,10 @@ def model_router(pool: ModelPool, settings: ServiceSettings) -> APIRouter:
     async def predict(request) -> Response:
         """Labels and per-label scores for each text; concurrent requests share forward passes."""
         name = pool.choose(request.model).name
-        results = await pool.predict(name, request.texts)
+        results = await pool.predict(name, request.texts, abstain=request.abstain)
         answer = PredictResponse(model=name, predictions=[Prediction(**result) for result in results])
         # Serialized by pydantic directly: FastAPI would validate and encode it again (costly per request).
-        return Response(answer.model_dump_json(), media_type="application/json")
+        return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
     # The request's type is built for this service's limits, so it is set here, not in a (string) annotation.
     predict.__annotations__["request"] = request_model(settings)

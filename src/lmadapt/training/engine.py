@@ -25,6 +25,7 @@ from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.data.prepare import PreparedData, prepare_data
 from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
+from lmadapt.evaluation.abstention import abstention_report, read_split
 from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
 from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
 from lmadapt.inference.artifacts import save_model
@@ -35,6 +36,7 @@ from lmadapt.models.language import require_readable
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.strategies import Strategy, get_strategy
 from lmadapt.training.losses import class_weighted_loss
+from lmadapt.training.ood import fit_detector, ood_methods
 from lmadapt.training.progress import EpochLines
 
 log = logging.getLogger(__name__)
@@ -313,12 +315,13 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     set_seed(config.seed)
     strategy = get_strategy(config.strategy_name)
     backbone = strategy.backbone_path(config)
-    data = prepare_data(config.data, config.seed, check_texts=readable_check(backbone, config))
+    data = prepare_data(config.data, config.seed, check_texts=readable_check(backbone, config), ood=config.ood)
     context = StrategyContext(
         backbone, config.model, data.labels, data.train.texts, train_labels=list(data.train.labels)
     )
     prepared = strategy.prepare(context, config.strategy)
     model, tokenizer = prepared.model, prepared.tokenizer
+    ood_methods_here = ood_methods(config, model, data) if config.ood.method != "none" else ()
     parameters = count_parameters(model)
     if strategy.uses_trainer:
         model, history, training = fit(
@@ -341,6 +344,16 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     prepared.model = model
     predictor = Predictor(model, tokenizer, data.labels, config.model.max_length, config.train.eval_batch_size)
     results = evaluate_splits(predictor, data)
+    ood_files = None
+    if ood_methods_here:
+        predictor.ood = fit_detector(predictor, data, config, ood_methods_here)
+        test = read_split(predictor, data.with_out_of_scope("test"), predictor.ood, data.out_of_scope)
+        results["ood"] = {"validation": predictor.ood.calibration, "test": abstention_report(test)}
+
+        def ood_files(folder: Path) -> None:
+            predictor.ood.save(folder)
+            abstention_report(test, folder, f"{config.name}: test")
+
     metrics = {
         "strategy": config.strategy_name,
         "backbone": config.model.backbone if strategy.uses_backbone else None,
@@ -353,7 +366,9 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
         "data": data.report,
     }
 
-    save_run(final, config, strategy, backbone, prepared, data.labels, metrics, history, overwrite=overwrite)
+    save_run(
+        final, config, strategy, backbone, prepared, data.labels, metrics, history, overwrite=overwrite, extra=ood_files
+    )
     shutil.rmtree(workspace, ignore_errors=True)
     return load_run(final)
 
