@@ -97,7 +97,30 @@ def train(
     if run is not None:
         console.print(_metrics_table("lmadapt train", [(run.name, run.metrics)]))
         _print_removed_rows(run.metrics.get("data", {}))
+        if "ood" in run.metrics:
+            console.print(_ood_table("out-of-scope detection on test", run.metrics["ood"]["test"]))
         console.print(f"run folder: {run.path}")
+
+
+def _ood_table(title: str, report: dict) -> RichTable:
+    """Each calibrated out-of-scope method at its threshold; the one the run applies is starred."""
+    table = RichTable(title=title)
+    table.add_column("method", no_wrap=True)
+    for column in ("threshold", "in-scope acc", "oos recall", "oos prec", "AUROC", "FPR95", "AUPR"):
+        table.add_column(column, justify="right")
+    for method, m in report["methods"].items():
+        table.add_row(
+            f"{method} *" if method == report["method"] else method,
+            f"{m['threshold']:.3g}",
+            *(
+                _pct(m.get(key))
+                for key in ("in_scope_accuracy", "oos_recall", "oos_precision", "auroc", "fpr95", "aupr")
+            ),
+        )
+    rows = f"{report['in_scope_rows']} in-scope and {report['oos_rows']} out-of-scope rows"
+    without = _pct(report["accuracy_without_abstention"])
+    table.caption = f"* applied; in %; {rows}; in-scope accuracy without abstention {without}"
+    return table
 
 
 def _print_removed_rows(report: dict) -> None:
@@ -122,7 +145,9 @@ def evaluate(
     """Metrics of a trained run on labelled data, with a confusion matrix PNG.
 
     Data the run's backbone cannot read (more unknown tokens than the run's model.max_unknown_share)
-    is refused, as in `lmadapt predict`.
+    is refused, as in `lmadapt predict`. For a run with out-of-scope detection, rows labelled with its
+    out-of-scope label (or its abstain label) measure abstention: in-scope accuracy, out-of-scope
+    recall and precision, AUROC, FPR@95 and AUPR of each method, and two PNGs.
 
     Example: lmadapt evaluate runs/demo-full --data reviews_test.csv
     """
@@ -141,6 +166,8 @@ def evaluate(
     console.print(
         f"accuracy {_pct(metrics['accuracy'])}%  macro-F1 {_pct(metrics['macro_f1'])}%  ({metrics['examples']} examples)"
     )
+    if "ood" in metrics:
+        console.print(_ood_table("out-of-scope detection", metrics["ood"]))
     console.print(f"written to {metrics['output']}")
 
 

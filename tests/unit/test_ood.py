@@ -215,7 +215,9 @@ def test_abstention_through_the_service(ood_run):
     assert f'lmadapt_abstentions_total{{model="{run.name}",reason="out_of_scope"}} {abstentions:.1f}' in metrics
 
 
-def test_evaluate_measures_abstention_on_rows_labelled_out_of_scope(ood_run, tmp_path):
+def test_evaluate_measures_abstention_on_rows_labelled_out_of_scope(ood_run, tmp_path, monkeypatch, capsys):
+    from tests.unit.test_cli import run_cli
+
     run, files = ood_run
     report = lmadapt.evaluate(run.path, str(files["test"]), output=tmp_path / "evaluation")
     ood = report["ood"]
@@ -227,6 +229,15 @@ def test_evaluate_measures_abstention_on_rows_labelled_out_of_scope(ood_run, tmp
     assert 0.0 <= ood["fpr95"] <= 1.0 and 0.5 < ood["auroc"] <= 1.0
     for plot in ("ood_scores.png", "ood_tradeoff.png"):
         assert (tmp_path / "evaluation" / plot).read_bytes()[:8] == PNG
+
+    code, out, err = run_cli(
+        monkeypatch, capsys, "evaluate", run.path, "--data", files["test"], "--output", tmp_path / "e2"
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "out-of-scope detection" in out and "* applied" in out and "60 in-scope and 40 out-of-scope rows" in out
+    (knn,) = [line for line in lines if "knn" in line]
+    assert "knn *" in knn and f"{100 * ood['oos_recall']:.2f}" in knn
 
 
 def detector(**options) -> OodDetector:
@@ -338,3 +349,12 @@ def test_a_feature_score_on_a_model_without_a_head_is_refused_before_training(ti
     assert "msp, energy or auto" in caught.value.fix
     auto = lmadapt.load_config(None, ["ood.method=auto", "ood.label=oos"])
     assert ood_methods(auto, language_model, data) == ("msp", "energy")
+
+
+def test_continual_updates_refuse_a_run_that_abstains(ood_run, tmp_path):
+    run, files = ood_run
+    with pytest.raises(
+        LmadaptError, match=r"continual learning does not fit out-of-scope detection \(ood.method=knn\)"
+    ):
+        lmadapt.update(run, str(files["train"]), name="updated")
+    assert not (run.path.parent / "updated").exists()

@@ -134,13 +134,21 @@ def require_method(name: str, option: str) -> None:
         )
 
 
-def _check_strategy(strategy) -> None:
+def _check_learnable(config: RunConfig) -> None:
+    strategy = get_strategy(config.strategy_name)
     if not strategy.uses_trainer or strategy.artifact is TRAINED_TENSORS:
         raise LmadaptError(
             f"continual learning trains a classifier with a linear head step by step; strategy '{strategy.name}' "
             "does not",
             where="strategy.name",
             fix="use full or lora",
+        )
+    if config.ood.method != "none":
+        raise LmadaptError(
+            f"continual learning does not fit out-of-scope detection (ood.method={config.ood.method}): the new run "
+            "would answer a label for every text",
+            where="ood.method",
+            fix="set ood.method=none for continual learning, or train on all the data with `lmadapt train`",
         )
 
 
@@ -153,8 +161,8 @@ def learn_stream(
     started = time.perf_counter()
     config = dataclasses.replace(config, continual=dataclasses.replace(config.continual, method=method))
     continual = config.continual
+    _check_learnable(config)
     strategy = get_strategy(config.strategy_name)
-    _check_strategy(strategy)
     set_seed(config.seed)
     backbone = strategy.backbone_path(config)
     if backbone is not None:
@@ -365,7 +373,7 @@ def update_run(
             where="--method",
             fix="update with replay, ewc, lwf or naive (or retrain on all the data with `lmadapt train`)",
         )
-    _check_strategy(get_strategy(config.strategy_name))
+    _check_learnable(config)
     name = name or f"{run.name}-{method}-update"
     final = run.path.parent / name
     if final.resolve() == run.path.resolve():
