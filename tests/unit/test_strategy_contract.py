@@ -3,7 +3,8 @@ tested here without anyone adding a row.
 
 Each trains (or builds, zero-shot) on a tiny random-weight model of the kind its default backbone is, saves its run
 folder, reloads it to the very logits the trained model gave, leaves every weight it froze untouched, and reports the
-trainable count of the model it trained.
+trainable count of the model it trained. Every strategy that trains an encoder gives each text a feature vector (the
+input of its classification head), which out-of-scope detection reads.
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ def test_every_registered_strategy_keeps_the_contract(
     after = dict(spy.model.named_parameters())
     moved = sorted(n for n in spy.frozen if n in after and not torch.equal(spy.before[n], after[n].detach()))
     assert not moved, f"{name} changed weights it froze: {moved[:5]}"
+
+    if strategy.trains and strategy.uses_backbone and PACKAGED_MODELS[strategy.default_backbone].kind == "encoder":
+        logits, features = reloaded.predictor.logits_and_features(TEXTS)
+        np.testing.assert_allclose(logits, spy.logits, rtol=0, atol=1e-5)
+        assert features.ndim == 2 and len(features) == len(TEXTS) and features.shape[1] > 1
 
     reported = run.metrics["parameters"]
     assert reported == engine.count_parameters(spy.model) or not strategy.trains
