@@ -3,6 +3,7 @@ abstention through every way a prediction leaves lmadapt, evaluation, and the se
 
 from __future__ import annotations
 
+import json
 import random
 
 import httpx
@@ -18,7 +19,7 @@ from lmadapt.config import DataConfig, OodConfig
 from lmadapt.data.prepare import prepare_data
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.ood import AMBIGUOUS, OUT_OF_SCOPE_CLASS, OodDetector
-from lmadapt.runs import load_run
+from lmadapt.runs import load_run, manifest_entry, update_manifest
 from tests.conftest import FILLER, sentiment_rows, tiny_overrides, write_splits, write_three_splits
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -358,3 +359,29 @@ def test_continual_updates_refuse_a_run_that_abstains(ood_run, tmp_path):
     ):
         lmadapt.update(run, str(files["train"]), name="updated")
     assert not (run.path.parent / "updated").exists()
+
+
+def test_an_exported_run_abstains_by_its_logit_scores_and_keeps_pytorch_for_feature_scores(ood_run, tmp_path):
+    import shutil
+
+    run, files = ood_run
+    copy = tmp_path / "exported"
+    shutil.copytree(run.path, copy)
+    lmadapt.export(copy)
+    texts = validation_texts(files)
+    # knn reads features, which the ONNX graph does not give: auto keeps PyTorch, an explicit onnx is refused
+    assert lmadapt.load(copy).inference("auto").engine.name == "torch"
+    with pytest.raises(LmadaptError, match=r"out-of-scope score \(knn\) reads the classifier's features") as caught:
+        lmadapt.load(copy).inference("onnx")
+    assert "--backend torch" in caught.value.fix
+    # msp reads the logits: the same run applying msp (its threshold was calibrated too) abstains on the exported
+    # graph as it does in PyTorch
+    settings = json.loads((copy / "ood.json").read_text())
+    (copy / "ood.json").write_text(json.dumps({**settings, "method": "msp"}))
+    update_manifest(copy, {"ood.json": manifest_entry(copy / "ood.json")})
+    loaded = lmadapt.load(copy)
+    onnx = loaded.inference("onnx")
+    exported, reference = onnx.predict(texts), loaded.predictor.predict(texts)
+    assert onnx.engine.name == "onnx" and any(r["abstained"] for r in exported)
+    assert [r["abstained"] for r in exported] == [r["abstained"] for r in reference]
+    np.testing.assert_allclose([r["ood_score"] for r in exported], [r["ood_score"] for r in reference], atol=1e-4)
