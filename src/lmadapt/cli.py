@@ -220,7 +220,9 @@ def predict(
             decided = result.get("label", result.get("labels"))
             best = max(result["scores"], key=result["scores"].get)
             note = f"\t(abstained, {result['reason']}; best label {best})" if result.get("abstained") else ""
-            console.print(f"{decided}\t{result['scores'][best]:.3f}\t{text}{note}", markup=False, highlight=False)
+            console.print(
+                f"{decided}\t{result['scores'][best]:.3f}\t{text}{note}", markup=False, highlight=False, soft_wrap=True
+            )
     if input:
         written = predict_file(
             loaded, input, output, text_column=text_column, predictor=predictor, abstain=not no_abstain

@@ -177,13 +177,14 @@ class OodConfig:
         "How a trained classifier scores a text as out of scope, to answer `abstain_label` instead of one of its "
         "labels: msp (1 - the highest label probability), energy (minus the log-sum-exp of the logits), "
         "mahalanobis (distance of the text's features to the nearest class mean, shared covariance), knn "
-        "(distance to the k-th nearest training text in the normalised feature space), auto (the one of these with "
-        "the best AUROC on the out-of-scope validation rows), or none (always answer a label).",
+        "(distance to the k-th nearest training text in the normalised feature space), auto (the one of these that "
+        "abstains on the most out-of-scope validation rows at its threshold; needs such rows), or none (always "
+        "answer a label).",
     )
     label: str | None = option(
         None,
-        "The data's out-of-scope label (e.g. oos): its validation rows calibrate the threshold and its test rows "
-        "are measured as out-of-scope; with train_as_class=false its training rows are not trained on.",
+        "The data's out-of-scope label (e.g. oos): its validation rows measure each method (and let auto choose) and "
+        "its test rows are measured as out of scope; with train_as_class=false its training rows are not trained on.",
     )
     train_as_class: bool = option(
         False,
@@ -195,11 +196,16 @@ class OodConfig:
         "(at least one) is held out of training, and their validation and test rows become out-of-scope rows. "
         "0: none.",
     )
+    max_in_scope_loss: float = option(
+        0.02,
+        "The threshold abstains on as many texts as it can while the in-scope accuracy on validation falls at most "
+        "this much below the accuracy without abstention (0.02: two points; abstaining on a text the model gets "
+        "wrong costs nothing). Out-of-scope validation rows are not needed for it.",
+    )
     target_in_scope_recall: float | None = option(
         None,
-        "Set the threshold so that this share of the in-scope validation rows is still answered (e.g. 0.95). "
-        "Empty: maximise the balanced accuracy (in-scope accuracy and out-of-scope recall) on the out-of-scope "
-        "validation rows, or keep 0.95 of in-scope rows where there are none.",
+        "Instead of max_in_scope_loss: set the threshold so that this share of the in-scope validation rows is "
+        "still answered (e.g. 0.95).",
     )
     ambiguity_gap: float | None = option(
         None,
@@ -452,6 +458,12 @@ def _check_ood(config: RunConfig) -> None:
             f"ood.target_in_scope_recall must lie strictly between 0 and 1, got {ood.target_in_scope_recall}",
             where="ood.target_in_scope_recall",
             fix="e.g. 0.95 (keep answering 95% of in-scope texts)",
+        )
+    if not 0.0 <= ood.max_in_scope_loss < 1.0:
+        raise LmadaptError(
+            f"ood.max_in_scope_loss must lie in [0, 1), got {ood.max_in_scope_loss}",
+            where="ood.max_in_scope_loss",
+            fix="e.g. 0.02 (give up at most two points of in-scope accuracy)",
         )
     if not 0.0 <= ood.holdout_share < 1.0:
         raise LmadaptError(

@@ -96,50 +96,51 @@ def test_oos_precision_is_zero_when_nothing_is_abstained_and_none_without_out_of
 # calibrate_threshold
 
 
-def test_balanced_accuracy_picks_the_best_score():
+def test_the_lowest_threshold_within_the_in_scope_accuracy_budget_is_chosen():
     # In scope (true id 0): 0.05 predicted wrong, 0.1, 0.2, 0.3, 0.6 right. Out of scope: 0.5, 0.7, 0.9.
     scores = np.array([0.05, 0.1, 0.2, 0.3, 0.6, 0.5, 0.7, 0.9])
     true_ids = np.array([0, 0, 0, 0, 0, -1, -1, -1])
     predicted_ids = np.array([1, 0, 0, 0, 0, 0, 0, 0])
-    # Balanced accuracy: at 0.3, (3/5 + 3/3) / 2 = 0.8; at 0.6, (4/5 + 2/3) / 2 = 0.733; at 0.2, (2/5 + 1) / 2 = 0.7;
-    # keeping all, (4/5 + 0) / 2 = 0.4.
-    threshold, metrics = calibrate_threshold(scores, true_ids, predicted_ids)
-    assert threshold == 0.3
-    assert metrics["rule"] == "balanced_accuracy"
-    assert metrics["in_scope_accuracy"] == pytest.approx(3 / 5)
-    assert metrics["oos_recall"] == 1.0
-    assert metrics["in_scope_abstained"] == pytest.approx(1 / 5)
+    # Right answers lost above t: 4 at 0.05, 3 at 0.1, 2 at 0.2, 1 at 0.3, 0 at 0.6. A budget of one row (0.2 of 5):
+    threshold, metrics = calibrate_threshold(scores, true_ids, predicted_ids, max_in_scope_loss=0.2)
+    assert threshold == 0.3 and metrics["rule"] == "max_in_scope_loss"
+    assert metrics["in_scope_accuracy"] == pytest.approx(3 / 5) and metrics["accuracy_without_abstention"] == 0.8
+    assert metrics["oos_recall"] == 1.0 and metrics["in_scope_abstained"] == pytest.approx(1 / 5)
+    assert calibrate_threshold(scores, true_ids, predicted_ids, max_in_scope_loss=0.4)[0] == 0.2
+    threshold, metrics = calibrate_threshold(scores, true_ids, predicted_ids, max_in_scope_loss=0.0)
+    assert threshold == 0.6 and metrics["in_scope_accuracy"] == 0.8 and metrics["oos_recall"] == pytest.approx(2 / 3)
 
 
-def test_balanced_accuracy_ties_go_to_the_highest_threshold():
-    # In scope 0.1, 0.4 (right); out of scope 0.3, 0.6. At 0.1: (1/2 + 1) / 2 = 0.75; at 0.4: (1 + 1/2) / 2 = 0.75.
-    scores = np.array([0.1, 0.4, 0.3, 0.6])
-    true_ids = np.array([0, 1, -1, -1])
-    threshold, _ = calibrate_threshold(scores, true_ids, np.array([0, 1, 0, 0]))
-    assert threshold == 0.4
+def test_the_budget_needs_no_out_of_scope_rows_and_rounds_whole_rows():
+    # 100 in-scope rows, all right: 3% is three rows (0.03 * 100 is 3.0000000000000004 in floating point).
+    scores = np.arange(100.0)
+    threshold, metrics = calibrate_threshold(scores, np.zeros(100), np.zeros(100), max_in_scope_loss=0.03)
+    assert threshold == 96.0 and metrics["in_scope_accuracy"] == 0.97 and metrics["oos_recall"] is None
 
 
-def test_forced_rows_are_abstained_whatever_their_score():
+def test_forced_rows_are_abstained_whatever_their_score_and_spend_the_budget():
     # In scope 0.1, 0.2 (forced), 0.3, all right; out of scope 0.05 (forced), 0.8, 0.9.
     scores = np.array([0.1, 0.2, 0.3, 0.05, 0.8, 0.9])
     true_ids = np.array([0, 0, 0, -1, -1, -1])
     predicted_ids = np.zeros(6, dtype=int)
     forced = np.array([False, True, False, True, False, False])
-    threshold, metrics = calibrate_threshold(scores, true_ids, predicted_ids, forced=forced)
-    # At 0.3 every out-of-scope row is abstained (0.05 forced), and the forced in-scope row costs accuracy.
+    # A budget of one row (0.34 of 3): the forced row spends it, so no right answer may go on the score.
+    threshold, metrics = calibrate_threshold(scores, true_ids, predicted_ids, forced=forced, max_in_scope_loss=0.34)
     assert threshold == 0.3
     assert metrics["oos_recall"] == 1.0
     assert metrics["in_scope_accuracy"] == pytest.approx(2 / 3)
     assert metrics["in_scope_abstained"] == pytest.approx(1 / 3)
 
 
-def test_keeping_every_row_gives_an_infinite_threshold():
-    # Every out-of-scope row is forced, so abstaining on the score only loses in-scope rows.
+def test_a_budget_the_forced_rows_exceed_gives_an_infinite_threshold():
     scores = np.array([0.1, 0.2, 0.9])
     true_ids = np.array([0, 0, -1])
-    threshold, metrics = calibrate_threshold(scores, true_ids, np.zeros(3, dtype=int), forced=true_ids == -1)
+    forced = np.array([True, False, False])
+    threshold, metrics = calibrate_threshold(
+        scores, true_ids, np.zeros(3, dtype=int), forced=forced, max_in_scope_loss=0
+    )
     assert threshold == float("inf")
-    assert metrics["in_scope_accuracy"] == 1.0 and metrics["oos_recall"] == 1.0
+    assert metrics["in_scope_accuracy"] == 0.5 and metrics["oos_recall"] == 0.0
 
 
 def test_target_recall_takes_the_exact_in_scope_quantile():
@@ -175,27 +176,23 @@ def test_target_recall_outside_zero_one_is_refused(recall):
         calibrate_threshold(np.array([0.1, 0.2]), np.array([0, -1]), np.array([0, 0]), target_in_scope_recall=recall)
 
 
-def test_balanced_accuracy_without_out_of_scope_rows_is_refused():
-    with pytest.raises(LmadaptError, match="no out-of-scope rows") as raised:
-        calibrate_threshold(np.array([0.1, 0.2]), np.array([0, 1]), np.array([0, 1]))
-    assert raised.value.fix == "give out-of-scope validation rows or a target in-scope recall"
+@pytest.mark.parametrize("loss", [-0.1, 1.0])
+def test_a_budget_outside_zero_one_is_refused(loss):
+    with pytest.raises(LmadaptError, match="must lie in") as raised:
+        calibrate_threshold(np.array([0.1, 0.2]), np.array([0, 1]), np.array([0, 1]), max_in_scope_loss=loss)
+    assert "0.02" in raised.value.fix
 
 
-def brute_force_threshold(scores, true_ids, predicted_ids, forced):
-    """Every candidate threshold, each judged by abstention_metrics' own counts in exact fractions; ties to the
-    highest threshold."""
-    best_threshold, best_balanced = None, None
+def brute_force_threshold(scores, true_ids, predicted_ids, forced, max_in_scope_loss):
+    """The lowest candidate threshold whose lost right answers, counted row by row, fit the budget."""
+    in_scope = true_ids != -1
+    right = [i for i in range(len(scores)) if in_scope[i] and predicted_ids[i] == true_ids[i]]
+    budget = Fraction(str(max_in_scope_loss)) * int(in_scope.sum())
     for threshold in [-np.inf, *sorted(set(scores.tolist())), np.inf]:
-        abstained = (scores > threshold) | forced
-        in_scope = true_ids != -1
-        kept_right = sum(
-            1 for i in range(len(scores)) if in_scope[i] and predicted_ids[i] == true_ids[i] and not abstained[i]
-        )
-        oos_abstained = sum(1 for i in range(len(scores)) if not in_scope[i] and abstained[i])
-        balanced = (Fraction(kept_right, int(in_scope.sum())) + Fraction(oos_abstained, int((~in_scope).sum()))) / 2
-        if best_balanced is None or balanced >= best_balanced:
-            best_threshold, best_balanced = threshold, balanced
-    return best_threshold, best_balanced
+        lost = sum(1 for i in right if forced[i] or scores[i] > threshold)
+        if lost <= budget:
+            return threshold
+    return np.inf
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -207,10 +204,11 @@ def test_the_vectorised_sweep_matches_a_brute_force_loop(seed):
     # Out-of-scope rows score higher on average; one decimal place makes many ties.
     scores = np.round(rng.normal(loc=np.where(true_ids == -1, 1.0, 0.0), scale=0.8), 1)
     forced = rng.random(rows) < 0.1
-    threshold, metrics = calibrate_threshold(scores, true_ids, predicted_ids, forced=forced)
-    expected_threshold, expected_balanced = brute_force_threshold(scores, true_ids, predicted_ids, forced)
-    assert threshold == expected_threshold
-    assert (metrics["in_scope_accuracy"] + metrics["oos_recall"]) / 2 == pytest.approx(float(expected_balanced))
+    for loss in (0.0, 0.02, 0.05, 0.2):
+        threshold, metrics = calibrate_threshold(scores, true_ids, predicted_ids, forced=forced, max_in_scope_loss=loss)
+        assert threshold == brute_force_threshold(scores, true_ids, predicted_ids, forced, loss), loss
+        abstained = (scores > threshold) | forced
+        assert metrics == {**abstention_metrics(true_ids, predicted_ids, abstained), "rule": "max_in_scope_loss"}
 
 
 # plots

@@ -103,18 +103,20 @@ def calibrate_threshold(
     predicted_ids: np.ndarray,
     forced: np.ndarray | None = None,
     target_in_scope_recall: float | None = None,
+    max_in_scope_loss: float = 0.02,
 ) -> tuple[float, dict]:
     """The abstention threshold chosen on validation rows, and `abstention_metrics` there (plus key `rule`).
 
     - With `target_in_scope_recall` r (0 < r < 1): the smallest threshold t such that at least r of the in-scope
       rows have score <= t (a score among the in-scope ones). Forced rows are abstained anyway and do not move
-      it; out-of-scope rows are not needed.
-    - Without it: the threshold maximising balanced accuracy, (in_scope_accuracy + oos_recall) / 2, over every
-      distinct score, -inf (abstain all) and +inf (keep all); ties go to the highest threshold (abstain least).
-      Out-of-scope rows are needed.
+      it.
+    - Without it: the lowest threshold (so the most out-of-scope texts abstained) at which in-scope accuracy is at
+      most `max_in_scope_loss` below the accuracy without abstention: abstaining on a text the model gets wrong
+      costs nothing, on one it gets right costs 1 / in-scope rows. Over every distinct score and +inf (keep all,
+      also when the forced abstentions alone exceed the budget).
 
-    The threshold is a Python float and can be float("inf") (never abstain on the score) or, when abstaining on
-    every row is strictly best, float("-inf"); JSON writers must handle both.
+    Neither rule needs out-of-scope rows. The threshold is a Python float and can be infinite: +inf never abstains
+    on the score, -inf (the budget covers every right answer) always does; JSON writers must handle both.
     """
     scores = _float_scores(scores, "calibrate_threshold")
     true_ids = np.asarray(true_ids)
@@ -123,6 +125,12 @@ def calibrate_threshold(
     for name, values in (("true_ids", true_ids), ("predicted_ids", predicted_ids), ("forced", forced)):
         _same_length(scores, values, "scores", name, "calibrate_threshold")
     is_ood = true_ids == OUT_OF_SCOPE_ID
+    if not (~is_ood).any():
+        raise LmadaptError(
+            "no in-scope rows to set the threshold on",
+            where="calibrate_threshold",
+            fix="give validation rows with in-scope texts",
+        )
 
     if target_in_scope_recall is not None:
         if not 0 < target_in_scope_recall < 1:
@@ -132,12 +140,6 @@ def calibrate_threshold(
                 fix="give a share such as 0.95",
             )
         in_scope_scores = np.sort(scores[~is_ood])
-        if len(in_scope_scores) == 0:
-            raise LmadaptError(
-                "no in-scope rows to set the threshold on",
-                where="calibrate_threshold",
-                fix="give validation rows with in-scope texts",
-            )
         # The ceil(r * n)-th smallest score; not np.quantile, whose "higher" and "inverted_cdf" methods land one
         # row too high when r * n is a whole number (e.g. higher: 1..10 at 0.8 gives 9; inverted_cdf: 0.28 * 25
         # rounds up to 7.000000000000001). Rounding first drops that floating-point noise.
@@ -145,19 +147,19 @@ def calibrate_threshold(
         threshold = float(in_scope_scores[rows_kept - 1])
         rule = "target_in_scope_recall"
     else:
-        if not is_ood.any():
+        if not 0 <= max_in_scope_loss < 1:
             raise LmadaptError(
-                "no out-of-scope rows to choose the threshold on by balanced accuracy",
+                f"the in-scope accuracy budget must lie in [0, 1), not {max_in_scope_loss}",
                 where="calibrate_threshold",
-                fix="give out-of-scope validation rows or a target in-scope recall",
+                fix="give a share such as 0.02 (two points of accuracy)",
             )
         sweep = _sweep_thresholds(scores, true_ids, predicted_ids, forced)
-        # Compared in whole numbers (balanced accuracy times 2 * in-scope rows * out-of-scope rows) so that equal
-        # balanced accuracies tie exactly; the last maximum is the highest threshold.
-        scaled = sweep.in_scope_kept_right * sweep.oos_rows + sweep.oos_abstained * sweep.in_scope_rows
-        best = len(scaled) - 1 - int(np.argmax(scaled[::-1]))
-        threshold = float(sweep.thresholds[best])
-        rule = "balanced_accuracy"
+        right = int((~is_ood & (predicted_ids == true_ids)).sum())
+        # Whole rows, with the floating-point noise of share * rows rounded away (0.03 * 100 is 3.0000000000000004).
+        budget = math.floor(round(max_in_scope_loss * sweep.in_scope_rows, 9))
+        within = np.flatnonzero(right - sweep.in_scope_kept_right <= budget)
+        threshold = float(sweep.thresholds[within[0]]) if len(within) else float("inf")
+        rule = "max_in_scope_loss"
 
     metrics = abstention_metrics(true_ids, predicted_ids, (scores > threshold) | forced)
     metrics["rule"] = rule

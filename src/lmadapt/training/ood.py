@@ -16,8 +16,6 @@ from lmadapt.models.classifier import classification_head
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IN_SCOPE_RECALL = 0.95  # where validation has no out-of-scope rows to calibrate on
-
 
 def ood_methods(config: RunConfig, model, data: PreparedData) -> tuple[str, ...]:
     """The methods this run can calibrate: all four, or the logit scores where the model has no feature vector.
@@ -25,9 +23,9 @@ def ood_methods(config: RunConfig, model, data: PreparedData) -> tuple[str, ...]
     has_calibration_rows = len(data.out_of_scope_rows.get("validation", ())) or (
         config.ood.train_as_class and config.ood.label in data.validation.labels
     )
-    if config.ood.method == "auto" and config.ood.target_in_scope_recall is None and not has_calibration_rows:
+    if config.ood.method == "auto" and not has_calibration_rows:
         raise LmadaptError(
-            "ood.method=auto chooses the score with the best AUROC on out-of-scope validation rows, and the "
+            "ood.method=auto chooses the score that abstains on the most out-of-scope validation rows, and the "
             "validation data has none",
             where="ood.method",
             fix="name the data's out-of-scope label in ood.label, hold labels out with ood.holdout_share, or "
@@ -68,21 +66,20 @@ def fit_detector(predictor: Predictor, data: PreparedData, config: RunConfig, me
         statistics=statistics,
     )
     readings = read_split(predictor, data.with_out_of_scope("validation"), detector, data.out_of_scope)
-    target = ood.target_in_scope_recall
-    if target is None and not readings.is_ood.any():
-        target = DEFAULT_IN_SCOPE_RECALL
-        log.warning(
-            "no out-of-scope validation rows: the threshold keeps %.0f%% of in-scope validation rows answered",
-            100 * target,
-        )
     for method in methods:
         threshold, _ = calibrate_threshold(
-            readings.scores(method), readings.true_ids, readings.predicted_ids, readings.forced, target
+            readings.scores(method),
+            readings.true_ids,
+            readings.predicted_ids,
+            readings.forced,
+            ood.target_in_scope_recall,
+            ood.max_in_scope_loss,
         )
         detector.thresholds[method] = threshold
         detector.calibration[method] = readings.figures(method, threshold)
-    if ood.method == "auto":
-        detector.method = max(methods, key=lambda m: detector.calibration[m]["auroc"])
+    if ood.method == "auto":  # what the user gets: out-of-scope recall at the threshold, then AUROC
+        figures = detector.calibration
+        detector.method = max(methods, key=lambda m: (figures[m]["oos_recall"], figures[m]["auroc"]))
     else:
         detector.method = ood.method
     chosen = detector.calibration[detector.method]
