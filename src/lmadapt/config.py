@@ -192,9 +192,9 @@ class OodConfig:
     )
     holdout_share: float = option(
         0.0,
-        "Leave-classes-out calibration when the data has no out-of-scope label: this seeded share of the labels "
-        "(at least one) is held out of training, and their validation and test rows become out-of-scope rows. "
-        "0: none.",
+        "Leave-classes-out, when the data has no out-of-scope label: this seeded share of the labels (at least "
+        "one) is held out of training, and their validation and test rows become out-of-scope rows (to measure "
+        "each method and let auto choose). 0: none.",
     )
     max_in_scope_loss: float = option(
         0.02,
