@@ -441,6 +441,16 @@ def _check_continual(continual: ContinualConfig) -> None:
         )
 
 
+def _require_share(value: float | None, key: str, fix: str, zero_ok: bool = False) -> None:
+    """A share below 1, above 0 (or 0 itself where `zero_ok`); None passes."""
+    if value is None:
+        return
+    above_zero = value >= 0.0 if zero_ok else value > 0.0
+    if not (above_zero and value < 1.0):
+        interval = "[0, 1)" if zero_ok else "(0, 1)"
+        raise LmadaptError(f"{key} must lie in {interval}, got {value}", where=key, fix=fix)
+
+
 def _check_ood(config: RunConfig) -> None:
     ood = config.ood
     require_choice("ood.method", ood.method, ("none", "auto", *OOD_METHODS))
@@ -453,22 +463,9 @@ def _check_ood(config: RunConfig) -> None:
             where="ood.method",
             fix="set ood.method=none, or data.task=single_label",
         )
-    if ood.target_in_scope_recall is not None and not 0.0 < ood.target_in_scope_recall < 1.0:
-        raise LmadaptError(
-            f"ood.target_in_scope_recall must lie strictly between 0 and 1, got {ood.target_in_scope_recall}",
-            where="ood.target_in_scope_recall",
-            fix="e.g. 0.95 (keep answering 95% of in-scope texts)",
-        )
-    if not 0.0 <= ood.max_in_scope_loss < 1.0:
-        raise LmadaptError(
-            f"ood.max_in_scope_loss must lie in [0, 1), got {ood.max_in_scope_loss}",
-            where="ood.max_in_scope_loss",
-            fix="e.g. 0.02 (give up at most two points of in-scope accuracy)",
-        )
-    if not 0.0 <= ood.holdout_share < 1.0:
-        raise LmadaptError(
-            f"ood.holdout_share must lie in [0, 1), got {ood.holdout_share}", where="ood.holdout_share", fix="e.g. 0.1"
-        )
+    _require_share(ood.target_in_scope_recall, "ood.target_in_scope_recall", "e.g. 0.95 (answer 95% of in-scope texts)")
+    _require_share(ood.max_in_scope_loss, "ood.max_in_scope_loss", "e.g. 0.02 (two points of accuracy)", zero_ok=True)
+    _require_share(ood.holdout_share, "ood.holdout_share", "e.g. 0.1", zero_ok=True)
     if ood.holdout_share and ood.label:
         raise LmadaptError(
             "ood.holdout_share holds labels out as pseudo out-of-scope data, but ood.label names real ones",
@@ -481,12 +478,7 @@ def _check_ood(config: RunConfig) -> None:
             where="ood.train_as_class",
             fix="name the data's out-of-scope label in ood.label (e.g. oos)",
         )
-    if ood.ambiguity_gap is not None and not 0.0 < ood.ambiguity_gap < 1.0:
-        raise LmadaptError(
-            f"ood.ambiguity_gap must lie strictly between 0 and 1, got {ood.ambiguity_gap}",
-            where="ood.ambiguity_gap",
-            fix="e.g. 0.1, or empty",
-        )
+    _require_share(ood.ambiguity_gap, "ood.ambiguity_gap", "e.g. 0.1, or empty")
     require_positive(ood.knn_k, "ood.knn_k")
     require_positive(ood.max_bank_rows, "ood.max_bank_rows")
     if not ood.abstain_label.strip():

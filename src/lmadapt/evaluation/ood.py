@@ -118,12 +118,9 @@ def calibrate_threshold(
     Neither rule needs out-of-scope rows. The threshold is a Python float and can be infinite: +inf never abstains
     on the score, -inf (the budget covers every right answer) always does; JSON writers must handle both.
     """
-    scores = _float_scores(scores, "calibrate_threshold")
-    true_ids = np.asarray(true_ids)
-    predicted_ids = np.asarray(predicted_ids)
-    forced = np.zeros(len(scores), dtype=bool) if forced is None else np.asarray(forced, dtype=bool)
-    for name, values in (("true_ids", true_ids), ("predicted_ids", predicted_ids), ("forced", forced)):
-        _same_length(scores, values, "scores", name, "calibrate_threshold")
+    scores, true_ids, predicted_ids, forced = _scored_rows(
+        scores, true_ids, predicted_ids, forced, "calibrate_threshold"
+    )
     is_ood = true_ids == OUT_OF_SCOPE_ID
     if not (~is_ood).any():
         raise LmadaptError(
@@ -202,12 +199,9 @@ def plot_accuracy_recall_tradeoff(
 ) -> None:
     """In-scope accuracy (with abstention) against out-of-scope recall as the threshold moves over the scores;
     a marker at `threshold`, and a dotted line at the accuracy without abstention."""
-    scores = _float_scores(scores, "plot_accuracy_recall_tradeoff")
-    true_ids = np.asarray(true_ids)
-    predicted_ids = np.asarray(predicted_ids)
-    forced = np.zeros(len(scores), dtype=bool) if forced is None else np.asarray(forced, dtype=bool)
-    for name, values in (("true_ids", true_ids), ("predicted_ids", predicted_ids), ("forced", forced)):
-        _same_length(scores, values, "scores", name, "plot_accuracy_recall_tradeoff")
+    scores, true_ids, predicted_ids, forced = _scored_rows(
+        scores, true_ids, predicted_ids, forced, "plot_accuracy_recall_tradeoff"
+    )
     if not (true_ids == OUT_OF_SCOPE_ID).any():
         raise LmadaptError(
             "the accuracy / out-of-scope recall trade-off needs out-of-scope rows",
@@ -276,6 +270,16 @@ def _sweep_thresholds(
         in_scope_rows=int((~is_ood).sum()),
         oos_rows=int(is_ood.sum()),
     )
+
+
+def _scored_rows(scores, true_ids, predicted_ids, forced, where: str) -> tuple[np.ndarray, ...]:
+    """The four per-row arrays as numpy, one value per row each (no forced rows when `forced` is None)."""
+    scores = _float_scores(scores, where)
+    true_ids, predicted_ids = np.asarray(true_ids), np.asarray(predicted_ids)
+    forced = np.zeros(len(scores), dtype=bool) if forced is None else np.asarray(forced, dtype=bool)
+    for name, values in (("true_ids", true_ids), ("predicted_ids", predicted_ids), ("forced", forced)):
+        _same_length(scores, values, "scores", name, where)
+    return scores, true_ids, predicted_ids, forced
 
 
 def _float_scores(scores: np.ndarray, where: str) -> np.ndarray:
