@@ -38,7 +38,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from runner import ROOT, git_commit
+from runner import ROOT, chosen_plan, git_commit
 
 DATASET = "banking77"
 OOS = "oos"
@@ -242,13 +242,7 @@ def main() -> None:
         return
 
     out = args.out or ROOT / "bench" / "results" / ("ood_quick.json" if args.quick else "ood.json")
-    plan = PLAN
-    if args.only:
-        wanted = {tuple(item.split(":")) for item in args.only.split(",")}
-        unknown = wanted - set(PLAN)
-        if unknown:
-            parser.error(f"unknown strategy:scheme {sorted(unknown)}; known: {[':'.join(p) for p in PLAN]}")
-        plan = [p for p in PLAN if p in wanted]
+    plan = chosen_plan(parser, PLAN, args.only, "strategy:scheme")
     rows = json.loads(out.read_text()) if out.exists() else []
     command_line = "python " + " ".join(sys.argv)
     with tempfile.TemporaryDirectory() as workdir:

@@ -54,6 +54,18 @@ def data_overrides(dataset: str, data: Path, workdir: Path) -> list[str]:
     return [f"data.train={folder / 'train.csv'}", f"data.test={folder / 'test.csv'}", "data.validation_size=0.1"]
 
 
+def chosen_plan(parser: argparse.ArgumentParser, plan: list[tuple], only: str, kind: str) -> list[tuple]:
+    """The pairs of `plan` that --only names (all without it), in the plan's order; an unknown pair is a usage
+    error naming the known ones."""
+    if not only:
+        return plan
+    wanted = {tuple(item.split(":")) for item in only.split(",")}
+    unknown = wanted - set(plan)
+    if unknown:
+        parser.error(f"unknown {kind} {sorted(unknown)}; known: {[':'.join(p) for p in plan]}")
+    return [p for p in plan if p in wanted]
+
+
 def git_commit() -> str:
     found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return found.stdout.strip() or "unknown"
@@ -122,13 +134,7 @@ def run_benchmark(
         print("ROW " + json.dumps(row))
         return
 
-    plan = [*baselines, *runs]
-    if args.only:
-        wanted = {tuple(item.split(":")) for item in args.only.split(",")}
-        unknown = wanted - set(plan)
-        if unknown:
-            parser.error(f"unknown dataset:system {sorted(unknown)}; known: {[':'.join(p) for p in plan]}")
-        plan = [p for p in plan if p in wanted]
+    plan = chosen_plan(parser, [*baselines, *runs], args.only, "dataset:system")
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
     command_line = "python " + " ".join(sys.argv)
     with tempfile.TemporaryDirectory() as workdir:
