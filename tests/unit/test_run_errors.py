@@ -16,6 +16,7 @@ from lmadapt.config import DataConfig
 from lmadapt.data.labels import LabelMap
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.report import evaluate_run
+from lmadapt.inference.predictor import Predictions
 from lmadapt.runs import Run, manifest_entry, update_manifest
 from lmadapt.serving.batch import predict_file
 from tests.conftest import sentiment_rows, tiny_overrides, write_three_splits
@@ -171,11 +172,9 @@ def test_scoring_a_file_for_many_labels_adds_the_columns_at_once(tmp_path):
     rng = np.random.default_rng(0)
 
     class RandomPredictor:
-        def scores(self, texts, pairs=None, progress=False):
-            return rng.dirichlet(np.ones(len(labels)), size=len(texts))
-
-        def decide(self, scores):
-            return [labels.labels[j] for j in scores.argmax(axis=1)]
+        def predictions(self, texts, pairs=None, progress=False, abstain=True):
+            scores = rng.dirichlet(np.ones(len(labels)), size=len(texts))
+            return Predictions(scores, [labels.labels[j] for j in scores.argmax(axis=1)])
 
     source, output = tmp_path / "texts.csv", tmp_path / "scored.csv"
     pd.DataFrame({"text": ["first", " ", "third"], "id": [1, 2, 3]}).to_csv(source, index=False)
