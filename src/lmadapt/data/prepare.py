@@ -289,7 +289,8 @@ def out_of_scope_labels(loaded: dict[str, Split], ood: OodConfig | None, seed: i
 
 
 def _out_of_scope_rows(split: Split, out_of_scope: Sequence[str]) -> list[int]:
-    return [i for i, label in enumerate(split.labels) if label in set(out_of_scope)]
+    outside = set(out_of_scope)
+    return [i for i, label in enumerate(split.labels) if label in outside]
 
 
 def prepare_data(
@@ -333,7 +334,7 @@ def prepare_data(
         train, given["validation"] = split_off(train, share, seed, config.task)
     if out_of_scope:
         removed = [] if ood.train_as_class else _out_of_scope_rows(train, out_of_scope)
-        train = train.take(sorted(set(range(len(train))) - set(removed)))
+        train = train.drop(removed)
         report["ood"] = {"labels": out_of_scope, "train_removed": len(removed)}
     if config.max_train_rows and len(train) > config.max_train_rows:
         train, _ = split_off(train, len(train) - config.max_train_rows, seed, config.task)
@@ -349,7 +350,7 @@ def prepare_data(
         leaked = leaked_positions(train, given[name])
         report["leaks"][name] = len(leaked)
         if leaked and config.drop_leaks:
-            given[name] = given[name].take(sorted(set(range(len(given[name]))) - set(leaked)))
+            given[name] = given[name].drop(leaked)
             report["leaks_removed"][name] = len(leaked)
         elif leaked:
             log.warning("%d %s text(s) also occur in train; kept (data.drop_leaks=false)", len(leaked), name)
@@ -359,7 +360,7 @@ def prepare_data(
             report["ood"][name] = len(outside)
             if not ood.train_as_class:  # a trained out-of-scope class stays in its splits, as any class
                 out_of_scope_rows[name] = given[name].take(outside)
-                given[name] = given[name].take(sorted(set(range(len(given[name]))) - set(outside)))
+                given[name] = given[name].drop(outside)
         if not len(given[name]):
             raise LmadaptError(
                 f"the {name} split is empty after removing duplicates and texts also in train{_removed_note(report)}",

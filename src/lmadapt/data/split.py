@@ -30,6 +30,11 @@ class Split:
             source=self.source,
         )
 
+    def drop(self, positions) -> Split:
+        """The split without the rows at `positions`, the others in their order."""
+        dropped = set(positions)
+        return self.take(i for i in range(len(self)) if i not in dropped)
+
     def where(self, positions: list[int]) -> str:
         rows = [self.rows[i] for i in positions]
         return self.source.where_rows(rows) if self.source else f"rows {rows[:5]}"

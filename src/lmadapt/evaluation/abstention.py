@@ -67,30 +67,33 @@ def read_split(
         logits, features = predictor.logits_and_features(split.texts, split.pairs, progress)
     else:
         logits, features = predictor.logits(split.texts, split.pairs, progress), None
-    label2id = predictor.labels.label2id
-    true_ids = np.array([-1 if label in set(out_of_scope) else label2id[label] for label in split.labels], dtype=int)
+    label2id, outside = predictor.labels.label2id, set(out_of_scope)
+    true_ids = np.array([-1 if label in outside else label2id[label] for label in split.labels], dtype=int)
     forced = np.array([reason is not None for reason in detector.forced(logits)], dtype=bool)
     return OodReadings(detector, logits, features, true_ids, logits.argmax(axis=1), forced)
 
 
-def abstention_report(readings: OodReadings, folder: Path | None = None, title: str = "") -> dict:
-    """The applied method's figures at its threshold (and every calibrated method's under `methods`); with `folder`,
-    its score distributions and accuracy/recall trade-off as PNGs there (when the split has both kinds of rows)."""
+def abstention_report(readings: OodReadings) -> dict:
+    """The applied method's figures at its threshold, and every calibrated method's under `methods`."""
     detector = readings.detector
     methods = {method: readings.figures(method, threshold) for method, threshold in detector.thresholds.items()}
-    report = {"method": detector.method, **methods[detector.method], "methods": methods}
-    if folder is not None and readings.has_both_kinds:
-        scores = readings.scores(detector.method)
-        plot_score_distributions(
-            scores, readings.is_ood, detector.threshold, detector.method, folder / SCORES_PLOT, title
-        )
-        plot_accuracy_recall_tradeoff(
-            scores,
-            readings.true_ids,
-            readings.predicted_ids,
-            detector.threshold,
-            folder / TRADEOFF_PLOT,
-            title,
-            forced=readings.forced,
-        )
-    return report
+    return {"method": detector.method, **methods[detector.method], "methods": methods}
+
+
+def plot_abstention(readings: OodReadings, folder: Path, title: str) -> None:
+    """The applied method's score distributions and accuracy/recall trade-off as PNGs in `folder` (when the split
+    has both kinds of rows)."""
+    if not readings.has_both_kinds:
+        return
+    detector = readings.detector
+    scores = readings.scores(detector.method)
+    plot_score_distributions(scores, readings.is_ood, detector.threshold, detector.method, folder / SCORES_PLOT, title)
+    plot_accuracy_recall_tradeoff(
+        scores,
+        readings.true_ids,
+        readings.predicted_ids,
+        detector.threshold,
+        folder / TRADEOFF_PLOT,
+        title,
+        forced=readings.forced,
+    )

@@ -10,7 +10,7 @@ from lmadapt.data.loading import read_table
 from lmadapt.data.prepare import check_known_labels, extract_split
 from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
-from lmadapt.evaluation.abstention import abstention_report, read_split
+from lmadapt.evaluation.abstention import abstention_report, plot_abstention, read_split
 from lmadapt.evaluation.metrics import classification_metrics
 from lmadapt.evaluation.plots import write_metric_plots
 from lmadapt.inference.scores import scores_from_logits
@@ -62,11 +62,12 @@ def evaluate_run(run: Run, data: str, output: str | Path | None = None, progress
         inside = ~readings.is_ood
         scores = scores_from_logits(readings.logits[inside], labels.task)
         metrics = classification_metrics(readings.true_ids[inside], scores, labels, labels.threshold)
-        folder.mkdir(parents=True, exist_ok=True)
-        metrics["ood"] = abstention_report(readings, folder, title)
+        metrics["ood"] = abstention_report(readings)
     metrics["data"] = str(data)
     metrics["run"] = str(run.path)
     folder.mkdir(parents=True, exist_ok=True)
+    if predictor.ood is not None:
+        plot_abstention(readings, folder, title)
     write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     write_metric_plots(folder, metrics, labels, title)
     metrics["output"] = str(folder)

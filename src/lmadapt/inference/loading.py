@@ -52,7 +52,8 @@ def load_predictor(
     loaded; `guard` the run's text guard, which `predict` applies. `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
     concurrent callers instead, when the caller runs batches at once itself, as the service does)."""
     chosen = resolve_backend(folder, backend, signed)
-    ood = OodDetector.load(folder)
+    # The torch predictor (loaded once per run) already holds the detector; other paths read it here.
+    ood = torch_predictor().ood if chosen == TORCH else OodDetector.load(folder)
     if ood is not None and ood.needs_features and chosen not in (TORCH, TORCH_BF16):
         if backend != "auto":
             raise LmadaptError(

@@ -25,7 +25,7 @@ from lmadapt.data.labels import MULTI_LABEL, LabelMap
 from lmadapt.data.prepare import PreparedData, prepare_data
 from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
-from lmadapt.evaluation.abstention import abstention_report, read_split
+from lmadapt.evaluation.abstention import abstention_report, plot_abstention, read_split
 from lmadapt.evaluation.metrics import classification_metrics, trainer_metrics, tune_threshold
 from lmadapt.evaluation.plots import plot_training_curves, write_metric_plots
 from lmadapt.inference.artifacts import save_model
@@ -352,7 +352,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
 
         def ood_files(folder: Path) -> None:
             predictor.ood.save(folder)
-            abstention_report(test, folder, f"{config.name}: test")
+            plot_abstention(test, folder, f"{config.name}: test")
 
     metrics = {
         "strategy": config.strategy_name,

@@ -1,5 +1,6 @@
 """Out-of-scope detection fitted at the end of training: the feature statistics from the training rows, then each
-method's threshold calibrated on validation, and the method to apply (ood.method, or auto's best AUROC)."""
+method's threshold calibrated on validation, and the method to apply (ood.method, or for auto the one that abstains on
+the most out-of-scope validation rows)."""
 
 from __future__ import annotations
 
