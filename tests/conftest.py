@@ -172,3 +172,111 @@ def write_recipe(path: Path, overrides: list[str]) -> Path:
 
     path.write_text(yaml.safe_dump(apply_overrides({}, overrides)), encoding="utf-8")
     return path
+
+
+POSTGRESQL_INSTALL = "apt-get install postgresql (Debian/Ubuntu), or set LMADAPT_TEST_POSTGRESQL_URL to a server's URL"
+
+
+POSTGRESQL_SKIPPED: list[str] = []
+
+
+def _postgresql_unavailable(reason: str):
+    """Skip, saying why and how to get PostgreSQL; fail instead where LMADAPT_TEST_POSTGRESQL_REQUIRED=1 (CI)."""
+    message = f"PostgreSQL tests not run: {reason}. Install: {POSTGRESQL_INSTALL}"
+    POSTGRESQL_SKIPPED.append(message)
+    if os.environ.get("LMADAPT_TEST_POSTGRESQL_REQUIRED") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reason PostgreSQL tests were skipped, shown without -rs: a skip must not read as a pass."""
+    if POSTGRESQL_SKIPPED:
+        terminalreporter.write_line(POSTGRESQL_SKIPPED[0], yellow=True)
+
+
+def _postgresql_bin() -> Path | None:
+    """The folder of initdb and pg_ctl: the newest Debian cluster version's, else the ones on PATH."""
+    import shutil
+
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if debian:
+        return debian[-1].parent
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found and shutil.which("initdb") else None
+
+
+@pytest.fixture(scope="session")
+def postgresql_url():
+    """A real, throwaway PostgreSQL server on a free loopback port (initdb'd in a temp folder, removed after), as
+    `postgresql+psycopg://postgres@127.0.0.1:PORT/lmadapt_test`; or LMADAPT_TEST_POSTGRESQL_URL's server."""
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    if os.environ.get("LMADAPT_TEST_POSTGRESQL_URL"):
+        yield os.environ["LMADAPT_TEST_POSTGRESQL_URL"]
+        return
+    try:
+        import psycopg
+    except ImportError:
+        _postgresql_unavailable("the psycopg driver is missing (pip install 'psycopg[binary]')")
+    bin_dir = _postgresql_bin()
+    if bin_dir is None:
+        _postgresql_unavailable("initdb and pg_ctl not found (looked in /usr/lib/postgresql/*/bin and on PATH)")
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            _postgresql_unavailable("running as root and there is no 'postgres' user to run the server as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    folder = Path(tempfile.mkdtemp(prefix="lmadapt-postgresql-"))  # not pytest's tmp: that is closed to other users
+    if as_user:
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data, log = folder / "data", folder / "server.log"
+    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
+    try:
+        for command in (
+            [bin_dir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            [bin_dir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "30", "-o", options, "start"],
+        ):
+            done = subprocess.run([*as_user, *map(str, command)], capture_output=True, text=True)
+            if done.returncode != 0:
+                server_log = log.read_text() if log.exists() else ""
+                _postgresql_unavailable(
+                    f"{command[0].name} failed: {(done.stderr or done.stdout).strip()} {server_log.strip()}"
+                )
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE lmadapt_test")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/lmadapt_test"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+            )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgresql_database(postgresql_url):
+    """A fresh, empty database on the `postgresql_url` server for one test (dropped after), as a URL. With
+    LMADAPT_TEST_POSTGRESQL_URL, its role needs the CREATEDB privilege."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgresql_url).set(drivername="postgresql")
+    name = f"lmadapt_{uuid.uuid4().hex[:12]}"
+    admin = server.render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield server.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

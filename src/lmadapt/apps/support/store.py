@@ -1,0 +1,460 @@
+"""The support bot's conversations, turns, handoffs and feedback, kept in SQLite (default) or PostgreSQL (by URL).
+
+One SQLAlchemy Core layer serves both backends, so the same statements and tests cover each. Every write is one
+transaction committed before the method returns: an acknowledged write survives a kill -9 of the service. SQLite
+runs in WAL mode with synchronous=FULL, a busy timeout and foreign keys on, and takes its write lock at BEGIN
+(BEGIN IMMEDIATE) so that concurrent writers wait their turn instead of failing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from lmadapt.errors import LmadaptError, did_you_mean
+
+SCHEMA_VERSION = 1
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LOCK_KEY = 0x6C6D_6164  # PostgreSQL advisory lock held while one process creates or checks the schema
+URL_FIX = "use sqlite:///path/to/support.db (the default) or postgresql://user:password@host:5432/database"
+REPLY_KEYS = ("answer", "intent", "confidence", "sources", "escalate", "reason", "latency_ms")
+RATINGS = ("up", "down")
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),  # bot | handed_off | resolved
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("agent", String(255)),
+    Column("handed_off_at", DateTime(timezone=True)),  # kept after resolving: marks a person's label
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_intent", String(255)),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(32), ForeignKey("conversations.id"), nullable=False, index=True),
+    Column("user_text", Text, nullable=False),
+    Column("answer", Text),
+    Column("intent", String(255)),
+    Column("confidence", Float),
+    Column("sources", JSON, nullable=False),
+    Column("escalate", Boolean, nullable=False),
+    Column("reason", Text),
+    Column("latency_ms", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+messages = Table(  # what people add to a conversation: agents' replies and handoff notes
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(32), ForeignKey("conversations.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # agent | note
+    Column("author", String(255)),
+    Column("text", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(32), ForeignKey("conversations.id"), nullable=False, index=True),
+    Column("turn_id", Integer, ForeignKey("turns.id")),
+    Column("rating", String(8)),
+    Column("corrected_intent", String(255)),
+    Column("comment", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC: SQLite hands back naive datetimes (stored in UTC), PostgreSQL ones in its session zone."""
+    if value is None:
+        return None
+    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.isoformat()
+
+
+def _database_url(url: str) -> URL:
+    """The URL SQLAlchemy opens: SQLite with its folder created, or PostgreSQL through psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise LmadaptError(f"'{url}' is not a database URL", where="support store", fix=URL_FIX) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file:"):
+            raise LmadaptError(
+                "an in-memory SQLite database would lose every conversation on restart",
+                where=url,
+                fix="give a file: sqlite:///path/to/support.db",
+            )
+        try:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LmadaptError(f"cannot create the database's folder: {error}", where=url) from None
+        return parsed.set(drivername="sqlite", database=str(Path(parsed.database).expanduser()))
+    if backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        if "connect_timeout" not in parsed.query:  # a host that drops packets would otherwise hang the service
+            parsed = parsed.update_query_dict({"connect_timeout": "10"})
+        return parsed
+    raise LmadaptError(f"unsupported database '{backend}'", where=parsed.render_as_string(), fix=URL_FIX)
+
+
+def _sqlite_settings(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def configure(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below), sqlite3 keeps out of it
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            "foreign_keys=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(connection):
+        # A deferred transaction that reads and then writes cannot wait for the lock in WAL mode (SQLITE_BUSY at
+        # once), so writes take the lock at BEGIN, where the busy timeout applies.
+        writing = connection.get_execution_options().get("lmadapt_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+class ConversationStore:
+    """Conversations of the support bot, with people's handoffs, replies, resolutions and feedback.
+
+    Safe to share between threads; several stores (and processes) may open the same database.
+    """
+
+    def __init__(self, url: str):
+        database_url = _database_url(url)
+        self._where = database_url.render_as_string(hide_password=True)
+        try:
+            self._engine = create_engine(database_url, pool_pre_ping=database_url.get_backend_name() == "postgresql")
+        except ModuleNotFoundError as error:
+            raise LmadaptError(
+                f"the PostgreSQL driver is not installed ({error.name})",
+                where=self._where,
+                fix="pip install 'lmadapt[postgres]'",
+            ) from None
+        if database_url.get_backend_name() == "sqlite":
+            _sqlite_settings(self._engine)
+        self._writer = self._engine.execution_options(lmadapt_write=True)
+        try:
+            self._prepare_schema()
+        except OperationalError as error:
+            self._engine.dispose()
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise LmadaptError(
+                f"cannot open the database: {reason}",
+                where=self._where,
+                fix="check the URL, that the server is running and reachable, and the credentials",
+            ) from None
+        except LmadaptError:
+            self._engine.dispose()
+            raise
+
+    def _prepare_schema(self) -> None:
+        with self._writer.begin() as conn:
+            if conn.dialect.name == "postgresql":  # two services starting at once must not both create tables
+                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+            metadata.create_all(conn)
+            found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if found is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(found) > SCHEMA_VERSION:
+                raise LmadaptError(
+                    f"the database has schema version {found}, newer than this lmadapt reads ({SCHEMA_VERSION})",
+                    where=self._where,
+                    fix="upgrade lmadapt (pip install -U lmadapt), or give a different database",
+                )
+
+    def _conversation_row(self, conn: Connection, conversation_id: str):
+        row = conn.execute(select(conversations).where(conversations.c.id == str(conversation_id))).first()
+        if row is None:
+            raise LmadaptError(
+                f"no conversation '{conversation_id}'",
+                where=self._where,
+                fix="start one first (start_conversation), or check the id",
+            )
+        return row
+
+    def start_conversation(self) -> str:
+        conversation_id = uuid.uuid4().hex
+        with self._writer.begin() as conn:
+            conn.execute(conversations.insert().values(id=conversation_id, status="bot", created_at=_now()))
+        return conversation_id
+
+    def add_turn(self, conversation_id: str, user_text: str, reply: dict) -> int:
+        """The customer's message and the bot's reply, stored together; returns the turn id."""
+        if not isinstance(user_text, str) or not user_text.strip():
+            raise LmadaptError("a turn needs the customer's text (a non-empty string)", where=self._where)
+        unknown = sorted(set(reply) - set(REPLY_KEYS))
+        if unknown:
+            raise LmadaptError(
+                f"unknown reply field '{unknown[0]}'", where=self._where, fix=did_you_mean(unknown[0], REPLY_KEYS)
+            )
+        with self._writer.begin() as conn:
+            self._conversation_row(conn, conversation_id)
+            result = conn.execute(
+                turns.insert().values(
+                    conversation_id=str(conversation_id),
+                    user_text=user_text,
+                    answer=reply.get("answer"),
+                    intent=reply.get("intent"),
+                    confidence=reply.get("confidence"),
+                    sources=list(reply.get("sources") or []),
+                    escalate=bool(reply.get("escalate", False)),
+                    reason=reply.get("reason"),
+                    latency_ms=reply.get("latency_ms"),
+                    created_at=_now(),
+                )
+            )
+        return result.inserted_primary_key[0]
+
+    def conversation(self, conversation_id: str) -> dict:
+        """The conversation with its turns and people's messages, oldest first; times in UTC (ISO 8601)."""
+        with self._engine.connect() as conn:
+            row = self._conversation_row(conn, conversation_id)
+            turn_rows = conn.execute(
+                select(turns).where(turns.c.conversation_id == row.id).order_by(turns.c.id)
+            ).mappings()
+            message_rows = conn.execute(
+                select(messages).where(messages.c.conversation_id == row.id).order_by(messages.c.id)
+            ).mappings()
+            return {
+                "id": row.id,
+                "status": row.status,
+                "created_at": _iso(row.created_at),
+                "agent": row.agent,
+                "handed_off_at": _iso(row.handed_off_at),
+                "resolved_at": _iso(row.resolved_at),
+                "resolved_intent": row.resolved_intent,
+                "turns": [
+                    {**{k: v for k, v in turn.items() if k != "conversation_id"}, "created_at": _iso(turn.created_at)}
+                    for turn in turn_rows
+                ],
+                "messages": [
+                    {
+                        "id": message.id,
+                        "kind": message.kind,
+                        "author": message.author,
+                        "text": message.text,
+                        "created_at": _iso(message.created_at),
+                    }
+                    for message in message_rows
+                ],
+            }
+
+    def hand_off(self, conversation_id: str, agent: str | None = None, note: str | None = None) -> dict:
+        """Pass the conversation to a person. Again on a handed-off one only adds the agent or note given."""
+        with self._writer.begin() as conn:
+            row = self._conversation_row(conn, conversation_id)
+            if row.status == "resolved":
+                raise LmadaptError(
+                    f"conversation '{row.id}' is already resolved", where=self._where, fix="start a new conversation"
+                )
+            changes = {"status": "handed_off"}
+            if row.handed_off_at is None:
+                changes["handed_off_at"] = _now()
+            if agent is not None:
+                changes["agent"] = agent
+            conn.execute(update(conversations).where(conversations.c.id == row.id).values(**changes))
+            if note:
+                conn.execute(
+                    messages.insert().values(
+                        conversation_id=row.id, kind="note", author=agent or row.agent, text=note, created_at=_now()
+                    )
+                )
+        return self.conversation(conversation_id)
+
+    def add_agent_message(self, conversation_id: str, text: str) -> int:
+        """A person's reply in a handed-off conversation; returns the message id."""
+        if not isinstance(text, str) or not text.strip():
+            raise LmadaptError("an agent's message needs text (a non-empty string)", where=self._where)
+        with self._writer.begin() as conn:
+            row = self._conversation_row(conn, conversation_id)
+            if row.status != "handed_off":
+                raise LmadaptError(
+                    f"conversation '{row.id}' is {row.status}, not handed off: a person replies only after a handoff",
+                    where=self._where,
+                    fix="hand_off the conversation first",
+                )
+            result = conn.execute(
+                messages.insert().values(
+                    conversation_id=row.id, kind="agent", author=row.agent, text=text, created_at=_now()
+                )
+            )
+        return result.inserted_primary_key[0]
+
+    def resolve(self, conversation_id: str, intent: str | None) -> dict:
+        """A person closes the conversation, naming the customer's intent (a training label if it was handed off)."""
+        with self._writer.begin() as conn:
+            row = self._conversation_row(conn, conversation_id)
+            conn.execute(
+                update(conversations)
+                .where(conversations.c.id == row.id)
+                .values(status="resolved", resolved_intent=intent, resolved_at=_now())
+            )
+        return self.conversation(conversation_id)
+
+    def is_handed_off(self, conversation_id: str) -> bool:
+        with self._engine.connect() as conn:
+            return self._conversation_row(conn, conversation_id).status == "handed_off"
+
+    def recent_failures(self, conversation_id: str, window: int, min_confidence: float | None = None) -> int:
+        """How many of the last `window` turns the bot failed: escalated, gave no answer, or (with `min_confidence`)
+        answered with a confidence below it."""
+        with self._engine.connect() as conn:
+            self._conversation_row(conn, conversation_id)
+            rows = conn.execute(
+                select(turns.c.escalate, turns.c.answer, turns.c.confidence)
+                .where(turns.c.conversation_id == str(conversation_id))
+                .order_by(turns.c.id.desc())
+                .limit(window)
+            ).all()
+        low = (lambda c: c is not None and c < min_confidence) if min_confidence is not None else (lambda c: False)
+        return sum(1 for row in rows if row.escalate or row.answer is None or low(row.confidence))
+
+    def add_feedback(
+        self,
+        conversation_id: str,
+        turn_id: int | None = None,
+        rating: str | None = None,
+        corrected_intent: str | None = None,
+        comment: str | None = None,
+    ) -> int:
+        """A customer's or agent's verdict on the conversation or one turn of it; returns the feedback id."""
+        if rating is not None and rating not in RATINGS:
+            raise LmadaptError(f"rating '{rating}' is not one of: up, down", where=self._where, fix="give up or down")
+        if rating is None and corrected_intent is None and not comment:
+            raise LmadaptError("feedback needs a rating, a corrected intent or a comment", where=self._where)
+        if corrected_intent is not None and turn_id is None:
+            raise LmadaptError(
+                "a corrected intent needs the turn it corrects", where=self._where, fix="give turn_id as well"
+            )
+        with self._writer.begin() as conn:
+            row = self._conversation_row(conn, conversation_id)
+            if turn_id is not None:
+                owner = conn.execute(select(turns.c.conversation_id).where(turns.c.id == turn_id)).scalar()
+                if owner != row.id:
+                    raise LmadaptError(
+                        f"turn {turn_id} is not in conversation '{row.id}'",
+                        where=self._where,
+                        fix="give a turn id that add_turn returned for this conversation",
+                    )
+            result = conn.execute(
+                feedback.insert().values(
+                    conversation_id=row.id,
+                    turn_id=turn_id,
+                    rating=rating,
+                    corrected_intent=corrected_intent,
+                    comment=comment,
+                    created_at=_now(),
+                )
+            )
+        return result.inserted_primary_key[0]
+
+    def training_rows(self) -> list[dict]:
+        """Labelled texts people gave: {text, intent, source, id}, one per turn.
+
+        A corrected intent labels its turn's text (the latest correction wins); a resolved, handed-off
+        conversation's intent labels each of its turns that no correction labels.
+        """
+        with self._engine.connect() as conn:
+            corrections = conn.execute(
+                select(feedback.c.id, feedback.c.turn_id, feedback.c.corrected_intent, turns.c.user_text)
+                .join(turns, feedback.c.turn_id == turns.c.id)
+                .where(feedback.c.corrected_intent.is_not(None))
+                .order_by(feedback.c.id)
+            ).all()
+            resolved = conn.execute(
+                select(turns.c.id, turns.c.user_text, conversations.c.resolved_intent)
+                .join(conversations, turns.c.conversation_id == conversations.c.id)
+                .where(
+                    conversations.c.status == "resolved",
+                    conversations.c.handed_off_at.is_not(None),
+                    conversations.c.resolved_intent.is_not(None),
+                )
+                .order_by(turns.c.id)
+            ).all()
+        latest = {row.turn_id: row for row in corrections}  # in feedback order: the latest correction wins
+        from_feedback = [
+            {"text": row.user_text, "intent": row.corrected_intent, "source": "feedback", "id": f"feedback-{row.id}"}
+            for row in sorted(latest.values(), key=lambda row: row.id)
+        ]
+        from_handoffs = [
+            {"text": row.user_text, "intent": row.resolved_intent, "source": "handoff", "id": f"handoff-{row.id}"}
+            for row in resolved
+            if row.id not in latest
+        ]
+        return from_feedback + from_handoffs
+
+    def counts(self) -> dict:
+        """conversations, turns, feedback, handed_off (ever passed to a person) and resolved."""
+        with self._engine.connect() as conn:
+
+            def count(table: Table, *where) -> int:
+                return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
+
+            return {
+                "conversations": count(conversations),
+                "turns": count(turns),
+                "feedback": count(feedback),
+                "handed_off": count(conversations, conversations.c.handed_off_at.is_not(None)),
+                "resolved": count(conversations, conversations.c.status == "resolved"),
+            }
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> ConversationStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
