@@ -280,3 +280,48 @@ def postgresql_database(postgresql_url):
     yield server.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+SUPPORT_ANSWERS = {"positive": "Glad you liked it!", "negative": "Sorry to hear that."}
+
+
+def support_history(folder: Path, oos: int = 60) -> dict[str, Path]:
+    """A support history: the synthetic sentiment rows as two intents with answers, and `oos` out-of-scope
+    questions (strings of letters, intent oos); and a template per intent."""
+    frame = sentiment_rows(300)
+    rng = random.Random(3)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    outside = [" ".join(rng.sample(letters, 5)) + f" {i}" for i in range(oos)]
+    history = pd.DataFrame({"question": [*frame.text, *outside], "intent": [*frame.label, *["oos"] * oos]})
+    history["answer"] = [SUPPORT_ANSWERS.get(intent, "") for intent in history.intent]
+    history.to_csv(folder / "history.csv", index=False)
+    templates = pd.DataFrame({"intent": list(SUPPORT_ANSWERS), "answer": ["Template: glad!", "Template: sorry!"]})
+    templates.to_csv(folder / "templates.csv", index=False)
+    return {"history": folder / "history.csv", "templates": folder / "templates.csv"}
+
+
+def support_overrides(backbone: Path, files: dict[str, Path], out: Path, name: str = "bot") -> list[str]:
+    """A support recipe's overrides for a tiny bot: its intent run trained in seconds on the tiny backbone."""
+    intent = (
+        f"[model.backbone={backbone}, model.max_length=32, train.epochs=5, train.batch_size=16, "
+        "train.learning_rate=2e-3, train.precision=fp32, train.early_stopping_patience=null]"
+    )
+    return [
+        f"history.path={files['history']}",
+        f"templates.path={files['templates']}",
+        "history.out_of_scope_label=oos",
+        f"output_dir={out}",
+        f"name={name}",
+        f"intent.settings={intent}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_bot(tuned_tiny_bert, tmp_path_factory) -> Path:
+    """A support bot folder built on the tuned tiny BERT (two intents with templates, out-of-scope rows)."""
+    from lmadapt.apps.support.bot import build_bot
+    from lmadapt.apps.support.config import load_support_config
+
+    work = tmp_path_factory.mktemp("support")
+    files = support_history(work)
+    return build_bot(load_support_config(None, support_overrides(tuned_tiny_bert, files, work / "bots")))

@@ -124,25 +124,37 @@ def predict(
 
 
 def embed(source, texts, *, batch_size: int = 64):
-    """Sentence vectors of `texts` (a numpy array, one row a text). From a run (folder or Run): the adapted
-    classifier's view of each text, the input of its classification head. From a backbone (packaged alias, local
-    folder or hub id): its sentence-transformers embedding (mean pooling for a plain encoder). Texts the model
-    cannot read are refused, as for predict."""
+    """Sentence vectors of `texts` (a numpy array, one row a text); see `encoder`, which loads the model once for many
+    calls."""
+    return encoder(source, batch_size=batch_size)(texts)
+
+
+def encoder(source, *, batch_size: int = 64):
+    """A sentence encoder, loaded once: a function from texts to their vectors (a numpy array, one row a text). From a
+    run (folder or Run): the adapted classifier's view of each text, the input of its classification head. From a
+    backbone (packaged alias, local folder or hub id): its sentence-transformers embedding (mean pooling for a plain
+    encoder). Texts the model cannot read are refused, as for predict."""
     from pathlib import Path
 
     if hasattr(source, "predictor") or (Path(str(source)) / "manifest.json").is_file():
         run = _as_run(source)
-        return run.predictor.features(run.guard(texts, "the texts to embed"))
+        return lambda texts: run.predictor.features(run.guard(texts, "the texts to embed"))
     from lmadapt.config import ModelConfig
     from lmadapt.inference.guard import checked_texts
     from lmadapt.models.language import require_readable
     from lmadapt.models.resolve import resolve_backbone
-    from lmadapt.models.sentence_encoder import embed_texts
+    from lmadapt.models.sentence_encoder import load_sentence_encoder
 
-    texts, model = checked_texts(texts), ModelConfig(backbone=str(source))
+    model = ModelConfig(backbone=str(source))
     path = resolve_backbone(model.backbone)
-    require_readable(path, model, texts, where="the texts to embed")
-    return embed_texts(path, model, texts, batch_size)
+    sentence_encoder = load_sentence_encoder(path, model)
+
+    def embed_texts(texts):
+        texts = checked_texts(texts)
+        require_readable(path, model, texts, where="the texts to embed")
+        return sentence_encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+    return embed_texts
 
 
 def predict_file(
@@ -220,12 +232,14 @@ def _as_config(config) -> RunConfig:
     return config if isinstance(config, _RunConfig) else load_config(config)
 
 
-def create_app(runs, settings=None, routers=()):
-    """The REST service (a FastAPI app) over run folders, with an application's routers; see
-    lmadapt.serving.app.create_app."""
+def create_app(runs, settings=None, routers=(), readers=None, pages=None):
+    """The REST service (a FastAPI app) over run folders, with an application's routers, batched readers and
+    pages; see lmadapt.serving.app.create_app."""
     from lmadapt.serving.app import create_app as _create_app
 
-    return _create_app([load(run) if not hasattr(run, "predictor") else run for run in runs], settings, routers)
+    return _create_app(
+        [load(run) if not hasattr(run, "predictor") else run for run in runs], settings, routers, readers, pages
+    )
 
 
 __all__ = [
@@ -236,6 +250,7 @@ __all__ = [
     "config_keys",
     "create_app",
     "embed",
+    "encoder",
     "evaluate",
     "export",
     "fewshot",

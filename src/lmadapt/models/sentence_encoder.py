@@ -27,9 +27,3 @@ def sentence_embeddings(encoder, input_ids, attention_mask, token_type_ids=None)
     if token_type_ids is not None:
         features["token_type_ids"] = token_type_ids
     return encoder(features)["sentence_embedding"]
-
-
-def embed_texts(path: Path, model: ModelConfig, texts: list[str], batch_size: int = 64):
-    """The backbone's sentence embeddings of `texts` (float32, one row a text), as sentence-transformers gives them."""
-    encoder = load_sentence_encoder(path, model)
-    return encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)

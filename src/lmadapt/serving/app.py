@@ -12,9 +12,10 @@ Every error is a JSON body {"error": {"code", "message", "fix"}} with a 4xx stat
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 
 from lmadapt.errors import LmadaptError
@@ -22,7 +23,7 @@ from lmadapt.runs import Run
 from lmadapt.serving.errors import ERROR_RESPONSES
 from lmadapt.serving.metrics import Metrics
 from lmadapt.serving.middleware import JsonRoute, key_dependencies, protect
-from lmadapt.serving.pool import ModelPool
+from lmadapt.serving.pool import ModelPool, Reader
 from lmadapt.serving.routes import health_router, model_router
 from lmadapt.serving.settings import MAX_PORT, MIN_PORT, ServiceSettings
 
@@ -43,19 +44,25 @@ def check_routes(routers: Sequence[APIRouter]) -> None:
 
 
 def create_app(
-    runs: Sequence[Run], settings: ServiceSettings | None = None, routers: Sequence[APIRouter] = ()
+    runs: Sequence[Run],
+    settings: ServiceSettings | None = None,
+    routers: Sequence[APIRouter] = (),
+    readers: Mapping[str, Reader] | None = None,
+    pages: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """The service over `runs` (loaded now, so a bad run fails before the server starts), with an
     application's `routers` (each a ServiceRouter) beside its own routes. Every route gets the API key check,
     the body-size limit, the request metrics and the JSON error bodies; an application's route reaches the
     model pool (app.state.pool) through the `Pool` dependency of lmadapt.serving.routes, and the pool's
-    `hooks` post-process or observe every prediction."""
+    `hooks` post-process or observe every prediction. `readers` (name -> texts -> results) are micro-batched
+    by the pool (`pool.read(name, texts)`); `pages` (path -> HTML) are served without the key check: they hold
+    no data, and ask for the key to call the API with."""
     settings = settings or ServiceSettings()
     check_routes(routers)
     if settings.api_key is not None and not settings.api_key.strip():
         raise LmadaptError("the API key is empty", fix="pass a non-empty --api-key, or none for a service without auth")
     metrics = Metrics()
-    pool = ModelPool(runs, settings, metrics)
+    pool = ModelPool(runs, settings, metrics, readers)
     app = FastAPI(
         title="lmadapt",
         summary="Text classification with adapted language models.",
@@ -64,12 +71,21 @@ def create_app(
         responses={401: ERROR_RESPONSES[401]} if settings.api_key else None,
     )
     app.state.pool = pool
-    protect(app, settings, metrics)
+    protect(app, settings, metrics, pages=list(pages or {}))
+    for path, html in (pages or {}).items():
+        app.add_api_route(path, page_route(html), methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
     app.include_router(model_router(pool, settings))
     app.include_router(health_router(pool, settings))
     for router in routers:
         app.include_router(router, dependencies=key_dependencies(settings))
     return app
+
+
+def page_route(html: str):
+    async def page() -> HTMLResponse:
+        return HTMLResponse(html)
+
+    return page
 
 
 def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, shutdown_timeout_s: float = 30.0) -> None:

@@ -7,6 +7,7 @@ import email.message
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -116,11 +117,11 @@ class BodySizeLimit:
 class ApiKeyCheck:
     """ASGI middleware: before anything else reads the request, one without the key gets 401 and learns nothing else."""
 
-    def __init__(self, app, refusal, on_refuse):
-        self.app, self.refusal, self.on_refuse = app, refusal, on_refuse
+    def __init__(self, app, refusal, on_refuse, public: frozenset[str] = frozenset(PUBLIC_PATHS)):
+        self.app, self.refusal, self.on_refuse, self.public = app, refusal, on_refuse, public
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+        if scope["type"] == "http" and scope["path"] not in self.public:
             refusal = self.refusal(Request(scope))
             if refusal is not None:
                 self.on_refuse(refusal.code)
@@ -190,15 +191,19 @@ def key_dependencies(settings: ServiceSettings) -> list:
     return [Depends(declare_key)] if settings.api_key else []
 
 
-def protect(app: FastAPI, settings: ServiceSettings, metrics: Metrics) -> None:
-    """The key check, body-size limit, request metrics and JSON error bodies on every route of `app`."""
+def protect(app: FastAPI, settings: ServiceSettings, metrics: Metrics, pages: Iterable[str] = ()) -> None:
+    """The key check (not on the documentation and the `pages`, which hold no data), body-size limit, request
+    metrics and JSON error bodies on every route of `app`."""
     # The last added runs first: the request counter sees every refusal, and the key is checked before the body.
     app.add_middleware(
         BodySizeLimit, limit=settings.max_body_bytes, on_refuse=metrics.errors.labels("body_too_large").inc
     )
     if settings.api_key is not None:
         app.add_middleware(
-            ApiKeyCheck, refusal=key_refusal(settings.api_key), on_refuse=lambda code: metrics.errors.labels(code).inc()
+            ApiKeyCheck,
+            refusal=key_refusal(settings.api_key),
+            on_refuse=lambda code: metrics.errors.labels(code).inc(),
+            public=frozenset(PUBLIC_PATHS | set(pages)),
         )
     app.add_middleware(RequestMetrics, metrics=metrics)
     add_error_handlers(app, metrics)

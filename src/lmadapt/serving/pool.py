@@ -9,7 +9,7 @@ prediction hooks. `ModelPool.serving()` runs the batchers for the app's lifespan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +28,8 @@ from lmadapt.serving.settings import ServiceSettings
 
 PredictionHook = Callable[[str, list[str], list[dict]], list[dict] | None]
 """Called with (model name, texts, results) after each prediction; a list it returns replaces the results."""
+Reader = Callable[[list[str]], list]
+"""An application's batched work on texts (texts -> one result per text, e.g. a bot's reading of messages)."""
 
 
 class ModelInfo(BaseModel):
@@ -103,13 +105,22 @@ def check_texts(texts: list[str], settings: ServiceSettings) -> None:
 
 class ModelPool:
     """One predictor per run on the service's backend, named by the run folder (loaded now, so a bad run
-    fails before the server starts); `hooks` post-process or observe every prediction, in order."""
+    fails before the server starts); `hooks` post-process or observe every prediction, in order. An application's
+    `readers` (name -> Reader) are micro-batched beside the models, on the same forward-pass slots and limits."""
 
-    def __init__(self, runs: Sequence[Run], settings: ServiceSettings, metrics: Metrics):
+    def __init__(
+        self,
+        runs: Sequence[Run],
+        settings: ServiceSettings,
+        metrics: Metrics,
+        readers: Mapping[str, Reader] | None = None,
+    ):
         check_backend(settings.backend)
         self.settings, self.metrics = settings, metrics
         self.workers = worker_count(settings.workers)
         self.hooks: list[PredictionHook] = []
+        self.readers = dict(readers or {})
+        self.reader_batchers: dict[str, MicroBatcher] = {}
         self.models: dict[str, ServedModel] = {}
         for run in runs:
             if run.name in self.models:
@@ -132,19 +143,26 @@ class ModelPool:
             ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lmadapt-pass") as executor,
         ):
             for served in self.models.values():
-                served.batcher = MicroBatcher(
-                    served.predictor.predict,
-                    executor,
-                    max_batch=self.settings.max_batch,
-                    max_wait_s=self.settings.max_wait_ms / 1000,
-                    max_delay_s=self.settings.max_delay_ms / 1000,
-                    slots=self.workers,
-                    on_batch=self.metrics.batch_size.labels(served.name).observe,
-                )
-                served.batcher.start()
+                served.batcher = self._batcher(served.name, served.predictor.predict, executor)
+            for name, reader in self.readers.items():
+                self.reader_batchers[name] = self._batcher(name, reader, executor)
+            batchers = [served.batcher for served in self.models.values()] + list(self.reader_batchers.values())
+            for batcher in batchers:
+                batcher.start()
             yield
-            for served in self.models.values():
-                await served.batcher.stop()
+            for batcher in batchers:
+                await batcher.stop()
+
+    def _batcher(self, name: str, work: Reader, executor) -> MicroBatcher:
+        return MicroBatcher(
+            work,
+            executor,
+            max_batch=self.settings.max_batch,
+            max_wait_s=self.settings.max_wait_ms / 1000,
+            max_delay_s=self.settings.max_delay_ms / 1000,
+            slots=self.workers,
+            on_batch=self.metrics.batch_size.labels(name).observe,
+        )
 
     def choose(self, name: str | None) -> ServedModel:
         """The model named `name`, or the only one served for None, else an ApiError."""
@@ -167,8 +185,10 @@ class ModelPool:
         return self.models[name]
 
     def stopped(self) -> list[str]:
-        """The models whose batcher does not run."""
-        return [name for name, served in self.models.items() if served.batcher is None or not served.batcher.running]
+        """The models (and readers) whose batcher does not run."""
+        batchers = {name: served.batcher for name, served in self.models.items()}
+        batchers |= {name: self.reader_batchers.get(name) for name in self.readers}
+        return [name for name, batcher in batchers.items() if batcher is None or not batcher.running]
 
     async def predict(self, name: str | None, texts: list[str], abstain: bool = True) -> list[dict]:
         """A label (multi-label: labels) and per-label scores for each text, from the model `name` (None: the
@@ -180,15 +200,7 @@ class ModelPool:
             served.run.check_reads(texts, where="texts")
         except LmadaptError as error:
             raise ApiError(422, "unreadable_texts", error.what, fix=error.fix) from None
-        try:
-            results = await asyncio.wait_for(served.batcher.predict(texts), self.settings.timeout_s)
-        except asyncio.TimeoutError:
-            raise ApiError(
-                504,
-                "timeout",
-                f"the prediction took longer than {self.settings.timeout_s:g} s",
-                fix="send fewer texts per request, or retry when the service is less busy",
-            ) from None
+        results = await self._in_time(served.batcher.predict(texts))
         if not abstain:
             results = [best_label_answer(result) for result in results]
         for result in results:
@@ -200,3 +212,20 @@ class ModelPool:
                 results = changed
         self.metrics.texts.labels(served.name).inc(len(results))
         return results
+
+    async def read(self, name: str, texts: list[str]) -> list:
+        """The application reader `name`'s results for `texts` (checked against the service's limits), in passes
+        shared with concurrent calls; a refusal or a timeout is an ApiError."""
+        check_texts(texts, self.settings)
+        return await self._in_time(self.reader_batchers[name].predict(texts))
+
+    async def _in_time(self, waiting) -> list:
+        try:
+            return await asyncio.wait_for(waiting, self.settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                504,
+                "timeout",
+                f"the prediction took longer than {self.settings.timeout_s:g} s",
+                fix="send fewer texts per request, or retry when the service is less busy",
+            ) from None

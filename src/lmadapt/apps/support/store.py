@@ -165,6 +165,10 @@ def _sqlite_settings(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
+class UnknownConversation(LmadaptError):
+    """No conversation has the id given (the service answers 404)."""
+
+
 class ConversationStore:
     """Conversations of the support bot, with people's handoffs, replies, resolutions and feedback.
 
@@ -217,7 +221,7 @@ class ConversationStore:
     def _conversation_row(self, conn: Connection, conversation_id: str):
         row = conn.execute(select(conversations).where(conversations.c.id == str(conversation_id))).first()
         if row is None:
-            raise LmadaptError(
+            raise UnknownConversation(
                 f"no conversation '{conversation_id}'",
                 where=self._where,
                 fix="start one first (start_conversation), or check the id",

@@ -1,0 +1,333 @@
+"""The bot folder: built from a support recipe (`lmadapt support build`), loaded to answer.
+
+    bots/<name>/
+      bot.json          version, parent version, encoder, index, the thresholds and their calibration figures
+      config.yaml       the support recipe, fully resolved
+      knowledge.jsonl   known questions with their answers and intents; templates.json: an answer per intent
+      intent/           the intent run (a run folder, its own manifest), copied in: the folder is self-contained
+      index/            the known questions' vectors and the vector index; lexical/: BM25 (hybrid retrieval only)
+      calibration.json  the calibration messages' figures at every threshold tried (the frontier)
+      manifest.json     every file with its sha256 and size
+
+Written to a staging sibling and renamed into place, like a run folder; loading verifies the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+import lmadapt
+from lmadapt.apps.support.config import SupportConfig, parse_support_config
+from lmadapt.apps.support.index import LexicalIndex, build_index, load_index, save_index
+from lmadapt.apps.support.knowledge import (
+    KnowledgeBase,
+    knowledge_base,
+    read_history,
+    read_templates,
+    split_history,
+)
+from lmadapt.apps.support.policy import (
+    Reading,
+    Reply,
+    Signals,
+    Thresholds,
+    calibrate,
+    decide,
+    frontier,
+)
+from lmadapt.data.split import Split, concat_splits
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import Run, load_run, verify_manifest, write_run_folder
+
+log = logging.getLogger(__name__)
+
+BOT_FILE, CONFIG_FILE, CALIBRATION_FILE = "bot.json", "config.yaml", "calibration.json"
+INTENT_FOLDER, INDEX_FOLDER, LEXICAL_FOLDER = "intent", "index", "lexical"
+DEFAULT_INTENT_SETTINGS = ["model.backbone=minilm", "strategy.name=full", "model.max_length=64"]
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, so that inner product is cosine similarity."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class Bot:
+    """A loaded bot folder: reads messages (intent, out-of-scope score, nearest known questions) and replies."""
+
+    def __init__(self, folder: Path, backend: str = "torch", engine_workers: int = 0, batch_size: int = 32):
+        self.folder = folder
+        self.record = json.loads((folder / BOT_FILE).read_text(encoding="utf-8"))
+        self.config: SupportConfig = parse_support_config(yaml.safe_load((folder / CONFIG_FILE).read_text("utf-8")))
+        self.knowledge = KnowledgeBase.load(folder)
+        self.run: Run = load_run(folder / INTENT_FOLDER)
+        self.thresholds = Thresholds(**self.record["thresholds"])
+        retrieval = self.config.retrieval
+        self.index = load_index(
+            folder / INDEX_FOLDER, qdrant_url=retrieval.qdrant_url, qdrant_path=retrieval.qdrant_path
+        )
+        self.lexical = LexicalIndex.load(folder / LEXICAL_FOLDER) if retrieval.lexical_weight > 0 else None
+        self.question_vectors = self.index.vectors() if self.lexical is not None else None
+        # The run's features are read from a PyTorch model (the encoder, and feature-based out-of-scope scores).
+        self.predictor = self.run.inference(
+            backend if backend in ("torch", "torch-bf16") else "torch",
+            batch_size=batch_size,
+            engine_workers=engine_workers,
+        )
+        self.encoder = (
+            None if retrieval.encoder == "run" else lmadapt.encoder(resolve_encoder(retrieval.encoder, folder))
+        )
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    @property
+    def version(self) -> int:
+        return self.record["version"]
+
+    def check_reads(self, texts: Sequence[str], where: str = "message") -> None:
+        self.run.check_reads(texts, where)
+
+    def read(self, texts: Sequence[str]) -> list[Reading]:
+        """The intent run's reading of each message and its nearest known questions, from one forward pass when the
+        run is also the encoder."""
+        texts = list(texts)
+        ood = self.predictor.ood
+        if self.encoder is None or (ood is not None and ood.needs_features):
+            logits, features = self.predictor.logits_and_features(texts)
+        else:
+            logits, features = self.predictor.logits(texts), None
+        vectors = unit_rows(features if self.encoder is None else self.encoder(texts))
+        probabilities = softmax(logits.astype(np.float64))
+        ood_scores = ood.scores(logits, features) if ood is not None else None
+        forced = ood.forced(logits) if ood is not None else [None] * len(texts)
+        neighbours = self.neighbours(texts, vectors)
+        labels = self.run.labels.labels
+        readings = []
+        for i, row in enumerate(probabilities):
+            top_two = np.argsort(row)[-2:][::-1]
+            second = row[top_two[1]] if len(row) > 1 else 0.0
+            readings.append(
+                Reading(
+                    intent=labels[top_two[0]],
+                    confidence=float(row[top_two[0]]),
+                    margin=float(row[top_two[0]] - second),
+                    ood_score=None if ood_scores is None else float(ood_scores[i]),
+                    trained_out_of_scope=forced[i] == "out_of_scope_class",
+                    neighbours=neighbours[i],
+                )
+            )
+        return readings
+
+    def neighbours(self, texts: list[str], vectors: np.ndarray) -> list[list[tuple[int, float]]]:
+        """The top_k known questions of each message: cosine similarity, or with hybrid retrieval that blended with
+        the BM25 score (scaled to 0..1 per message) over the union of both lists."""
+        k = min(self.config.retrieval.top_k, len(self.knowledge))
+        similarities, ids = self.index.search(vectors, k)
+        if self.lexical is None:
+            return [
+                [(int(j), float(s)) for j, s in zip(row_ids, row_sims) if j >= 0]
+                for row_ids, row_sims in zip(ids, similarities)
+            ]
+        weight = self.config.retrieval.lexical_weight
+        lexical_scores, lexical_ids = self.lexical.search(texts, k)
+        blended = []
+        for i in range(len(texts)):
+            candidates = {int(j) for j in (*ids[i], *lexical_ids[i]) if j >= 0}
+            dense = dict(zip(map(int, ids[i]), similarities[i]))
+            top = max(float(lexical_scores[i][0]), 1e-9) if len(lexical_scores[i]) else 1.0
+            sparse = {int(j): float(s) / top for j, s in zip(lexical_ids[i], lexical_scores[i]) if j >= 0}
+            missing = [j for j in candidates if j not in dense]
+            if missing:  # the cosine of lexical candidates the vector search did not return
+                dense |= dict(zip(missing, self.question_vectors[missing] @ vectors[i]))
+            scored = {j: (1 - weight) * float(dense.get(j, 0.0)) + weight * sparse.get(j, 0.0) for j in candidates}
+            blended.append(sorted(scored.items(), key=lambda item: -item[1])[:k])
+        return blended
+
+    def reply(self, text: str, reading: Reading, recent_failures: int = 0) -> Reply:
+        return decide(reading, text, self.knowledge, self.thresholds, self.config.policy, recent_failures)
+
+    def answer(self, texts: Sequence[str]) -> list[Reply]:
+        """Replies to messages outside any conversation."""
+        texts = list(texts)
+        return [self.reply(text, reading) for text, reading in zip(texts, self.read(texts))]
+
+
+def resolve_encoder(encoder: str, folder: Path) -> str:
+    """A run folder kept inside the bot, or the backbone as named."""
+    kept = folder / "encoder"
+    return str(kept) if kept.is_dir() else encoder
+
+
+def load_bot(folder: str | Path, **options) -> Bot:
+    """Open a bot folder after checking its manifest; options: backend, engine_workers, batch_size."""
+    folder = Path(folder)
+    if not (folder / BOT_FILE).is_file():
+        raise LmadaptError(
+            "not a bot folder (no bot.json)",
+            where=str(folder),
+            fix="pass a folder that `lmadapt support build` wrote",
+        )
+    verify_manifest(folder)
+    return Bot(folder, **options)
+
+
+def _write_rows(path: Path, split: Split, intents: Sequence[str] | None = None) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for text, intent in zip(split.texts, intents if intents is not None else split.labels):
+            out.write(json.dumps({"text": text, "label": intent}, ensure_ascii=False) + "\n")
+
+
+def _train_intent_run(config: SupportConfig, train: Split, calibration: Split, out_of_scope: Split, into: Path) -> Run:
+    """An intent run trained on the history's in-scope rows, validated (and its detector calibrated) on the
+    calibration rows and the out-of-scope ones."""
+    workspace = Path(tempfile.mkdtemp(prefix=".intent-data-", dir=into))
+    try:
+        _write_rows(workspace / "train.jsonl", train)
+        validation = concat_splits([calibration, out_of_scope])
+        _write_rows(workspace / "validation.jsonl", validation)
+        label = config.history.out_of_scope_label
+        settings = [
+            *([] if config.intent.recipe else DEFAULT_INTENT_SETTINGS),
+            f"ood.method={'auto' if len(out_of_scope) else 'mahalanobis'}",
+            *([f"ood.label={label}"] if len(out_of_scope) else []),
+            *(config.intent.settings or []),
+            f"data.train={workspace / 'train.jsonl'}",
+            f"data.validation={workspace / 'validation.jsonl'}",
+            "data.test=null",
+            "data.text_column=text",
+            "data.label_column=label",
+            "data.format=jsonl",
+            f"output_dir={into}",
+            f"name={INTENT_FOLDER}",
+            f"seed={config.seed}",
+        ]
+        run = lmadapt.train(lmadapt.load_config(config.intent.recipe, settings))
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return run
+
+
+def _calibration_rows(config: SupportConfig, history: Split) -> tuple[Split, Split, Split]:
+    """(knowledge rows, in-scope calibration rows, out-of-scope calibration rows)."""
+    label = config.history.out_of_scope_label
+    if config.calibration.path:
+        given = read_history(config.calibration.path, config.history, answers=False)
+        in_scope_history = history.drop([i for i, intent in enumerate(history.labels) if intent == label])
+        out_positions = [i for i, intent in enumerate(given.labels) if label and intent == label]
+        return in_scope_history, given.drop(out_positions), given.take(out_positions)
+    return split_history(history, label, config.history.calibration_share, config.seed)
+
+
+def read_messages(bot_or_run_reader, texts: list[str], batch_size: int = 256) -> list[Reading]:
+    readings = []
+    for start in range(0, len(texts), batch_size):
+        readings += bot_or_run_reader(texts[start : start + batch_size])
+    return readings
+
+
+def build_bot(config: SupportConfig, *, overwrite: bool = False, progress=print) -> Path:
+    """Train (or reuse) the intent run, embed the known questions, calibrate the thresholds and write the bot
+    folder; returns its path."""
+    final = config.folder
+    if final.exists() and not overwrite:
+        raise LmadaptError(f"bot folder already exists: {final}", fix="choose another name, or pass --overwrite")
+    history = read_history(config.history.path, config.history)
+    templates = read_templates(config.templates) if config.templates.path else {}
+    knowledge_rows, calibration, out_of_scope = _calibration_rows(config, history)
+
+    def fill(staging: Path) -> None:
+        if config.intent.run:
+            progress(f"reusing the intent run {config.intent.run}")
+            shutil.copytree(load_run(config.intent.run).path, staging / INTENT_FOLDER)
+        else:
+            progress(f"training the intent run on {len(knowledge_rows)} questions")
+            _train_intent_run(config, knowledge_rows, calibration, out_of_scope, staging)
+        knowledge = knowledge_base(knowledge_rows, templates, config.history.questions_per_intent, config.seed)
+        knowledge.save(staging)
+        retrieval = config.retrieval
+        if retrieval.encoder != "run" and (Path(retrieval.encoder) / "manifest.json").is_file():
+            shutil.copytree(retrieval.encoder, staging / "encoder")  # a run as encoder travels with the bot
+        (staging / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "utf-8")
+        (staging / BOT_FILE).write_text(json.dumps({"name": config.name}) + "\n", encoding="utf-8")
+        progress(f"embedding {len(knowledge)} known questions ({retrieval.encoder})")
+        vectors = unit_rows(
+            lmadapt.embed(
+                resolve_encoder(retrieval.encoder, staging) if retrieval.encoder != "run" else staging / INTENT_FOLDER,
+                knowledge.questions,
+            )
+        )
+        index = build_index(
+            vectors,
+            retrieval.index,
+            faiss_above=retrieval.faiss_above,
+            qdrant_url=retrieval.qdrant_url,
+            qdrant_path=retrieval.qdrant_path,
+            collection_prefix=config.name,
+        )
+        (staging / INDEX_FOLDER).mkdir()
+        index_record = save_index(index, staging / INDEX_FOLDER)
+        if retrieval.lexical_weight > 0:
+            (staging / LEXICAL_FOLDER).mkdir()
+            LexicalIndex.build(knowledge.questions).save(staging / LEXICAL_FOLDER)
+        placeholder = Thresholds(0.0, 0.0, None, config.policy.ambiguity_gap)
+        write_record(staging, config, placeholder, {}, index_record)
+        bot = Bot(staging)
+        progress(f"calibrating on {len(calibration)} in-scope and {len(out_of_scope)} out-of-scope messages")
+        messages = concat_splits([calibration, out_of_scope])
+        truth = [*calibration.labels, *[None] * len(out_of_scope)]
+        readings = read_messages(bot.read, messages.texts)
+        signals = Signals.of(readings, messages.texts, truth, bot.knowledge, config.policy)
+        run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None else None
+        thresholds, found = calibrate(signals, config.policy, run_threshold)
+        if not found["met"]:
+            log.warning(
+                "no thresholds reach the target answered accuracy %.0f%% on the calibration messages; the most "
+                "accurate ones are used (%.1f%%)",
+                100 * config.policy.target_accuracy,
+                100 * (found["answered_accuracy"] or 0.0),
+            )
+        calibration_record = {
+            "messages": len(messages),
+            "out_of_scope": len(out_of_scope),
+            "chosen": found,
+            "frontier": frontier(signals, config.policy, run_threshold),
+        }
+        (staging / CALIBRATION_FILE).write_text(json.dumps(calibration_record, indent=1) + "\n", encoding="utf-8")
+        write_record(staging, config, thresholds, found, index_record)
+
+    write_run_folder(final, fill, overwrite)
+    return final
+
+
+def write_record(
+    folder: Path, config: SupportConfig, thresholds: Thresholds, found: dict, index: dict, **extra
+) -> None:
+    record = {
+        "name": config.name,
+        "version": 1,
+        "parent": None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "lmadapt": lmadapt.__version__,
+        "encoder": config.retrieval.encoder,
+        "index": index,
+        "thresholds": thresholds.to_json(),
+        "calibration": found,
+    } | extra
+    (folder / BOT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
