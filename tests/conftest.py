@@ -177,22 +177,27 @@ def write_recipe(path: Path, overrides: list[str]) -> Path:
 POSTGRESQL_INSTALL = "apt-get install postgresql (Debian/Ubuntu), or set LMADAPT_TEST_POSTGRESQL_URL to a server's URL"
 
 
-POSTGRESQL_SKIPPED: list[str] = []
+UNAVAILABLE_SKIPPED: dict[str, None] = {}  # why tests of an absent dependency were skipped, each reason once
 
 
-def _postgresql_unavailable(reason: str):
-    """Skip, saying why and how to get PostgreSQL; fail instead where LMADAPT_TEST_POSTGRESQL_REQUIRED=1 (CI)."""
-    message = f"PostgreSQL tests not run: {reason}. Install: {POSTGRESQL_INSTALL}"
-    POSTGRESQL_SKIPPED.append(message)
-    if os.environ.get("LMADAPT_TEST_POSTGRESQL_REQUIRED") == "1":
+def skip_unavailable(message: str, required_env: str):
+    """Skip, saying why and how to get what is missing; fail instead where the variable `required_env` is 1 (CI)."""
+    UNAVAILABLE_SKIPPED[message] = None
+    if os.environ.get(required_env) == "1":
         pytest.fail(message)
     pytest.skip(message)
 
 
+def _postgresql_unavailable(reason: str):
+    skip_unavailable(
+        f"PostgreSQL tests not run: {reason}. Install: {POSTGRESQL_INSTALL}", "LMADAPT_TEST_POSTGRESQL_REQUIRED"
+    )
+
+
 def pytest_terminal_summary(terminalreporter):
-    """The reason PostgreSQL tests were skipped, shown without -rs: a skip must not read as a pass."""
-    if POSTGRESQL_SKIPPED:
-        terminalreporter.write_line(POSTGRESQL_SKIPPED[0], yellow=True)
+    """Why tests of an absent dependency were skipped, shown without -rs: a skip must not read as a pass."""
+    for message in UNAVAILABLE_SKIPPED:
+        terminalreporter.write_line(message, yellow=True)
 
 
 def _postgresql_bin() -> Path | None:
