@@ -178,7 +178,8 @@ def predict_file(
 
 def update(run, data: str, **options):
     """Learn new data on top of a run into a new run folder, the old untouched (`lmadapt update`); options:
-    method, name, overrides, overwrite, progress. See lmadapt.continual.learner.update_run."""
+    method, name, overrides, overwrite, progress, validation and test (files that measure the new experience
+    instead of shares split off the new data). See lmadapt.continual.learner.update_run."""
     from lmadapt.continual.learner import update_run
 
     return update_run(run.path if hasattr(run, "predictor") else run, data, **options)

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from lmadapt.apps.support.cli import support_app
 from lmadapt.errors import LmadaptError
 from lmadapt.serving.settings import API_KEY_ENV, MAX_PORT, MIN_PORT, ServiceSettings, setting_help
 
@@ -29,6 +30,7 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(support_app, name="support")
 console = Console()
 errors = Console(stderr=True)
 
@@ -656,12 +658,27 @@ def keys(
 
     Example: lmadapt keys data
     """
-    import textwrap
-
     import lmadapt
 
+    print_keys(lmadapt.config_keys(prefix))
+
+
+@support_app.command("keys")
+def support_keys(prefix: str | None = typer.Argument(None, help="A section (history, intent, policy, ...) or a key.")):
+    """Every key a support recipe or --set can give: its type, default and help, by section.
+
+    Example: lmadapt support keys policy
+    """
+    from lmadapt.apps.support.config import support_keys as keys_of_support
+
+    print_keys(keys_of_support(prefix))
+
+
+def print_keys(keys) -> None:
+    import textwrap
+
     section = None
-    for key in lmadapt.config_keys(prefix):
+    for key in keys:
         heading = key.key.split(".")[0] if "." in key.key else "top-level"
         if heading != section:
             section = heading

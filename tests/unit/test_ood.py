@@ -353,13 +353,29 @@ def test_a_feature_score_on_a_model_without_a_head_is_refused_before_training(ti
     assert ood_methods(auto, language_model, data) == ("msp", "energy")
 
 
-def test_continual_updates_refuse_a_run_that_abstains(ood_run, tmp_path):
+def test_an_update_refits_the_runs_detector_and_still_abstains_out_of_scope(ood_run, tmp_path):
     run, files = ood_run
-    with pytest.raises(
-        LmadaptError, match=r"continual learning does not fit out-of-scope detection \(ood.method=knn\)"
-    ):
-        lmadapt.update(run, str(files["train"]), name="updated")
-    assert not (run.path.parent / "updated").exists()
+    lmadapt.update(run, str(files["train"]), name="updated", progress=lambda _: None)
+    updated = lmadapt.load(run.path.parent / "updated")
+    before, after = load_run(run.path).predictor.ood, updated.predictor.ood
+    # the same method and out-of-scope labels, its statistics read from the updated model (replay memory + new rows)
+    assert after.method == before.method == "knn" and after.out_of_scope_labels == before.out_of_scope_labels == ["oos"]
+    assert after.statistics.bank.shape[1] == before.statistics.bank.shape[1]
+    assert not np.array_equal(after.statistics.bank, before.statistics.bank)
+    assert updated.metrics["ood"]["validation"]["knn"]["threshold"] == after.threshold
+    test = pd.read_csv(files["test"])
+    abstained = np.array([r["abstained"] for r in updated.predict(list(test["text"]))])
+    out_of_scope = (test["label"] == "oos").to_numpy()
+    assert abstained[out_of_scope].mean() >= 0.5 and abstained[~out_of_scope].mean() <= 0.2
+
+
+def test_a_stream_of_experiences_refuses_out_of_scope_detection(tmp_path):
+    config = lmadapt.load_config(
+        None, ["ood.method=knn", "ood.label=oos", "continual.methods=[replay]", "continual.class_groups=2"]
+    )
+    with pytest.raises(LmadaptError, match=r"a stream of experiences does not fit out-of-scope detection") as caught:
+        lmadapt.learn_continually(config)
+    assert "`lmadapt update` refits" in caught.value.fix
 
 
 def test_an_exported_run_abstains_by_its_logit_scores_and_keeps_pytorch_for_feature_scores(ood_run, tmp_path):

@@ -28,6 +28,7 @@ from lmadapt.data.split import concat_splits, split_from_rows, split_rows
 from lmadapt.errors import LmadaptError, did_you_mean
 from lmadapt.evaluation.continual import stream_metrics
 from lmadapt.evaluation.plots import plot_accuracy_matrix, plot_stream_comparison
+from lmadapt.inference.ood import OodDetector
 from lmadapt.inference.predictor import Predictor
 from lmadapt.models.classifier import grow_head
 from lmadapt.models.contract import PreparedModel, StrategyContext
@@ -38,6 +39,7 @@ from lmadapt.runs import load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
 from lmadapt.training.engine import count_parameters, evaluate_splits, fit, peak_rss_mb, save_run, to_dataset
 from lmadapt.training.losses import diagonal_fisher, distillation_loss, ewc_penalty
+from lmadapt.training.ood import fit_detector
 
 STREAM_FILE = "stream.json"
 EWC_FILE = "ewc.safetensors"
@@ -134,7 +136,7 @@ def require_method(name: str, option: str) -> None:
         )
 
 
-def _check_learnable(config: RunConfig) -> None:
+def _check_learnable(config: RunConfig, updating: bool = False) -> None:
     strategy = get_strategy(config.strategy_name)
     if not strategy.uses_trainer or strategy.artifact is TRAINED_TENSORS:
         raise LmadaptError(
@@ -143,12 +145,12 @@ def _check_learnable(config: RunConfig) -> None:
             where="strategy.name",
             fix="use full or lora",
         )
-    if config.ood.method != "none":
+    if config.ood.method != "none" and not updating:
         raise LmadaptError(
-            f"continual learning does not fit out-of-scope detection (ood.method={config.ood.method}): the new run "
-            "would answer a label for every text",
+            f"a stream of experiences does not fit out-of-scope detection (ood.method={config.ood.method}): each "
+            "step's classes differ",
             where="ood.method",
-            fix="set ood.method=none for continual learning, or train on all the data with `lmadapt train`",
+            fix="set ood.method=none for `lmadapt continual`; `lmadapt update` refits a run's detector",
         )
 
 
@@ -194,6 +196,7 @@ class Learning:
     result: StreamResult
     prepared: Any = None  # PreparedModel: the model and its tokenizer
     history: list[dict] = field(default_factory=list)
+    ood: OodDetector | None = None  # an updated run's detector, refitted on what the model has become
 
     @property
     def labels(self) -> LabelMap:
@@ -244,6 +247,7 @@ class Learning:
         model, tokenizer = self.prepared.model, self.prepared.tokenizer
         predictor = Predictor(model, tokenizer, labels, config.model.max_length, config.train.eval_batch_size)
         final_data = PreparedData(everything.train, everything.validation, everything.test, labels, report={})
+        detector = self.refit_detector(predictor) if self.ood is not None else None
         metrics = {
             "strategy": config.strategy_name,
             "backbone": config.model.backbone,
@@ -255,6 +259,7 @@ class Learning:
                 "matrix": result.matrix,
                 "initial": result.initial,
             },
+            **({"ood": {"validation": detector.calibration}} if detector is not None else {}),
             "parameters": count_parameters(model),
             "training": {
                 "runtime_s": round(sum(step.get("runtime_s", 0.0) for step in result.steps), 2),
@@ -283,6 +288,8 @@ class Learning:
                 )
             if state.memory is not None:
                 state.memory.save(folder)
+            if detector is not None:
+                detector.save(folder)
             if state.anchor is not None:
                 from safetensors.torch import save_file
 
@@ -305,6 +312,19 @@ class Learning:
             extra=extra,
         )
 
+    def refit_detector(self, predictor: Predictor) -> OodDetector:
+        """The run's out-of-scope method fitted again: its statistics on the newest rows and the replay memory, its
+        threshold on the newest validation rows; the out-of-scope labels it knew stay out of scope."""
+        newest = self.stream[-1]
+        train = newest.train
+        if self.state.memory is not None and self.state.memory.examples:
+            train = concat_splits([train, self.state.memory.split()])
+        data = PreparedData(train, newest.validation, newest.test, self.labels, report={})
+        ood = dataclasses.replace(self.config.ood, method=self.ood.method)
+        detector = fit_detector(predictor, data, dataclasses.replace(self.config, ood=ood), (self.ood.method,))
+        detector.out_of_scope_labels = list(self.ood.out_of_scope_labels)
+        return detector
+
 
 def _run_so_far(run, config: RunConfig) -> tuple[list[Experience], StreamResult, PreparedData | None]:
     """The experiences a run has learnt (only their test rows are kept) and its record; a run from
@@ -320,8 +340,8 @@ def _run_so_far(run, config: RunConfig) -> tuple[list[Experience], StreamResult,
             result,
             None,
         )
-    try:
-        own = prepare_data(config.data, config.seed)
+    try:  # with the run's out-of-scope settings, its out-of-scope rows are set apart as when it was trained
+        own = prepare_data(config.data, config.seed, ood=config.ood if config.ood.method != "none" else None)
     except LmadaptError as error:
         # Not the new data's problem: say whose data it is (the user may have moved or changed it since).
         raise LmadaptError(
@@ -349,8 +369,14 @@ def update_run(
     overrides: list[str] | None = None,
     overwrite: bool = False,
     progress=print,
+    validation: str | None = None,
+    test: str | None = None,
 ) -> StreamResult:
     """Learn new data on top of a finished run, into a new run folder beside it; the old one is untouched.
+
+    The new rows may show a single label (the run's others are kept by the method). `validation` and `test` (files
+    of the run's labels) measure the new experience instead of shares split off the new data, which a few rows
+    (a support queue's corrections) cannot spare.
 
     The method (`continual.method`, default replay) goes on with what the run folder keeps: its replay
     memory, its EWC anchor and Fisher information, or the run itself as LwF's teacher. A run trained by
@@ -373,7 +399,7 @@ def update_run(
             where="--method",
             fix="update with replay, ewc, lwf or naive (or retrain on all the data with `lmadapt train`)",
         )
-    _check_learnable(config)
+    _check_learnable(config, updating=True)
     name = name or f"{run.name}-{method}-update"
     final = run.path.parent / name
     if final.resolve() == run.path.resolve():
@@ -383,7 +409,14 @@ def update_run(
     if final.exists() and not overwrite:
         raise LmadaptError(f"run folder already exists: {final}", fix="choose another --name, or pass --overwrite")
     config = dataclasses.replace(config, name=name)
-    new_data = prepare_data(dataclasses.replace(config.data, train=data, validation=None, test=None), config.seed)
+    new_data = prepare_data(
+        dataclasses.replace(config.data, train=data, validation=validation, test=test),
+        config.seed,
+        known_labels=run.labels.labels,
+    )
+    detector = run.predictor.ood
+    if detector is not None and detector.out_of_scope_labels and detector.ood_class is None:
+        new_data = without_labels(new_data, detector.out_of_scope_labels)
     new = Experience(source_name(data), new_data.train, new_data.validation, new_data.test)
     old, result, own = _run_so_far(run, config)
     # A clear error now if the backbone is not available or cannot read the new texts.
@@ -422,10 +455,19 @@ def update_run(
     result.matrix = [row + [None] for row in result.matrix[:-1]] + [before]
     result.initial = [*result.initial, None] if result.initial else None
     result.method, result.experiences = method, [e.name for e in stream]
-    learning = Learning(config, stream, state, result, prepared)
+    learning = Learning(config, stream, state, result, prepared, ood=detector)
     learning.learn(new, run.path.parent / f".{name}.partial", progress)
     learning.save(final, started, overwrite=overwrite)
     return learning.result
+
+
+def without_labels(data: PreparedData, labels: list[str]) -> PreparedData:
+    """The data without the rows of `labels` (out-of-scope rows a run's detector is not trained on)."""
+
+    def kept(split):
+        return split.drop([i for i, label in enumerate(split.labels) if label in labels])
+
+    return dataclasses.replace(data, train=kept(data.train), validation=kept(data.validation), test=kept(data.test))
 
 
 def _finished(final: Path) -> StreamResult | None:

@@ -201,8 +201,11 @@ def check_known_labels(split: Split, labels: LabelMap, name: str, out_of_scope: 
         )
 
 
-def _require_two_classes(train: Split, config: DataConfig, report: dict) -> LabelMap:
+def _require_two_classes(train: Split, config: DataConfig, report: dict, known: Sequence[str] = ()) -> LabelMap:
+    """The training rows' labels, after the `known` ones (a model's labels, for an update), at least two."""
     labels = LabelMap.from_rows(train.labels, config.task)
+    if known:
+        labels = LabelMap([*known, *(label for label in labels.labels if label not in known)], config.task)
     if len(labels) < 2:
         raise LmadaptError(
             f"training data has only one class ({labels.labels[0] if labels.labels else 'none'})"
@@ -236,9 +239,12 @@ def _removed_note(report: dict) -> str:
     return f" ({'; '.join(lines)})" if lines else ""
 
 
-def _require_enough_training_rows(train: Split, labels: LabelMap, config: DataConfig, report: dict) -> None:
-    """Two rows per label at least (few-shot sets are as small as asked): fewer cannot train a classifier."""
-    if config.shots_per_class or len(train) >= 2 * len(labels):
+def _require_enough_training_rows(
+    train: Split, labels: LabelMap, config: DataConfig, report: dict, updating: bool
+) -> None:
+    """Two rows per label at least (few-shot sets are as small as asked; an update adds what it has): fewer cannot
+    train a classifier."""
+    if config.shots_per_class or updating or len(train) >= 2 * len(labels):
         return
     raise LmadaptError(
         f"only {len(train)} training row(s) are left for {len(labels)} labels{_removed_note(report)}",
@@ -298,6 +304,7 @@ def prepare_data(
     seed: int,
     check_texts: Callable[[list[str]], None] | None = None,
     ood: OodConfig | None = None,
+    known_labels: Sequence[str] = (),
 ) -> PreparedData:
     """Load, validate, clean and split the data a run trains and is evaluated on.
 
@@ -326,7 +333,7 @@ def prepare_data(
             report["duplicates_dropped"][name] = dropped
 
     out_of_scope = out_of_scope_labels({"train": train, **given}, ood, seed)
-    _require_two_classes(train, config, report)
+    _require_two_classes(train, config, report, known_labels)
     if "test" not in given:
         train, given["test"] = split_off(train, config.test_size, seed, config.task)
     if "validation" not in given:
@@ -341,7 +348,7 @@ def prepare_data(
     if config.shots_per_class:
         train, report["shots_per_class"] = k_shot(train, config.shots_per_class, seed, config.task)
 
-    labels = _require_two_classes(train, config, report)
+    labels = _require_two_classes(train, config, report, known_labels)
 
     report["leaks"] = {}
     report["leaks_removed"] = {}
@@ -367,7 +374,7 @@ def prepare_data(
                 where=config.validation if name == "validation" else config.test,
                 fix=f"give {name} data that differs from the training data",
             )
-    _require_enough_training_rows(train, labels, config, report)
+    _require_enough_training_rows(train, labels, config, report, updating=bool(known_labels))
     for line in removal_summary(report):
         log.warning("removed before training: %s", line)
 

@@ -5,8 +5,10 @@
       config.yaml       the support recipe, fully resolved
       knowledge.jsonl   known questions with their answers and intents; templates.json: an answer per intent
       intent/           the intent run (a run folder, its own manifest), copied in: the folder is self-contained
+      intent_data/      the rows a trained intent run learnt from and was validated on (`update` replays them)
       index/            the known questions' vectors and the vector index; lexical/: BM25 (hybrid retrieval only)
-      calibration.json  the calibration messages' figures at every threshold tried (the frontier)
+      calibration.json  the calibration messages' figures at the chosen thresholds and along the frontier
+      calibration_messages.jsonl  those messages (a new version is calibrated on them again)
       manifest.json     every file with its sha256 and size
 
 Written to a staging sibling and renamed into place, like a run folder; loading verifies the manifest.
@@ -18,8 +20,8 @@ import dataclasses
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,7 +54,9 @@ from lmadapt.runs import Run, load_run, verify_manifest, write_run_folder
 log = logging.getLogger(__name__)
 
 BOT_FILE, CONFIG_FILE, CALIBRATION_FILE = "bot.json", "config.yaml", "calibration.json"
+MESSAGES_FILE = "calibration_messages.jsonl"  # kept: a new version of the bot is calibrated on them again
 INTENT_FOLDER, INDEX_FOLDER, LEXICAL_FOLDER = "intent", "index", "lexical"
+INTENT_DATA_FOLDER = "intent_data"  # the rows a trained intent run learnt from and was validated on
 DEFAULT_INTENT_SETTINGS = ["model.backbone=minilm", "strategy.name=full", "model.max_length=64"]
 
 
@@ -104,9 +108,9 @@ class Bot:
     def check_reads(self, texts: Sequence[str], where: str = "message") -> None:
         self.run.check_reads(texts, where)
 
-    def read(self, texts: Sequence[str]) -> list[Reading]:
-        """The intent run's reading of each message and its nearest known questions, from one forward pass when the
-        run is also the encoder."""
+    def read(self, texts: Sequence[str], k: int | None = None) -> list[Reading]:
+        """The intent run's reading of each message and its `k` (default retrieval.top_k) nearest known questions,
+        from one forward pass when the run is also the encoder."""
         texts = list(texts)
         ood = self.predictor.ood
         if self.encoder is None or (ood is not None and ood.needs_features):
@@ -117,7 +121,7 @@ class Bot:
         probabilities = softmax(logits.astype(np.float64))
         ood_scores = ood.scores(logits, features) if ood is not None else None
         forced = ood.forced(logits) if ood is not None else [None] * len(texts)
-        neighbours = self.neighbours(texts, vectors)
+        neighbours = self.neighbours(texts, vectors, k or self.config.retrieval.top_k)
         labels = self.run.labels.labels
         readings = []
         for i, row in enumerate(probabilities):
@@ -135,10 +139,10 @@ class Bot:
             )
         return readings
 
-    def neighbours(self, texts: list[str], vectors: np.ndarray) -> list[list[tuple[int, float]]]:
-        """The top_k known questions of each message: cosine similarity, or with hybrid retrieval that blended with
-        the BM25 score (scaled to 0..1 per message) over the union of both lists."""
-        k = min(self.config.retrieval.top_k, len(self.knowledge))
+    def neighbours(self, texts: list[str], vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """The `k` nearest known questions of each message: cosine similarity, or with hybrid retrieval that blended
+        with the BM25 score (scaled to 0..1 per message) over the union of both lists."""
+        k = min(k, len(self.knowledge))
         similarities, ids = self.index.search(vectors, k)
         if self.lexical is None:
             return [
@@ -196,32 +200,35 @@ def _write_rows(path: Path, split: Split, intents: Sequence[str] | None = None) 
 
 def _train_intent_run(config: SupportConfig, train: Split, calibration: Split, out_of_scope: Split, into: Path) -> Run:
     """An intent run trained on the history's in-scope rows, validated (and its detector calibrated) on the
-    calibration rows and the out-of-scope ones."""
-    workspace = Path(tempfile.mkdtemp(prefix=".intent-data-", dir=into))
-    try:
-        _write_rows(workspace / "train.jsonl", train)
-        validation = concat_splits([calibration, out_of_scope])
-        _write_rows(workspace / "validation.jsonl", validation)
-        label = config.history.out_of_scope_label
-        settings = [
-            *([] if config.intent.recipe else DEFAULT_INTENT_SETTINGS),
-            f"ood.method={'auto' if len(out_of_scope) else 'mahalanobis'}",
-            *([f"ood.label={label}"] if len(out_of_scope) else []),
-            *(config.intent.settings or []),
-            f"data.train={workspace / 'train.jsonl'}",
-            f"data.validation={workspace / 'validation.jsonl'}",
-            "data.test=null",
-            "data.text_column=text",
-            "data.label_column=label",
-            "data.format=jsonl",
-            f"output_dir={into}",
-            f"name={INTENT_FOLDER}",
-            f"seed={config.seed}",
-        ]
-        run = lmadapt.train(lmadapt.load_config(config.intent.recipe, settings))
-    finally:
-        shutil.rmtree(workspace, ignore_errors=True)
-    return run
+    calibration rows and the out-of-scope ones. Its data is kept in the bot: `update` replays it."""
+    data = into / INTENT_DATA_FOLDER
+    data.mkdir()
+    _write_rows(data / "train.jsonl", train)
+    _write_rows(data / "validation.jsonl", concat_splits([calibration, out_of_scope]))
+    label = config.history.out_of_scope_label
+    settings = [
+        *([] if config.intent.recipe else DEFAULT_INTENT_SETTINGS),
+        f"ood.method={'auto' if len(out_of_scope) else 'mahalanobis'}",
+        *([f"ood.label={label}"] if len(out_of_scope) else []),
+        *(config.intent.settings or []),
+        *intent_data_settings(into),
+        "data.test=null",
+        "data.text_column=text",
+        "data.label_column=label",
+        "data.format=jsonl",
+        f"output_dir={into}",
+        f"name={INTENT_FOLDER}",
+        f"seed={config.seed}",
+    ]
+    return lmadapt.train(lmadapt.load_config(config.intent.recipe, settings))
+
+
+def intent_data_settings(folder: Path) -> list[str]:
+    """Where the intent run's data lies in the bot folder (config overrides; none for a reused run)."""
+    data = folder / INTENT_DATA_FOLDER
+    if not data.is_dir():
+        return []
+    return [f"data.train={data / 'train.jsonl'}", f"data.validation={data / 'validation.jsonl'}"]
 
 
 def _calibration_rows(config: SupportConfig, history: Split) -> tuple[Split, Split, Split]:
@@ -251,6 +258,8 @@ def build_bot(config: SupportConfig, *, overwrite: bool = False, progress=print)
     history = read_history(config.history.path, config.history)
     templates = read_templates(config.templates) if config.templates.path else {}
     knowledge_rows, calibration, out_of_scope = _calibration_rows(config, history)
+    knowledge = knowledge_base(knowledge_rows, templates, config.history.questions_per_intent, config.seed)
+    messages = Messages([*calibration.texts, *out_of_scope.texts], [*calibration.labels, *[None] * len(out_of_scope)])
 
     def fill(staging: Path) -> None:
         if config.intent.run:
@@ -259,75 +268,79 @@ def build_bot(config: SupportConfig, *, overwrite: bool = False, progress=print)
         else:
             progress(f"training the intent run on {len(knowledge_rows)} questions")
             _train_intent_run(config, knowledge_rows, calibration, out_of_scope, staging)
-        knowledge = knowledge_base(knowledge_rows, templates, config.history.questions_per_intent, config.seed)
-        knowledge.save(staging)
-        retrieval = config.retrieval
-        if retrieval.encoder != "run" and (Path(retrieval.encoder) / "manifest.json").is_file():
-            shutil.copytree(retrieval.encoder, staging / "encoder")  # a run as encoder travels with the bot
-        (staging / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "utf-8")
-        (staging / BOT_FILE).write_text(json.dumps({"name": config.name}) + "\n", encoding="utf-8")
-        progress(f"embedding {len(knowledge)} known questions ({retrieval.encoder})")
-        vectors = unit_rows(
-            lmadapt.embed(
-                resolve_encoder(retrieval.encoder, staging) if retrieval.encoder != "run" else staging / INTENT_FOLDER,
-                knowledge.questions,
-            )
-        )
-        index = build_index(
-            vectors,
-            retrieval.index,
-            faiss_above=retrieval.faiss_above,
-            qdrant_url=retrieval.qdrant_url,
-            qdrant_path=retrieval.qdrant_path,
-            collection_prefix=config.name,
-        )
-        (staging / INDEX_FOLDER).mkdir()
-        index_record = save_index(index, staging / INDEX_FOLDER)
-        if retrieval.lexical_weight > 0:
-            (staging / LEXICAL_FOLDER).mkdir()
-            LexicalIndex.build(knowledge.questions).save(staging / LEXICAL_FOLDER)
-        placeholder = Thresholds(0.0, 0.0, None, config.policy.ambiguity_gap)
-        write_record(staging, config, placeholder, {}, index_record)
-        bot = Bot(staging)
-        progress(f"calibrating on {len(calibration)} in-scope and {len(out_of_scope)} out-of-scope messages")
-        messages = concat_splits([calibration, out_of_scope])
-        truth = [*calibration.labels, *[None] * len(out_of_scope)]
-        readings = read_messages(bot.read, messages.texts)
-        signals = Signals.of(readings, messages.texts, truth, bot.knowledge, config.policy)
-        run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None else None
-        thresholds, found = calibrate(signals, config.policy, run_threshold)
-        if not found["met"]:
-            log.warning(
-                "no thresholds reach the target answered accuracy %.0f%% on the calibration messages; the most "
-                "accurate ones are used (%.1f%%)",
-                100 * config.policy.target_accuracy,
-                100 * (found["answered_accuracy"] or 0.0),
-            )
-        calibration_record = {
-            "messages": len(messages),
-            "out_of_scope": len(out_of_scope),
-            "chosen": found,
-            "frontier": frontier(signals, config.policy, run_threshold),
-        }
-        (staging / CALIBRATION_FILE).write_text(json.dumps(calibration_record, indent=1) + "\n", encoding="utf-8")
-        write_record(staging, config, thresholds, found, index_record)
+        encoder = config.retrieval.encoder
+        if encoder != "run" and (Path(encoder) / "manifest.json").is_file():
+            shutil.copytree(encoder, staging / "encoder")  # a run as encoder travels with the bot
+        assemble(staging, config, knowledge, messages, {"version": 1, "parent": None}, progress)
 
     write_run_folder(final, fill, overwrite)
     return final
 
 
-def write_record(
-    folder: Path, config: SupportConfig, thresholds: Thresholds, found: dict, index: dict, **extra
+@dataclass
+class Messages:
+    """Labelled messages: their texts and intents (None: out of scope)."""
+
+    texts: list[str]
+    intents: list[str | None]
+
+    def save(self, path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as out:
+            for text, intent in zip(self.texts, self.intents):
+                out.write(json.dumps({"text": text, "intent": intent}, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Messages:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        return cls([row["text"] for row in rows], [row["intent"] for row in rows])
+
+
+def assemble(
+    staging: Path, config: SupportConfig, knowledge: KnowledgeBase, messages: Messages, lineage: dict, progress
 ) -> None:
-    record = {
-        "name": config.name,
-        "version": 1,
-        "parent": None,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "lmadapt": lmadapt.__version__,
-        "encoder": config.retrieval.encoder,
-        "index": index,
-        "thresholds": thresholds.to_json(),
-        "calibration": found,
-    } | extra
-    (folder / BOT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    """The bot's files beside its intent run: knowledge, index, calibrated thresholds, record."""
+    knowledge.save(staging)
+    messages.save(staging / MESSAGES_FILE)
+    retrieval = config.retrieval
+    (staging / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "utf-8")
+    progress(f"embedding {len(knowledge)} known questions ({retrieval.encoder})")
+    source = staging / INTENT_FOLDER if retrieval.encoder == "run" else resolve_encoder(retrieval.encoder, staging)
+    index = build_index(
+        unit_rows(lmadapt.embed(source, knowledge.questions)),
+        retrieval.index,
+        faiss_above=retrieval.faiss_above,
+        qdrant_url=retrieval.qdrant_url,
+        qdrant_path=retrieval.qdrant_path,
+        collection_prefix=config.name,
+    )
+    (staging / INDEX_FOLDER).mkdir()
+    index_record = save_index(index, staging / INDEX_FOLDER)
+    if retrieval.lexical_weight > 0:
+        (staging / LEXICAL_FOLDER).mkdir()
+        LexicalIndex.build(knowledge.questions).save(staging / LEXICAL_FOLDER)
+    record = {"name": config.name, **lineage, "encoder": retrieval.encoder, "index": index_record}
+    placeholder = Thresholds(0.0, 0.0, None, config.policy.ambiguity_gap)
+    write_record(staging, record | {"thresholds": placeholder.to_json()})
+    bot = Bot(staging)
+    outside = sum(intent is None for intent in messages.intents)
+    progress(f"calibrating on {len(messages.texts) - outside} in-scope and {outside} out-of-scope messages")
+    signals = Signals.of(
+        read_messages(bot.read, messages.texts), messages.texts, messages.intents, bot.knowledge, config.policy
+    )
+    run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None else None
+    thresholds, found = calibrate(signals, config.policy, run_threshold)
+    if not found["met"]:
+        log.warning(
+            "no thresholds reach the target answered accuracy %.0f%% on the calibration messages; the most "
+            "accurate ones are used (%.1f%%)",
+            100 * config.policy.target_accuracy,
+            100 * (found["answered_accuracy"] or 0.0),
+        )
+    calibration = {"chosen": found, "frontier": frontier(signals, config.policy, run_threshold)}
+    (staging / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=1) + "\n", encoding="utf-8")
+    write_record(staging, record | {"thresholds": thresholds.to_json(), "calibration": found})
+
+
+def write_record(folder: Path, record: dict) -> None:
+    stamp = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lmadapt": lmadapt.__version__}
+    (folder / BOT_FILE).write_text(json.dumps(record | stamp, indent=2) + "\n", encoding="utf-8")

@@ -228,3 +228,29 @@ def create_support_app(bot: Bot, store: ConversationStore, settings: ServiceSett
         readers={READER: bot.read},
         pages={"/": chat_page()},
     )
+
+
+def serve_bot(
+    folder,
+    store_url: str | None,
+    settings: ServiceSettings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    shutdown_timeout_s: float = 30.0,
+    announce=print,
+) -> None:
+    """Serve a bot folder until SIGINT or SIGTERM (see `lmadapt support serve`)."""
+    from pathlib import Path
+
+    from lmadapt.apps.support.bot import load_bot
+    from lmadapt.apps.support.update import default_store_url
+    from lmadapt.inference.predictor import worker_count
+    from lmadapt.serving.app import serve_forever
+
+    folder = Path(folder)
+    bot = load_bot(folder, backend=settings.backend, engine_workers=worker_count(settings.workers))
+    url = store_url or default_store_url(folder, bot.name)
+    with ConversationStore(url) as store:
+        app = create_support_app(bot, store, settings)
+        announce(f"serving {bot.name} v{bot.version} on http://{host}:{port} (chat page: /, docs: /docs); store: {url}")
+        serve_forever(app, host, port, shutdown_timeout_s)
