@@ -88,12 +88,20 @@ def test_every_config_field_has_help():
 
 
 def test_recipes_in_configs_folder_parse():
+    """Run recipes as run configs; configs/support/ holds support bots' recipes, and the intent recipes they name."""
     from pathlib import Path
 
-    recipes = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+    from lmadapt.apps.support.config import load_support_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    recipes = sorted(configs.rglob("*.yaml"))
     assert len(recipes) >= 5
     for recipe in recipes:
-        load_config(recipe)
+        if recipe.parent.name == "support":
+            bot = load_support_config(recipe)
+            assert (configs.parent / bot.intent.recipe).is_file() and (configs.parent / bot.templates.path).is_file()
+        else:
+            load_config(recipe)
 
 
 def test_run_names_ranges_and_raw_string_overrides():
