@@ -333,3 +333,37 @@ def test_the_command_line_answers_and_refuses_bad_input_with_exit_code_2(tiny_bo
     built = subprocess.run([*lmadapt, "support", "build", str(tmp_path / "bad.yaml")], capture_output=True, text=True)
     assert built.returncode == 2 and "policy.target_accuracy must lie in (0, 1]" in built.stderr
     assert "Traceback" not in built.stderr
+
+
+def test_a_bot_reusing_a_run_with_hybrid_retrieval_in_qdrant_answers_as_the_first(tiny_bot, tmp_path):
+    """The intent run reused (copied, not trained again), the index in Qdrant's embedded mode, BM25 blended in."""
+    from lmadapt.apps.support.bot import build_bot
+
+    files = support_history(tmp_path)
+    overrides = [
+        *support_overrides(tmp_path, files, tmp_path / "bots", name="hybrid"),
+        f"intent.run={tiny_bot / 'intent'}",
+        "retrieval.index=qdrant",
+        f"retrieval.qdrant_path={tmp_path / 'qdrant'}",
+        "retrieval.lexical_weight=0.3",
+    ]
+    hybrid = load_bot(build_bot(load_support_config(None, overrides), progress=lambda _: None))
+    assert hybrid.record["index"]["kind"] == "qdrant" and hybrid.lexical is not None
+    first = load_bot(tiny_bot)
+    assert hybrid.run.metrics == first.run.metrics  # the same run
+    texts = [POSITIVE, OUT_OF_SCOPE, "a dull and clumsy ending"]
+    for ours, theirs in zip(hybrid.answer(texts), first.answer(texts)):
+        assert (ours.intent, ours.reason) == (theirs.intent, theirs.reason)
+    # the blended score: (1 - w) * cosine + w * BM25 scaled to the best of the message, over both candidate lists
+    reading = hybrid.read(["superb acting 7"], k=3)[0]
+    similarities = [similarity for _, similarity in reading.neighbours]
+    assert similarities == sorted(similarities, reverse=True) and all(-1 <= s <= 1.0 + 1e-6 for s in similarities)
+    entry = reading.neighbours[0][0]
+    cosine = float(
+        hybrid.question_vectors[entry]
+        @ hybrid.predictor.features(["superb acting 7"])[0]
+        / np.linalg.norm(hybrid.predictor.features(["superb acting 7"])[0])
+    )
+    lexical_scores, lexical_ids = hybrid.lexical.search(["superb acting 7"], 3)
+    sparse = dict(zip(lexical_ids[0].tolist(), (lexical_scores[0] / lexical_scores[0][0]).tolist()))
+    assert reading.neighbours[0][1] == pytest.approx(0.7 * cosine + 0.3 * sparse.get(entry, 0.0), abs=1e-4)

@@ -173,6 +173,13 @@ class Bot:
         return [self.reply(text, reading) for text, reading in zip(texts, self.read(texts))]
 
 
+def release(index) -> None:
+    """Close an index that holds a resource (Qdrant's embedded mode locks its folder to one client)."""
+    close = getattr(index, "close", None)
+    if close is not None:
+        close()
+
+
 def resolve_encoder(encoder: str, folder: Path) -> str:
     """A run folder kept inside the bot, or the backbone as named."""
     kept = folder / "encoder"
@@ -315,6 +322,7 @@ def assemble(
     )
     (staging / INDEX_FOLDER).mkdir()
     index_record = save_index(index, staging / INDEX_FOLDER)
+    release(index)
     if retrieval.lexical_weight > 0:
         (staging / LEXICAL_FOLDER).mkdir()
         LexicalIndex.build(knowledge.questions).save(staging / LEXICAL_FOLDER)

@@ -109,13 +109,13 @@ class RetrievalConfig:
 class PolicyConfig:
     target_accuracy: float = option(
         0.95,
-        "Calibration: the thresholds answer as many calibration messages as they can while at least this share of "
-        "the answered ones is answered right (an out-of-scope message answered counts as wrong).",
+        "Calibration: the thresholds answer as many in-scope calibration messages as they can while at least this "
+        "share of those answered is answered right.",
     )
     target_oos_recall: float | None = option(
-        None,
-        "Calibration: also escalate at least this share of the out-of-scope calibration messages (e.g. 0.85); "
-        "empty: only target_accuracy binds.",
+        0.85,
+        "Calibration: and escalate at least this share of the out-of-scope calibration messages (when there are "
+        "any); empty: only target_accuracy binds.",
     )
     min_confidence: float | None = option(
         None, "Answer from the intent's template only at this intent probability or above; empty: calibrated."

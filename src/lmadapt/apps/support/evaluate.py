@@ -73,7 +73,9 @@ def evaluate_bot(bot: Bot, source: str, output: Path | None = None, progress: bo
         "messages": len(replies),
         "out_of_scope_messages": int(out_of_scope.sum()),
         "containment": float(answered[~out_of_scope].mean()) if in_scope else None,
-        "answered_accuracy": float(right.sum() / answered.sum()) if answered.any() else None,
+        "answered_accuracy": float(right.sum() / answered[~out_of_scope].sum())
+        if answered[~out_of_scope].any()
+        else None,
         "oos_recall": float(1 - answered[out_of_scope].mean()) if out_of_scope.any() else None,
         "escalations": {reason: reasons.count(reason) / len(reasons) for reason in REASONS},
         "retrieval": retrieval_metrics(
@@ -116,7 +118,7 @@ def markdown_report(report: dict) -> str:
         *[f"| {reason} | {_pct(share)} |" for reason, share in report["escalations"].items()],
         "",
         "Containment: in-scope messages answered without a person. Answered accuracy: answers of the right intent among "
-        "all answered messages (an out-of-scope message answered is wrong).",
+        "the in-scope messages answered. Out-of-scope recall: out-of-scope messages escalated.",
         "",
     ]
     return "\n".join(lines)

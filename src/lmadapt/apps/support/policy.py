@@ -5,8 +5,9 @@ A message is escalated, in this order, when the customer asks for a person (a ph
 of scope (the run's trained out-of-scope class, or a score above max_ood_score), when the two best intents are
 within ambiguity_gap, or when neither the intent (min_confidence) nor the nearest question (min_similarity) is
 sure enough (low_confidence). A conversation whose last max_failures turns were escalated as well is handed to a
-person (repeated_failure). The three thresholds are calibrated on labelled messages: the most messages answered
-while the answered ones are right at target_accuracy (an out-of-scope message answered is wrong).
+person (repeated_failure). The three thresholds are calibrated on labelled messages: the most in-scope messages
+answered while the answered in-scope ones are right at target_accuracy and at least target_oos_recall of the
+out-of-scope ones are escalated (the two are measured apart: their mix in calibration need not be production's).
 """
 
 from __future__ import annotations
@@ -191,12 +192,14 @@ class Signals:
 
 
 def figures(signals: Signals, thresholds: Thresholds) -> dict:
-    """Containment (share of in-scope messages answered), accuracy among the answered, out-of-scope recall."""
+    """Containment (share of in-scope messages answered), accuracy among the answered in-scope messages,
+    out-of-scope recall (share of out-of-scope messages escalated)."""
     answered, right = signals.outcome(thresholds)
     in_scope = ~signals.out_of_scope
+    answered_in_scope = answered & in_scope
     return {
         "containment": float(answered[in_scope].mean()) if in_scope.any() else None,
-        "answered_accuracy": float(right.sum() / answered.sum()) if answered.any() else None,
+        "answered_accuracy": float(right.sum() / answered_in_scope.sum()) if answered_in_scope.any() else None,
         "oos_recall": float(1 - answered[signals.out_of_scope].mean()) if signals.out_of_scope.any() else None,
         "answered": int(answered.sum()),
         "messages": len(answered),
@@ -238,9 +241,10 @@ def threshold_grid(signals: Signals, policy: PolicyConfig, run_threshold: float 
 
 
 def calibrate(signals: Signals, policy: PolicyConfig, run_threshold: float | None) -> tuple[Thresholds, dict]:
-    """The thresholds that answer the most in-scope calibration messages at policy.target_accuracy (and at least
-    policy.target_oos_recall of the out-of-scope ones); where none reaches it, the most accurate. Returns them and
-    their figures (with `met`: whether the targets were reached)."""
+    """The thresholds that answer the most in-scope calibration messages at policy.target_accuracy among them, while
+    escalating at least policy.target_oos_recall of the out-of-scope ones; where none reaches both, the most accurate
+    of those that reach the recall (else the most accurate). Returns them and their figures (with `met`: whether the
+    targets were reached)."""
     best, best_key = None, None
     for thresholds in threshold_grid(signals, policy, run_threshold):
         found = figures(signals, thresholds)
