@@ -249,10 +249,11 @@ def _calibration_rows(config: SupportConfig, history: Split) -> tuple[Split, Spl
     return split_history(history, label, config.history.calibration_share, config.seed)
 
 
-def read_messages(bot_or_run_reader, texts: list[str], batch_size: int = 256) -> list[Reading]:
+def read_in_batches(read, texts: list[str], batch_size: int = 256) -> list[Reading]:
+    """`read` (a bot's) over many messages, a batch at a time (bounded memory)."""
     readings = []
     for start in range(0, len(texts), batch_size):
-        readings += bot_or_run_reader(texts[start : start + batch_size])
+        readings += read(texts[start : start + batch_size])
     return readings
 
 
@@ -333,7 +334,7 @@ def assemble(
     outside = sum(intent is None for intent in messages.intents)
     progress(f"calibrating on {len(messages.texts) - outside} in-scope and {outside} out-of-scope messages")
     signals = Signals.of(
-        read_messages(bot.read, messages.texts), messages.texts, messages.intents, bot.knowledge, config.policy
+        read_in_batches(bot.read, messages.texts), messages.texts, messages.intents, bot.knowledge, config.policy
     )
     run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None else None
     thresholds, found = calibrate(signals, config.policy, run_threshold)

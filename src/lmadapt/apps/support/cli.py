@@ -25,10 +25,6 @@ STORE_HELP = (
 )
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 @support_app.command()
 def build(
     config: Path = typer.Argument(..., help="Support recipe (YAML), e.g. configs/support/banking77.yaml."),
@@ -43,13 +39,14 @@ def build(
     """
     from lmadapt.apps.support.bot import build_bot, load_bot
     from lmadapt.apps.support.config import load_support_config
+    from lmadapt.apps.support.evaluate import percent
 
     folder = build_bot(load_support_config(config, set_), overwrite=overwrite, progress=errors.print)
     bot = load_bot(folder)
     found = bot.record["calibration"]
     console.print(
-        f"calibrated: {_pct(found['containment'])} of in-scope messages answered at {_pct(found['answered_accuracy'])} "
-        f"accuracy, out-of-scope recall {_pct(found['oos_recall'])}"
+        f"calibrated: {percent(found['containment'])} of in-scope messages answered at {percent(found['answered_accuracy'])} "
+        f"accuracy, out-of-scope recall {percent(found['oos_recall'])}"
         + ("" if found["met"] else " (below the target accuracy: the most accurate thresholds are used)")
     )
     console.print(f"bot folder: {folder}")
@@ -65,13 +62,14 @@ def ask(
     Example: lmadapt support ask bots/banking77 "I lost my card"
     """
     from lmadapt.apps.support.bot import load_bot
+    from lmadapt.apps.support.evaluate import percent
 
     loaded = load_bot(bot)
     table = RichTable(title=f"{loaded.name} v{loaded.version}")
     for column in ("message", "answer", "intent", "confidence", "escalated"):
         table.add_column(column, overflow="fold")
     for message, reply in zip(messages, loaded.answer(messages)):
-        table.add_row(message, reply.answer, reply.intent, _pct(reply.confidence), reply.reason or "no")
+        table.add_row(message, reply.answer, reply.intent, percent(reply.confidence), reply.reason or "no")
     console.print(table)
 
 
@@ -117,7 +115,7 @@ def evaluate(
     Example: lmadapt support evaluate bots/banking77 --data test.csv --output reports/banking77
     """
     from lmadapt.apps.support.bot import load_bot
-    from lmadapt.apps.support.evaluate import evaluate_bot
+    from lmadapt.apps.support.evaluate import evaluate_bot, percent
 
     report = evaluate_bot(load_bot(bot), data, output, progress=True)
     table = RichTable(title=f"{report['bot']} v{report['version']} on {report['messages']} messages")
@@ -126,16 +124,16 @@ def evaluate(
         table.add_column(name)
     retrieval = report["retrieval"]
     table.add_row(
-        _pct(report["containment"]),
-        _pct(report["answered_accuracy"]),
-        _pct(report["oos_recall"]),
-        _pct(retrieval["recall_at_1"]),
-        _pct(retrieval["recall_at_5"]),
+        percent(report["containment"]),
+        percent(report["answered_accuracy"]),
+        percent(report["oos_recall"]),
+        percent(retrieval["recall_at_1"]),
+        percent(retrieval["recall_at_5"]),
         f"{retrieval['mrr_at_10']:.3f}",
         str(report["latency_ms"]["p95"]),
     )
     console.print(table)
-    shares = ", ".join(f"{reason} {_pct(share)}" for reason, share in report["escalations"].items() if share)
+    shares = ", ".join(f"{reason} {percent(share)}" for reason, share in report["escalations"].items() if share)
     console.print(f"escalated: {shares or 'none'}")
     if output is not None:
         console.print(f"report: {output / 'report.md'}")

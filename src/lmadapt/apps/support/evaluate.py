@@ -96,7 +96,7 @@ def evaluate_bot(bot: Bot, source: str, output: Path | None = None, progress: bo
     return report
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
@@ -109,13 +109,13 @@ def markdown_report(report: dict) -> str:
         "",
         "| containment | answered accuracy | out-of-scope recall | Recall@1 | Recall@5 | MRR@10 | p50 ms | p95 ms |",
         "|---|---|---|---|---|---|---|---|",
-        f"| {_pct(report['containment'])} | {_pct(report['answered_accuracy'])} | {_pct(report['oos_recall'])} "
-        f"| {_pct(retrieval['recall_at_1'])} | {_pct(retrieval['recall_at_5'])} | {retrieval['mrr_at_10']:.3f} "
+        f"| {percent(report['containment'])} | {percent(report['answered_accuracy'])} | {percent(report['oos_recall'])} "
+        f"| {percent(retrieval['recall_at_1'])} | {percent(retrieval['recall_at_5'])} | {retrieval['mrr_at_10']:.3f} "
         f"| {latency['p50']} | {latency['p95']} |",
         "",
         "| escalation reason | share of messages |",
         "|---|---|",
-        *[f"| {reason} | {_pct(share)} |" for reason, share in report["escalations"].items()],
+        *[f"| {reason} | {percent(share)} |" for reason, share in report["escalations"].items()],
         "",
         "Containment: in-scope messages answered without a person. Answered accuracy: answers of the right intent among "
         "the in-scope messages answered. Out-of-scope recall: out-of-scope messages escalated.",
