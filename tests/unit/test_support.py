@@ -17,7 +17,7 @@ from lmadapt.apps.support.bot import BOT_FILE, load_bot
 from lmadapt.apps.support.config import PolicyConfig, load_support_config
 from lmadapt.apps.support.evaluate import evaluate_bot, retrieval_metrics
 from lmadapt.apps.support.knowledge import KnowledgeBase
-from lmadapt.apps.support.policy import Reading, Signals, Thresholds, calibrate, decide
+from lmadapt.apps.support.policy import Reading, Signals, Thresholds, calibrate, decide, sweep
 from lmadapt.apps.support.service import create_support_app
 from lmadapt.apps.support.store import ConversationStore
 from lmadapt.apps.support.update import update_bot
@@ -140,15 +140,19 @@ def test_the_calibration_arrays_decide_as_the_policy_does():
 def test_calibration_answers_the_most_at_the_target_accuracy_or_says_it_missed():
     readings, truth, texts = random_readings(400, seed=2)
     signals = Signals.of(readings, texts, truth, KNOWLEDGE, PolicyConfig())
-    thresholds, found = calibrate(signals, PolicyConfig(target_accuracy=0.9), run_threshold=None)
+
+    def calibrated(policy, on=signals):
+        return calibrate(sweep(on, policy, run_threshold=None), policy)
+
+    thresholds, found = calibrated(PolicyConfig(target_accuracy=0.9))
     assert found["met"] and found["answered_accuracy"] >= 0.9
-    looser = calibrate(signals, PolicyConfig(target_accuracy=0.8), run_threshold=None)[1]
+    looser = calibrated(PolicyConfig(target_accuracy=0.8))[1]
     assert looser["containment"] >= found["containment"]
-    with_recall = calibrate(signals, PolicyConfig(target_accuracy=0.8, target_oos_recall=0.95), None)[1]
+    with_recall = calibrated(PolicyConfig(target_accuracy=0.8, target_oos_recall=0.95))[1]
     assert with_recall["oos_recall"] >= 0.95
     wrong = [None if t is None else "c" for t in truth]  # an intent no reading and no known question has
     wrong_signals = Signals.of(readings, texts, wrong, KNOWLEDGE, PolicyConfig())
-    impossible = calibrate(wrong_signals, PolicyConfig(target_accuracy=0.5), run_threshold=None)[1]
+    impossible = calibrated(PolicyConfig(target_accuracy=0.5), wrong_signals)[1]
     assert not impossible["met"]
 
 

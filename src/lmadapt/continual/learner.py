@@ -465,7 +465,7 @@ def without_labels(data: PreparedData, labels: list[str]) -> PreparedData:
     """The data without the rows of `labels` (out-of-scope rows a run's detector is not trained on)."""
 
     def kept(split):
-        return split.drop([i for i, label in enumerate(split.labels) if label in labels])
+        return split.drop(split.rows_of(labels))
 
     return dataclasses.replace(data, train=kept(data.train), validation=kept(data.validation), test=kept(data.test))
 

@@ -294,11 +294,6 @@ def out_of_scope_labels(loaded: dict[str, Split], ood: OodConfig | None, seed: i
     return sorted((labels[i] for i in chosen), key=str)
 
 
-def _out_of_scope_rows(split: Split, out_of_scope: Sequence[str]) -> list[int]:
-    outside = set(out_of_scope)
-    return [i for i, label in enumerate(split.labels) if label in outside]
-
-
 def prepare_data(
     config: DataConfig,
     seed: int,
@@ -340,7 +335,7 @@ def prepare_data(
         share = config.validation_size / (1.0 - (config.test_size if not config.test else 0.0))
         train, given["validation"] = split_off(train, share, seed, config.task)
     if out_of_scope:
-        removed = [] if ood.train_as_class else _out_of_scope_rows(train, out_of_scope)
+        removed = [] if ood.train_as_class else train.rows_of(out_of_scope)
         train = train.drop(removed)
         report["ood"] = {"labels": out_of_scope, "train_removed": len(removed)}
     if config.max_train_rows and len(train) > config.max_train_rows:
@@ -363,7 +358,7 @@ def prepare_data(
             log.warning("%d %s text(s) also occur in train; kept (data.drop_leaks=false)", len(leaked), name)
         check_known_labels(given[name], labels, name, out_of_scope)
         if out_of_scope:
-            outside = _out_of_scope_rows(given[name], out_of_scope)
+            outside = given[name].rows_of(out_of_scope)
             report["ood"][name] = len(outside)
             if not ood.train_as_class:  # a trained out-of-scope class stays in its splits, as any class
                 out_of_scope_rows[name] = given[name].take(outside)

@@ -30,6 +30,11 @@ class Split:
             source=self.source,
         )
 
+    def rows_of(self, labels) -> list[int]:
+        """Positions of the rows whose (single) label is one of `labels`."""
+        wanted = set(labels)
+        return [i for i, label in enumerate(self.labels) if label in wanted]
+
     def drop(self, positions) -> Split:
         """The split without the rows at `positions`, the others in their order."""
         dropped = set(positions)

@@ -20,19 +20,21 @@ import dataclasses
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy.special import softmax
 
 import lmadapt
 from lmadapt.apps.support.config import SupportConfig, parse_support_config
 from lmadapt.apps.support.index import LexicalIndex, build_index, load_index, save_index
 from lmadapt.apps.support.knowledge import (
     KnowledgeBase,
+    by_scope,
     knowledge_base,
     read_history,
     read_templates,
@@ -46,9 +48,11 @@ from lmadapt.apps.support.policy import (
     calibrate,
     decide,
     frontier,
+    sweep,
 )
 from lmadapt.data.split import Split, concat_splits
 from lmadapt.errors import LmadaptError
+from lmadapt.inference.ood import OUT_OF_SCOPE_CLASS
 from lmadapt.runs import Run, load_run, verify_manifest, write_run_folder
 
 log = logging.getLogger(__name__)
@@ -64,11 +68,6 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1, so that inner product is cosine similarity."""
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class Bot:
@@ -118,7 +117,7 @@ class Bot:
         else:
             logits, features = self.predictor.logits(texts), None
         vectors = unit_rows(features if self.encoder is None else self.encoder(texts))
-        probabilities = softmax(logits.astype(np.float64))
+        probabilities = softmax(logits.astype(np.float64), axis=1)
         ood_scores = ood.scores(logits, features) if ood is not None else None
         forced = ood.forced(logits) if ood is not None else [None] * len(texts)
         neighbours = self.neighbours(texts, vectors, k or self.config.retrieval.top_k)
@@ -133,7 +132,7 @@ class Bot:
                     confidence=float(row[top_two[0]]),
                     margin=float(row[top_two[0]] - second),
                     ood_score=None if ood_scores is None else float(ood_scores[i]),
-                    trained_out_of_scope=forced[i] == "out_of_scope_class",
+                    trained_out_of_scope=forced[i] == OUT_OF_SCOPE_CLASS,
                     neighbours=neighbours[i],
                 )
             )
@@ -199,10 +198,15 @@ def load_bot(folder: str | Path, **options) -> Bot:
     return Bot(folder, **options)
 
 
-def _write_rows(path: Path, split: Split, intents: Sequence[str] | None = None) -> None:
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """One JSON object a line (the rows files the bot keeps and hands to training)."""
     with open(path, "w", encoding="utf-8") as out:
-        for text, intent in zip(split.texts, intents if intents is not None else split.labels):
-            out.write(json.dumps({"text": text, "label": intent}, ensure_ascii=False) + "\n")
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def labelled_rows(texts: Sequence[str], labels: Sequence, text_column: str = "text", label_column: str = "label"):
+    return ({text_column: text, label_column: label} for text, label in zip(texts, labels))
 
 
 def _train_intent_run(config: SupportConfig, train: Split, calibration: Split, out_of_scope: Split, into: Path) -> Run:
@@ -210,8 +214,9 @@ def _train_intent_run(config: SupportConfig, train: Split, calibration: Split, o
     calibration rows and the out-of-scope ones. Its data is kept in the bot: `update` replays it."""
     data = into / INTENT_DATA_FOLDER
     data.mkdir()
-    _write_rows(data / "train.jsonl", train)
-    _write_rows(data / "validation.jsonl", concat_splits([calibration, out_of_scope]))
+    write_jsonl(data / "train.jsonl", labelled_rows(train.texts, train.labels))
+    validation = concat_splits([calibration, out_of_scope])
+    write_jsonl(data / "validation.jsonl", labelled_rows(validation.texts, validation.labels))
     label = config.history.out_of_scope_label
     settings = [
         *([] if config.intent.recipe else DEFAULT_INTENT_SETTINGS),
@@ -243,9 +248,7 @@ def _calibration_rows(config: SupportConfig, history: Split) -> tuple[Split, Spl
     label = config.history.out_of_scope_label
     if config.calibration.path:
         given = read_history(config.calibration.path, config.history, answers=False)
-        in_scope_history = history.drop([i for i, intent in enumerate(history.labels) if intent == label])
-        out_positions = [i for i, intent in enumerate(given.labels) if label and intent == label]
-        return in_scope_history, given.drop(out_positions), given.take(out_positions)
+        return (by_scope(history, label)[0], *by_scope(given, label))
     return split_history(history, label, config.history.calibration_share, config.seed)
 
 
@@ -293,9 +296,7 @@ class Messages:
     intents: list[str | None]
 
     def save(self, path: Path) -> None:
-        with open(path, "w", encoding="utf-8") as out:
-            for text, intent in zip(self.texts, self.intents):
-                out.write(json.dumps({"text": text, "intent": intent}, ensure_ascii=False) + "\n")
+        write_jsonl(path, labelled_rows(self.texts, self.intents, label_column="intent"))
 
     @classmethod
     def load(cls, path: Path) -> Messages:
@@ -337,15 +338,16 @@ def assemble(
         read_in_batches(bot.read, messages.texts), messages.texts, messages.intents, bot.knowledge, config.policy
     )
     run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None else None
-    thresholds, found = calibrate(signals, config.policy, run_threshold)
+    points = sweep(signals, config.policy, run_threshold)
+    thresholds, found = calibrate(points, config.policy)
     if not found["met"]:
         log.warning(
-            "no thresholds reach the target answered accuracy %.0f%% on the calibration messages; the most "
-            "accurate ones are used (%.1f%%)",
+            "no thresholds reach the target answered accuracy %.0f%% (with the target out-of-scope recall) on the "
+            "calibration messages; the most accurate ones are used (%.1f%%)",
             100 * config.policy.target_accuracy,
             100 * (found["answered_accuracy"] or 0.0),
         )
-    calibration = {"chosen": found, "frontier": frontier(signals, config.policy, run_threshold)}
+    calibration = {"chosen": found, "frontier": frontier(points)}
     (staging / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=1) + "\n", encoding="utf-8")
     write_record(staging, record | {"thresholds": thresholds.to_json(), "calibration": found})
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from lmadapt.apps.support.bot import Bot, Messages
 from lmadapt.apps.support.knowledge import read_history
-from lmadapt.apps.support.policy import REASONS, Signals, figures, frontier
+from lmadapt.apps.support.policy import REASONS, Signals, figures, frontier, sweep
 
 RETRIEVAL_DEPTH = 10  # MRR@10 reads the ten nearest known questions
 
@@ -92,7 +92,8 @@ def evaluate_bot(bot: Bot, source: str, output: Path | None = None, progress: bo
         (output / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (output / "report.md").write_text(markdown_report(report), encoding="utf-8")
         run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None else None
-        plot_containment(frontier(signals, bot.config.policy, run_threshold), report, output / "containment.png")
+        points = sweep(signals, bot.config.policy, run_threshold)
+        plot_containment(frontier(points), report, output / "containment.png")
     return report
 
 

@@ -135,14 +135,17 @@ def knowledge_base(history: Split, templates: dict[str, str], per_intent: int | 
     return KnowledgeBase(kept.texts, list(answers), list(kept.labels), templates)
 
 
+def by_scope(split: Split, out_of_scope_label: str | None) -> tuple[Split, Split]:
+    """(in-scope rows, rows of the out-of-scope label)."""
+    outside = split.rows_of([out_of_scope_label]) if out_of_scope_label else []
+    return split.drop(outside), split.take(outside)
+
+
 def split_history(
     history: Split, out_of_scope_label: str | None, share: float, seed: int
 ) -> tuple[Split, Split, Split]:
     """(in-scope training rows, in-scope calibration rows, out-of-scope rows): a seeded stratified share of the
     in-scope rows calibrates."""
-    out_positions = [
-        i for i, intent in enumerate(history.labels) if out_of_scope_label and intent == out_of_scope_label
-    ]
-    in_scope, out_of_scope = history.drop(out_positions), history.take(out_positions)
+    in_scope, out_of_scope = by_scope(history, out_of_scope_label)
     train, calibration = split_off(in_scope, share, seed, "single_label")
     return train, calibration, out_of_scope

@@ -240,14 +240,19 @@ def threshold_grid(signals: Signals, policy: PolicyConfig, run_threshold: float 
     ]
 
 
-def calibrate(signals: Signals, policy: PolicyConfig, run_threshold: float | None) -> tuple[Thresholds, dict]:
-    """The thresholds that answer the most in-scope calibration messages at policy.target_accuracy among them, while
-    escalating at least policy.target_oos_recall of the out-of-scope ones; where none reaches both, the most accurate
-    of those that reach the recall (else the most accurate). Returns them and their figures (with `met`: whether the
-    targets were reached)."""
+def sweep(signals: Signals, policy: PolicyConfig, run_threshold: float | None) -> list[tuple[Thresholds, dict]]:
+    """Every combination of the threshold grid with its figures on the messages (scanned once, for `calibrate` and
+    `frontier` alike)."""
+    return [(thresholds, figures(signals, thresholds)) for thresholds in threshold_grid(signals, policy, run_threshold)]
+
+
+def calibrate(points: list[tuple[Thresholds, dict]], policy: PolicyConfig) -> tuple[Thresholds, dict]:
+    """Of a sweep's points, the thresholds that answer the most in-scope calibration messages at
+    policy.target_accuracy among them, while escalating at least policy.target_oos_recall of the out-of-scope ones;
+    where none reaches both, the most accurate of those that reach the recall (else the most accurate). Returns them
+    and their figures (with `met`: whether the targets were reached)."""
     best, best_key = None, None
-    for thresholds in threshold_grid(signals, policy, run_threshold):
-        found = figures(signals, thresholds)
+    for thresholds, found in points:
         accuracy = found["answered_accuracy"] or 0.0
         oos_ok = (
             policy.target_oos_recall is None
@@ -265,16 +270,12 @@ def calibrate(signals: Signals, policy: PolicyConfig, run_threshold: float | Non
     return best
 
 
-def frontier(signals: Signals, policy: PolicyConfig, run_threshold: float | None) -> list[dict]:
-    """Containment against answered accuracy over the threshold grid: the points no other point beats on both."""
-    points = []
-    for thresholds in threshold_grid(signals, policy, run_threshold):
-        found = figures(signals, thresholds)
-        if found["answered"]:
-            points.append(found | {"thresholds": thresholds.to_json()})
-    points.sort(key=lambda p: (-p["containment"], -p["answered_accuracy"]))
+def frontier(points: list[tuple[Thresholds, dict]]) -> list[dict]:
+    """Containment against answered accuracy over a sweep: the points no other point beats on both."""
+    answering = [found | {"thresholds": thresholds.to_json()} for thresholds, found in points if found["answered"]]
+    answering.sort(key=lambda p: (-p["containment"], -p["answered_accuracy"]))
     kept, best_accuracy = [], -1.0
-    for point in points:
+    for point in answering:
         if point["answered_accuracy"] > best_accuracy:
             kept.append(point)
             best_accuracy = point["answered_accuracy"]

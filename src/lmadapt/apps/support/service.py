@@ -136,7 +136,7 @@ def support_router(bot: Bot, store: ConversationStore, settings: ServiceSettings
         try:
             bot.check_reads([body.message], "message")
         except LmadaptError as error:
-            raise ApiError(422, "unreadable_text", error.what, fix=error.fix) from None
+            raise ApiError(422, "unreadable_texts", error.what, fix=error.fix) from None
         conversation_id = body.conversation_id or await in_store(store.start_conversation)
         if body.conversation_id and await in_store(store.is_handed_off, conversation_id):
             reply = {

@@ -5,7 +5,6 @@ calibrated again on the same calibration messages."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,9 @@ from lmadapt.apps.support.bot import (
     Messages,
     assemble,
     intent_data_settings,
+    labelled_rows,
     load_bot,
+    write_jsonl,
 )
 from lmadapt.apps.support.store import ConversationStore
 from lmadapt.errors import LmadaptError
@@ -61,18 +62,14 @@ def update_bot(
     def fill(staging: Path) -> None:
         learnt = staging / LEARNT_FILE
         data = bot.run.data_config()  # the columns the run reads (a reused run may name them otherwise)
-        with open(learnt, "w", encoding="utf-8") as out:
-            for row in rows:
-                written = {data.text_column: row["text"], data.label_column: row["intent"], "source": row["source"]}
-                out.write(json.dumps(written, ensure_ascii=False) + "\n")
+        columns = (data.text_column, data.label_column)
+        write_jsonl(learnt, ({columns[0]: r["text"], columns[1]: r["intent"], "source": r["source"]} for r in rows))
         # The update is measured (and its out-of-scope threshold refitted) on the in-scope calibration messages.
         messages = Messages.load(folder / MESSAGES_FILE)
         check = staging / ".calibration-in-scope.jsonl"
-        with open(check, "w", encoding="utf-8") as out:
-            for text, intent in zip(messages.texts, messages.intents):
-                if intent is not None:
-                    out.write(json.dumps({data.text_column: text, data.label_column: intent}, ensure_ascii=False))
-                    out.write("\n")
+        in_scope = [i for i, intent in enumerate(messages.intents) if intent is not None]
+        texts, intents = [messages.texts[i] for i in in_scope], [messages.intents[i] for i in in_scope]
+        write_jsonl(check, labelled_rows(texts, intents, *columns))
         # The run is updated from a copy inside the new version: continual learning writes its result beside it.
         start = staging / ".previous-intent"
         shutil.copytree(bot.run.path, start)
