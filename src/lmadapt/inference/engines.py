@@ -1,17 +1,20 @@
-"""Inference engines: what turns one padded batch of token ids into logits.
+"""Inference engines: what turns one padded batch of token ids into logits (and, `with_features`, the classifier's
+features: the input of its classification head, one vector a text).
 
 - `torch`: the PyTorch model, inference mode (fp32, or bf16 weights with `torch-bf16`).
 - `onnx`, `onnx-int8`: ONNX Runtime on the graph `lmadapt export` wrote into the run folder.
 - `openvino`: OpenVINO on the exported float32 graph (in bf16 on a CPU with AMX, OpenVINO's default there).
 
 Every engine is thread-safe for concurrent calls, so a Predictor can run batches on several threads
-(each engine thread on one core: on a small CPU this beats one batch on all cores, DESIGN.md 8).
+(each engine thread on one core: on a small CPU this beats one batch on all cores, DESIGN.md 8). An exported graph
+gives the features where `lmadapt export` wrote them as its second output, `features`.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,19 +22,32 @@ import numpy as np
 import torch
 
 from lmadapt.errors import LmadaptError, did_you_mean
+from lmadapt.models.classifier import classification_head
 
 TORCH, TORCH_BF16, ONNX, ONNX_INT8, OPENVINO, AUTO = "torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "auto"
 BACKENDS = (AUTO, TORCH, TORCH_BF16, ONNX, ONNX_INT8, OPENVINO)
 ONNX_FOLDER = "onnx"
 ONNX_FILES = {ONNX: "model.onnx", ONNX_INT8: "model.int8.onnx", OPENVINO: "model.onnx"}  # the graph each runs
+LOGITS, FEATURES = "logits", "features"  # an exported graph's outputs
+
+
+def no_features_in(path: Path) -> LmadaptError:
+    return LmadaptError(
+        "this exported graph has no `features` output (exported by an older lmadapt, or its head reads every token)",
+        where=str(path),
+        fix="export the run again (lmadapt export RUN --format onnx), or use --backend torch",
+    )
 
 
 class TorchEngine:
     """A PyTorch classifier on CPU or GPU; its logits as float32 numpy."""
 
+    has_features = True
+
     def __init__(self, model, name: str = TORCH):
         self.model = model
         self.name = name
+        self._seen = threading.local()  # batches may run on several threads; each reads its own features
 
     @property
     def input_names(self) -> list[str] | None:
@@ -42,6 +58,22 @@ class TorchEngine:
         with torch.inference_mode():
             inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
             return self.model(**inputs).logits.float().cpu().numpy()
+
+    def with_features(self, batch: dict[str, np.ndarray], num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+        """The logits and the input of the classification head (the last linear layer with `num_labels` outputs)."""
+        head = classification_head(self.model, num_labels)
+        hook = head.register_forward_pre_hook(lambda _module, args: setattr(self._seen, "features", args[0]))
+        try:
+            logits = self(batch)
+        finally:
+            hook.remove()
+        features = self._seen.features
+        if features.dim() != 2:
+            raise LmadaptError(
+                "this run's head reads every token, not one vector a text: it has no text features",
+                fix="embed with an encoder run (full, head, lora, adapter, ...) or a backbone",
+            )
+        return logits, features.detach().float().cpu().numpy()
 
 
 def unloadable(runtime: str, error: Exception, path: Path, fix: str) -> LmadaptError:
@@ -68,10 +100,19 @@ class OnnxEngine:
         self.name = name
         self.path = path
         self.input_names = [item.name for item in self.session.get_inputs()]
+        self.has_features = FEATURES in {item.name for item in self.session.get_outputs()}
+
+    def _run(self, batch: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        feed = {name: batch[name].astype(np.int64, copy=False) for name in self.input_names}
+        return [array.astype(np.float32, copy=False) for array in self.session.run(outputs, feed)]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: batch[name].astype(np.int64, copy=False) for name in self.input_names}
-        return self.session.run(["logits"], feed)[0].astype(np.float32, copy=False)
+        return self._run(batch, [LOGITS])[0]
+
+    def with_features(self, batch: dict[str, np.ndarray], num_labels: int | None = None) -> tuple[np.ndarray, ...]:
+        if not self.has_features:
+            raise no_features_in(self.path)
+        return tuple(self._run(batch, [LOGITS, FEATURES]))
 
 
 class OpenVinoEngine:
@@ -94,19 +135,29 @@ class OpenVinoEngine:
         self.name = OPENVINO
         self.path = path
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
-        self.logits = self.compiled.output("logits")
+        self.outputs = {name: port for port in self.compiled.outputs for name in port.get_names()}
+        self.has_features = FEATURES in self.outputs
         self.idle = queue.SimpleQueue()  # infer requests not in use: one per concurrent call, made as needed
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def _run(self, batch: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
         try:
             request = self.idle.get_nowait()
         except queue.Empty:
             request = self.compiled.create_infer_request()
         try:
             feed = {name: batch[name].astype(np.int64, copy=False) for name in self.input_names}
-            return np.array(request.infer(feed)[self.logits], dtype=np.float32)
+            found = request.infer(feed)
+            return [np.array(found[self.outputs[name]], dtype=np.float32) for name in outputs]
         finally:
             self.idle.put(request)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self._run(batch, [LOGITS])[0]
+
+    def with_features(self, batch: dict[str, np.ndarray], num_labels: int | None = None) -> tuple[np.ndarray, ...]:
+        if not self.has_features:
+            raise no_features_in(self.path)
+        return tuple(self._run(batch, [LOGITS, FEATURES]))
 
 
 ENGINES = (TorchEngine, OnnxEngine, OpenVinoEngine)

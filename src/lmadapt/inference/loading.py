@@ -54,29 +54,34 @@ def load_predictor(
     chosen = resolve_backend(folder, backend, signed)
     # The torch predictor (loaded once per run) already holds the detector; other paths read it here.
     ood = torch_predictor().ood if chosen == TORCH else OodDetector.load(folder)
-    if ood is not None and ood.needs_features and chosen not in (TORCH, TORCH_BF16):
+    engine, tokenizer = _engine(chosen, folder, config, labels, torch_predictor, max(1, engine_workers or workers))
+    if ood is not None and ood.needs_features and not engine.has_features:
         if backend != "auto":
             raise LmadaptError(
-                f"this run's out-of-scope score ({ood.method}) reads the classifier's features, which an exported "
-                f"graph does not give ({chosen})",
+                f"this run's out-of-scope score ({ood.method}) reads the classifier's features, which its {chosen} "
+                "graph does not give (exported by an older lmadapt)",
                 where=str(folder),
-                fix="use --backend torch (or auto), or retrain with ood.method=msp or energy, which read the logits",
+                fix=f"export the run again (lmadapt export {folder} --format onnx), or use --backend torch",
             )
-        chosen = TORCH
-    if chosen == TORCH:
         loaded = torch_predictor()
         engine, tokenizer = loaded.engine, loaded.tokenizer
-    elif chosen == TORCH_BF16:  # a model of its own, on the shared bf16 copy of its backbone
-        model, reader = load_model_and_reader(folder / "model", config, labels, share_backbone=True)
-        engine = TorchEngine(cast_keeping_shared(model, torch.bfloat16), TORCH_BF16)
-        tokenizer = reader or load_input_tokenizer(folder / "model", config)
-    else:  # an exported graph
-        graph, concurrent = folder / onnx_file(chosen), max(1, engine_workers or workers)
-        if chosen == OPENVINO:
-            engine = OpenVinoEngine(graph, streams=concurrent)
-        else:
-            engine = OnnxEngine(graph, chosen, threads=threads_per_worker(concurrent))
-        tokenizer = load_input_tokenizer(folder / "model", config)
     return Predictor(
         engine, tokenizer, labels, max_length, batch_size=batch_size, workers=workers, guard=guard, ood=ood
     )
+
+
+def _engine(chosen: str, folder: Path, config, labels: LabelMap, torch_predictor, concurrent: int):
+    """(engine, tokenizer) of the inference path `chosen`; `concurrent` calls share the cores."""
+    if chosen == TORCH:
+        loaded = torch_predictor()
+        return loaded.engine, loaded.tokenizer
+    if chosen == TORCH_BF16:  # a model of its own, on the shared bf16 copy of its backbone
+        model, reader = load_model_and_reader(folder / "model", config, labels, share_backbone=True)
+        engine = TorchEngine(cast_keeping_shared(model, torch.bfloat16), TORCH_BF16)
+        return engine, reader or load_input_tokenizer(folder / "model", config)
+    graph = folder / onnx_file(chosen)  # an exported graph
+    if chosen == OPENVINO:
+        engine = OpenVinoEngine(graph, streams=concurrent)
+    else:
+        engine = OnnxEngine(graph, chosen, threads=threads_per_worker(concurrent))
+    return engine, load_input_tokenizer(folder / "model", config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ from lmadapt.inference.engines import ENGINES, TorchEngine
 from lmadapt.inference.guard import checked_texts
 from lmadapt.inference.ood import OodDetector
 from lmadapt.inference.scores import decisions, scores_from_logits
-from lmadapt.models.classifier import classification_head
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int):
@@ -106,37 +104,21 @@ class Predictor:
 
     def features(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
         """The classifier's view of each text: the input of its classification head (e.g. the pooled [CLS] state,
-        or a sentence embedding), one float32 row a text. Read from the PyTorch model."""
+        or a sentence embedding), one float32 row a text (from an exported graph: its `features` output)."""
         return self.logits_and_features(checked_texts(texts), pairs)[1]
 
     def logits_and_features(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """The logits and the features (see `features`) of each text, from one forward pass."""
-        model = self.model
-        if model is None:
-            raise LmadaptError(
-                "features are read from the PyTorch model, not an exported graph", fix="use backend torch"
-            )
-        head = classification_head(model, len(self.labels))
-        seen = threading.local()  # batches may run on several threads; each reads its own
-        hook = head.register_forward_pre_hook(lambda _module, args: setattr(seen, "features", args[0]))
-
-        def read(batch) -> np.ndarray:
-            logits = self.engine(batch)
-            if seen.features.dim() != 2:
-                raise LmadaptError(
-                    "this run's head reads every token, not one vector a text: it has no text features",
-                    fix="embed with an encoder run (full, head, lora, adapter, ...) or a backbone",
-                )
-            return np.concatenate([logits, seen.features.detach().float().cpu().numpy()], axis=1)
-
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
-        try:
-            both = self._each_batch(texts, pairs, read, progress)
-        finally:
-            hook.remove()
+        both = self._each_batch(
+            texts,
+            pairs,
+            lambda batch: np.concatenate(self.engine.with_features(batch, len(self.labels)), axis=1),
+            progress,
+        )
         return both[:, : len(self.labels)], both[:, len(self.labels) :]
 
     def _each_batch(self, texts: Sequence[str], pairs: Sequence[str] | None, read, progress: bool) -> np.ndarray:

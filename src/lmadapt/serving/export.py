@@ -9,14 +9,27 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.preprocessing import normalize
 
 from lmadapt.errors import LmadaptError
-from lmadapt.inference.engines import ONNX, ONNX_FILES, ONNX_FOLDER, ONNX_INT8, OnnxEngine, onnx_file
+from lmadapt.inference.engines import (
+    FEATURES,
+    LOGITS,
+    ONNX,
+    ONNX_FILES,
+    ONNX_FOLDER,
+    ONNX_INT8,
+    OnnxEngine,
+    TorchEngine,
+    onnx_file,
+)
 from lmadapt.inference.predictor import Predictor
+from lmadapt.models.classifier import classification_head
 from lmadapt.models.peft_models import adapter_folds
 from lmadapt.runs import Run, manifest_entry, update_manifest, write_file_atomic
 from lmadapt.serving.merge import parity_texts
@@ -31,16 +44,38 @@ PARITY_TEXTS = 256
 REPORT = "export.json"
 
 
-class LogitsOnly(torch.nn.Module):
-    """The classifier with positional token inputs and logits as its one output: what the exporter traces."""
+class ClassifierOutputs(torch.nn.Module):
+    """The classifier with positional token inputs, as the exporter traces it: its outputs are the logits and, given
+    the classification `head` (one that reads one vector a text), that vector as `features` (what the out-of-scope
+    scores and the support bot's retrieval read)."""
 
-    def __init__(self, model, input_names: list[str]):
+    def __init__(self, model, input_names: list[str], head=None):
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.head = head
 
     def forward(self, *inputs):
-        return self.model(**dict(zip(self.input_names, inputs))).logits
+        seen = {}
+        hook = None
+        if self.head is not None:
+            hook = self.head.register_forward_pre_hook(lambda _module, args: seen.update(features=args[0]))
+        try:
+            logits = self.model(**dict(zip(self.input_names, inputs))).logits
+        finally:
+            if hook is not None:
+                hook.remove()
+        return (logits, seen["features"]) if self.head is not None else logits
+
+
+def feature_head(model, num_labels: int, sample: dict):
+    """The classification head whose input is one vector a text (exported as `features`), or None (a head that reads
+    every token, or a model scoring labels another way)."""
+    try:
+        TorchEngine(model).with_features({name: value.numpy() for name, value in sample.items()}, num_labels)
+    except LmadaptError:
+        return None
+    return classification_head(model, num_labels)
 
 
 def exportable_model(run: Run):
@@ -51,54 +86,74 @@ def exportable_model(run: Run):
     return model.float().eval()
 
 
-def trace_to_onnx(model, tokenizer, target: Path) -> None:
+def trace_to_onnx(model, tokenizer, num_labels: int, target: Path) -> list[str]:
+    """Write the graph; returns its output names (logits, and features where the head reads one vector a text)."""
     sample = tokenizer(
         ["a short example", "a somewhat longer example sentence to trace"], padding=True, return_tensors="pt"
     )
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
-    dynamic = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    head = feature_head(model, num_labels, {name: sample[name] for name in names})
+    outputs = [LOGITS] + ([FEATURES] if head is not None else [])
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names} | {output: {0: "batch"} for output in outputs}
     try:
-        torch.onnx.export(
-            LogitsOnly(model, names),
-            tuple(sample[name] for name in names),
-            str(target),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes=dynamic,
-            opset_version=17,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():  # the tracer's notes on Python-level branches it fixes: not the user's concern
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                ClassifierOutputs(model, names, head),
+                tuple(sample[name] for name in names),
+                str(target),
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes=dynamic,
+                opset_version=17,
+                dynamo=False,
+            )
     except Exception as error:  # the tracer's errors name the operation it could not express
         raise LmadaptError(
             f"this model does not export to ONNX: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
             fix="serve the run with --backend torch (length-sorted batches, inference mode)",
         ) from None
+    return outputs
 
 
 def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    prepared = target.with_name("prepared-" + source.name)
     try:
-        # Per-channel weights halve the probability drift of per-tensor ones (DESIGN.md 8).
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        # Shapes inferred and the graph optimised first, as onnxruntime advises; per-channel weights halve the
+        # probability drift of per-tensor ones (DESIGN.md 8).
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True)
     except Exception as error:  # onnxruntime's own errors: name them, no traceback
         raise LmadaptError(
             f"int8 quantization failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
             fix="export without --quantize (float32), or serve with --backend torch-bf16",
         ) from None
+    finally:
+        prepared.unlink(missing_ok=True)
 
 
-def parity(run: Run, tokenizer, reference: np.ndarray, texts: list[str], path: Path, backend: str) -> dict:
-    """How far the exported graph's probabilities and labels are from the PyTorch model's on `texts`."""
-    exported = Predictor(OnnxEngine(path, backend), tokenizer, run.labels, run.max_length).scores(texts)
-    difference = np.abs(exported - reference)
-    return {
+def parity(run: Run, tokenizer, reference: dict, texts: list[str], path: Path, backend: str) -> dict:
+    """How far the exported graph's probabilities, labels and features are from the PyTorch model's on `texts`
+    (`reference`: its scores, and its features where the graph gives them)."""
+    exported = Predictor(OnnxEngine(path, backend), tokenizer, run.labels, run.max_length)
+    expected, found = reference[LOGITS], exported.scores(texts)
+    difference = np.abs(found - expected)
+    checked = {
         "max_probability_difference": float(difference.max()),
         "mean_probability_difference": float(difference.mean()),
-        "label_agreement": float((exported.argmax(axis=1) == reference.argmax(axis=1)).mean()),
+        "label_agreement": float((found.argmax(axis=1) == expected.argmax(axis=1)).mean()),
         "texts_checked": len(texts),
         "bytes": path.stat().st_size,
     }
+    if exported.engine.has_features:  # how closely the features follow: cosine similarity, text by text
+        similarity = np.sum(
+            normalize(exported.features(texts)) * normalize(reference[FEATURES]), axis=1, dtype=np.float64
+        )
+        checked |= {"min_feature_cosine": float(similarity.min()), "mean_feature_cosine": float(similarity.mean())}
+    return checked
 
 
 def export_onnx(
@@ -116,14 +171,17 @@ def export_onnx(
     model = exportable_model(run)
     tokenizer = run.load_tokenizer()
     texts = parity_texts(run, limit=PARITY_TEXTS)
-    reference = Predictor(model, tokenizer, run.labels, run.max_length).scores(texts)
+    torch_predictor = Predictor(model, tokenizer, run.labels, run.max_length)
     folder = run.path / ONNX_FOLDER
     report_path = folder / REPORT
     written = [onnx_file(b) for b in backends] + [f"{ONNX_FOLDER}/{REPORT}"]  # as the manifest names them
     reports = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="lmadapt-export-") as scratch:
         built = {ONNX: Path(scratch) / ONNX_FILES[ONNX]}
-        trace_to_onnx(model, tokenizer, built[ONNX])
+        outputs = trace_to_onnx(model, tokenizer, len(run.labels), built[ONNX])
+        reference = {LOGITS: torch_predictor.scores(texts)}
+        if FEATURES in outputs:
+            reference[FEATURES] = torch_predictor.features(texts)
         if len(list(Path(scratch).iterdir())) > 1:  # over 2 GB, the weights go to files beside the graph
             raise LmadaptError(
                 "this model is larger than one ONNX file holds (2 GB); lmadapt exports graphs up to that size",
@@ -146,7 +204,7 @@ def export_onnx(
                     where=str(run.path),
                     fix="serve the run with --backend torch, or relax --tolerance / --min-agreement if this drift is acceptable",
                 )
-            reports[backend] = checked | {"file": onnx_file(backend)}
+            reports[backend] = checked | {"file": onnx_file(backend), "outputs": outputs}
         # Unlist the old graphs first, then move the new ones in, then sign them: an interruption leaves
         # at worst unlisted files, which `auto` does not use and loading does not check.
         update_manifest(run.path, {name: None for name in written})
