@@ -59,15 +59,20 @@ class FeatureStatistics:
             bank = bank[np.sort(np.random.default_rng(seed).choice(len(bank), max_bank_rows, replace=False))]
         return cls(means.astype(np.float32), precision.astype(np.float32), bank.astype(np.float32), k)
 
+    @cached_property
+    def _projected_means(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P in float64, P mu for every class, mu'P mu for every class): the parts of the distance that do not
+        depend on the text, computed once."""
+        precision, means = self.precision.astype(np.float64), self.class_means.astype(np.float64)
+        projected = means @ precision
+        return precision, projected, np.einsum("ij,ij->i", projected, means)
+
     def mahalanobis(self, features: np.ndarray) -> np.ndarray:
         """Squared distance to the nearest class mean: f'Pf - 2 f'P mu + mu'P mu, for every class at once."""
         features = features.astype(np.float64)
-        precision, means = self.precision.astype(np.float64), self.class_means.astype(np.float64)
-        projected = features @ precision
-        own = np.einsum("ij,ij->i", projected, features)
-        cross = projected @ means.T
-        of_means = np.einsum("ij,jk,ik->i", means, precision, means)
-        return (own[:, None] - 2 * cross + of_means[None, :]).min(axis=1)
+        precision, projected_means, of_means = self._projected_means
+        own = np.einsum("ij,ij->i", features @ precision, features)
+        return (own[:, None] - 2 * features @ projected_means.T + of_means[None, :]).min(axis=1)
 
     @cached_property
     def _neighbours(self) -> NearestNeighbors:
