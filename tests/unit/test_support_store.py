@@ -13,7 +13,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from lmadapt.apps.support.store import ConversationStore
+from lmadapt.apps.support.store import ConversationStore, new_conversation_id
 from lmadapt.errors import LmadaptError
 from tests.conftest import REPO
 
@@ -52,14 +52,14 @@ def test_a_conversation_round_trips_with_its_handoff_resolution_and_feedback(sto
     unsure = store.start_conversation()
     first = store.add_turn(unsure, "my transfer is stuck", UNSURE_REPLY)
     second = store.add_turn(unsure, "it has been two days", UNSURE_REPLY)
-    assert not store.is_handed_off(unsure)
-    assert store.recent_failures(unsure, window=3) == 2
-    assert store.recent_failures(answered, window=3) == 0
-    assert store.recent_failures(answered, window=3, min_confidence=0.95) == 1
+    assert store.state(unsure, window=3) == {"status": "bot", "recent_failures": 2}
+    assert store.state(unsure, window=1)["recent_failures"] == 1
+    assert store.state(answered, window=3)["recent_failures"] == 0
+    assert store.state(answered, window=3, min_confidence=0.95)["recent_failures"] == 1
 
     store.hand_off(unsure, agent="ana", note="two failed answers")
     again = store.hand_off(unsure)  # idempotent: same status, agent and handoff time
-    assert store.is_handed_off(unsure)
+    assert store.state(unsure, window=3)["status"] == "handed_off"
     assert (again["status"], again["agent"]) == ("handed_off", "ana")
     message = store.add_agent_message(unsure, "I have found it: it arrives today.")
     resolved = store.resolve(unsure, "pending_transfer")
@@ -107,6 +107,22 @@ def test_a_correction_overrides_the_handoff_label_of_its_turn_and_unhanded_resol
     ]
 
 
+def test_a_turn_starts_and_hands_off_its_conversation_in_one_transaction(store):
+    started = new_conversation_id()
+    turn = store.add_turn(started, "I want a person", UNSURE_REPLY, start=True, hand_off="user_asked_for_human")
+    stored = store.conversation(started)
+    assert [t["id"] for t in stored["turns"]] == [turn]
+    assert stored["status"] == "handed_off"
+    assert [(m["kind"], m["text"]) for m in stored["messages"]] == [("note", "user_asked_for_human")]
+    # A turn whose handoff is refused is not stored either: the client gets the error, nothing half-written.
+    store.resolve(started, None)
+    with pytest.raises(LmadaptError, match="is already resolved"):
+        store.add_turn(started, "hello again", UNSURE_REPLY, hand_off="repeated_failure")
+    assert len(store.conversation(started)["turns"]) == 1
+    with pytest.raises(sa.exc.IntegrityError):  # an id taken is not started twice
+        store.add_turn(started, "hello", CARD_REPLY, start=True)
+
+
 def test_everything_survives_reopening(store_url):
     with ConversationStore(store_url) as store:
         conversation_id = store.start_conversation()
@@ -116,7 +132,7 @@ def test_everything_survives_reopening(store_url):
         before = store.conversation(conversation_id)
     with ConversationStore(store_url) as reopened:
         assert reopened.conversation(conversation_id) == before
-        assert reopened.is_handed_off(conversation_id)
+        assert reopened.state(conversation_id, window=3)["status"] == "handed_off"
         assert reopened.training_rows() == [
             {"text": "lost my card", "intent": "lost_or_stolen_card", "source": "feedback", "id": "feedback-1"}
         ]
@@ -167,7 +183,7 @@ def test_two_stores_on_one_sqlite_file_lose_nothing(tmp_path):
 
 WRITER = """
 import sys
-from lmadapt.apps.support.store import ConversationStore
+from lmadapt.apps.support.store import ConversationStore, new_conversation_id
 
 store = ConversationStore(sys.argv[1])
 for n in range(100_000):  # bounded, should the test die before killing it
@@ -206,7 +222,7 @@ def test_unknown_conversations_and_turns_are_refused(store):
         lambda: store.conversation("nope"),
         lambda: store.hand_off("nope"),
         lambda: store.add_feedback("nope", None, rating="up"),
-        lambda: store.is_handed_off("nope"),
+        lambda: store.state("nope", window=3),
     ):
         with pytest.raises(LmadaptError, match="no conversation 'nope'"):
             call()

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lmadapt.apps.support.bot import Bot
 from lmadapt.apps.support.policy import HANDOFF_REASONS
-from lmadapt.apps.support.store import ConversationStore, UnknownConversation
+from lmadapt.apps.support.store import ConversationStore, UnknownConversation, new_conversation_id
 from lmadapt.errors import LmadaptError
 from lmadapt.serving.errors import ERROR_RESPONSES, ApiError
 from lmadapt.serving.routes import ServiceRouter, model_pool
@@ -102,12 +102,12 @@ def support_router(bot: Bot, store: ConversationStore, settings: ServiceSettings
     replies = None
     intents = set(bot.run.labels.labels)
 
-    def in_store(call, *args):
+    def in_store(call, *args, **options):
         """A store call off the event loop; an unknown conversation is a 404, another refusal a 409."""
 
         def guarded():
             try:
-                return call(*args)
+                return call(*args, **options)
             except UnknownConversation as error:
                 raise ApiError(
                     404, "unknown_conversation", error.what, fix="start a conversation with POST /v1/chat"
@@ -137,8 +137,13 @@ def support_router(bot: Bot, store: ConversationStore, settings: ServiceSettings
             bot.check_reads([body.message], "message")
         except LmadaptError as error:
             raise ApiError(422, "unreadable_texts", error.what, fix=error.fix) from None
-        conversation_id = body.conversation_id or await in_store(store.start_conversation)
-        if body.conversation_id and await in_store(store.is_handed_off, conversation_id):
+        conversation_id = body.conversation_id or new_conversation_id()
+        state = (
+            await in_store(store.state, conversation_id, bot.config.policy.max_failures)
+            if body.conversation_id
+            else {"status": "bot", "recent_failures": 0}
+        )
+        if state["status"] == "handed_off":
             reply = {
                 "answer": None,
                 "intent": None,
@@ -149,12 +154,7 @@ def support_router(bot: Bot, store: ConversationStore, settings: ServiceSettings
             }
         else:
             reading = (await pool.read(READER, [body.message]))[0]
-            failures = (
-                await in_store(store.recent_failures, conversation_id, bot.config.policy.max_failures)
-                if body.conversation_id
-                else 0
-            )
-            decided = bot.reply(body.message, reading, failures)
+            decided = bot.reply(body.message, reading, state["recent_failures"])
             reply = {
                 "answer": decided.answer,
                 "intent": decided.intent,
@@ -164,9 +164,14 @@ def support_router(bot: Bot, store: ConversationStore, settings: ServiceSettings
                 "reason": decided.reason,
             }
         reply["latency_ms"] = round(1000 * (time.perf_counter() - started), 2)
-        turn_id = await in_store(store.add_turn, conversation_id, body.message, reply)
-        if reply["reason"] in HANDOFF_REASONS:
-            await in_store(store.hand_off, conversation_id, None, reply["reason"])
+        turn_id = await in_store(
+            store.add_turn,
+            conversation_id,
+            body.message,
+            reply,
+            start=body.conversation_id is None,
+            hand_off=reply["reason"] if reply["reason"] in HANDOFF_REASONS else None,
+        )
         replies.labels(reply["reason"] or "answered").inc()
         return ChatResponse(
             conversation_id=conversation_id, turn_id=turn_id, **{k: v for k, v in reply.items() if k != "latency_ms"}
@@ -210,6 +215,7 @@ def support_router(bot: Bot, store: ConversationStore, settings: ServiceSettings
             "version": bot.version,
             "intents": sorted(intents),
             "thresholds": bot.thresholds.to_json(),
+            "backend": bot.backend,
             "max_chars": settings.max_chars,
         }
 
@@ -234,12 +240,15 @@ def serve_bot(
     folder,
     store_url: str | None,
     settings: ServiceSettings,
+    backend: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     shutdown_timeout_s: float = 30.0,
     announce=print,
 ) -> None:
-    """Serve a bot folder until SIGINT or SIGTERM (see `lmadapt support serve`)."""
+    """Serve a bot folder until SIGINT or SIGTERM (see `lmadapt support serve`); `backend` (default: the one its
+    thresholds were calibrated on) reads the messages, and serves /v1/predict too."""
+    import dataclasses
     from pathlib import Path
 
     from lmadapt.apps.support.bot import load_bot
@@ -248,9 +257,18 @@ def serve_bot(
     from lmadapt.serving.app import serve_forever
 
     folder = Path(folder)
-    bot = load_bot(folder, backend=settings.backend, engine_workers=worker_count(settings.workers))
+    bot = load_bot(folder, backend=backend, engine_workers=worker_count(settings.workers))
+    if bot.backend != bot.calibrated_backend:
+        announce(
+            f"note: the thresholds were calibrated on {bot.calibrated_backend} readings; served on {bot.backend}, "
+            "its out-of-scope and confidence scores may differ a little"
+        )
+    settings = dataclasses.replace(settings, backend=bot.backend)
     url = store_url or default_store_url(folder, bot.name)
     with ConversationStore(url) as store:
         app = create_support_app(bot, store, settings)
-        announce(f"serving {bot.name} v{bot.version} on http://{host}:{port} (chat page: /, docs: /docs); store: {url}")
+        announce(
+            f"serving {bot.name} v{bot.version} on http://{host}:{port} (chat page: /, docs: /docs); reading on "
+            f"{bot.backend}; store: {url}"
+        )
         serve_forever(app, host, port, shutdown_timeout_s)

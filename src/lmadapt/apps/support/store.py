@@ -8,7 +8,10 @@ runs in WAL mode with synchronous=FULL, a busy timeout and foreign keys on, and 
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -104,6 +107,10 @@ feedback = Table(
 )
 
 
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -178,17 +185,21 @@ class ConversationStore:
     def __init__(self, url: str):
         database_url = _database_url(url)
         self._where = database_url.render_as_string(hide_password=True)
+        sqlite = database_url.get_backend_name() == "sqlite"
         try:
-            self._engine = create_engine(database_url, pool_pre_ping=database_url.get_backend_name() == "postgresql")
+            self._engine = create_engine(database_url, pool_pre_ping=not sqlite)
         except ModuleNotFoundError as error:
             raise LmadaptError(
                 f"the PostgreSQL driver is not installed ({error.name})",
                 where=self._where,
                 fix="pip install 'lmadapt[postgres]'",
             ) from None
-        if database_url.get_backend_name() == "sqlite":
+        if sqlite:
             _sqlite_settings(self._engine)
         self._writer = self._engine.execution_options(lmadapt_write=True)
+        # SQLite has one writer at a time: this process's writers queue on a lock rather than in SQLite's busy
+        # handler, whose sleeps (up to 100 ms each) would stretch the slowest replies under load.
+        self._write_lock = threading.Lock() if sqlite else nullcontext()
         try:
             self._prepare_schema()
         except OperationalError as error:
@@ -203,8 +214,14 @@ class ConversationStore:
             self._engine.dispose()
             raise
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction, committed on leaving the block."""
+        with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
     def _prepare_schema(self) -> None:
-        with self._writer.begin() as conn:
+        with self._writing() as conn:
             if conn.dialect.name == "postgresql":  # two services starting at once must not both create tables
                 conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
             metadata.create_all(conn)
@@ -229,13 +246,21 @@ class ConversationStore:
         return row
 
     def start_conversation(self) -> str:
-        conversation_id = uuid.uuid4().hex
-        with self._writer.begin() as conn:
-            conn.execute(conversations.insert().values(id=conversation_id, status="bot", created_at=_now()))
+        conversation_id = new_conversation_id()
+        with self._writing() as conn:
+            self._insert_conversation(conn, conversation_id)
         return conversation_id
 
-    def add_turn(self, conversation_id: str, user_text: str, reply: dict) -> int:
-        """The customer's message and the bot's reply, stored together; returns the turn id."""
+    @staticmethod
+    def _insert_conversation(conn: Connection, conversation_id: str) -> None:
+        conn.execute(conversations.insert().values(id=conversation_id, status="bot", created_at=_now()))
+
+    def add_turn(
+        self, conversation_id: str, user_text: str, reply: dict, *, start: bool = False, hand_off: str | None = None
+    ) -> int:
+        """The customer's message and the bot's reply, stored together; returns the turn id. In the same transaction,
+        `start` creates the conversation (an id from new_conversation_id()) and `hand_off` (a note: why) passes it to a
+        person."""
         if not isinstance(user_text, str) or not user_text.strip():
             raise LmadaptError("a turn needs the customer's text (a non-empty string)", where=self._where)
         unknown = sorted(set(reply) - set(REPLY_KEYS))
@@ -243,8 +268,10 @@ class ConversationStore:
             raise LmadaptError(
                 f"unknown reply field '{unknown[0]}'", where=self._where, fix=did_you_mean(unknown[0], REPLY_KEYS)
             )
-        with self._writer.begin() as conn:
-            self._conversation_row(conn, conversation_id)
+        with self._writing() as conn:
+            if start:
+                self._insert_conversation(conn, conversation_id)
+            row = self._conversation_row(conn, conversation_id)
             result = conn.execute(
                 turns.insert().values(
                     conversation_id=str(conversation_id),
@@ -259,6 +286,8 @@ class ConversationStore:
                     created_at=_now(),
                 )
             )
+            if hand_off is not None:
+                self._hand_off(conn, row, None, hand_off)
         return result.inserted_primary_key[0]
 
     def conversation(self, conversation_id: str) -> dict:
@@ -297,31 +326,33 @@ class ConversationStore:
 
     def hand_off(self, conversation_id: str, agent: str | None = None, note: str | None = None) -> dict:
         """Pass the conversation to a person. Again on a handed-off one only adds the agent or note given."""
-        with self._writer.begin() as conn:
-            row = self._conversation_row(conn, conversation_id)
-            if row.status == "resolved":
-                raise LmadaptError(
-                    f"conversation '{row.id}' is already resolved", where=self._where, fix="start a new conversation"
-                )
-            changes = {"status": "handed_off"}
-            if row.handed_off_at is None:
-                changes["handed_off_at"] = _now()
-            if agent is not None:
-                changes["agent"] = agent
-            conn.execute(update(conversations).where(conversations.c.id == row.id).values(**changes))
-            if note:
-                conn.execute(
-                    messages.insert().values(
-                        conversation_id=row.id, kind="note", author=agent or row.agent, text=note, created_at=_now()
-                    )
-                )
+        with self._writing() as conn:
+            self._hand_off(conn, self._conversation_row(conn, conversation_id), agent, note)
         return self.conversation(conversation_id)
+
+    def _hand_off(self, conn: Connection, row, agent: str | None, note: str | None) -> None:
+        if row.status == "resolved":
+            raise LmadaptError(
+                f"conversation '{row.id}' is already resolved", where=self._where, fix="start a new conversation"
+            )
+        changes = {"status": "handed_off"}
+        if row.handed_off_at is None:
+            changes["handed_off_at"] = _now()
+        if agent is not None:
+            changes["agent"] = agent
+        conn.execute(update(conversations).where(conversations.c.id == row.id).values(**changes))
+        if note:
+            conn.execute(
+                messages.insert().values(
+                    conversation_id=row.id, kind="note", author=agent or row.agent, text=note, created_at=_now()
+                )
+            )
 
     def add_agent_message(self, conversation_id: str, text: str) -> int:
         """A person's reply in a handed-off conversation; returns the message id."""
         if not isinstance(text, str) or not text.strip():
             raise LmadaptError("an agent's message needs text (a non-empty string)", where=self._where)
-        with self._writer.begin() as conn:
+        with self._writing() as conn:
             row = self._conversation_row(conn, conversation_id)
             if row.status != "handed_off":
                 raise LmadaptError(
@@ -338,7 +369,7 @@ class ConversationStore:
 
     def resolve(self, conversation_id: str, intent: str | None) -> dict:
         """A person closes the conversation, naming the customer's intent (a training label if it was handed off)."""
-        with self._writer.begin() as conn:
+        with self._writing() as conn:
             row = self._conversation_row(conn, conversation_id)
             conn.execute(
                 update(conversations)
@@ -347,23 +378,21 @@ class ConversationStore:
             )
         return self.conversation(conversation_id)
 
-    def is_handed_off(self, conversation_id: str) -> bool:
+    def state(self, conversation_id: str, window: int, min_confidence: float | None = None) -> dict:
+        """What the bot needs to know before it replies, in one read: the conversation's `status` (bot, handed_off,
+        resolved) and `recent_failures`, how many of its last `window` turns the bot failed: escalated, gave no
+        answer, or (with `min_confidence`) answered with a confidence below it."""
         with self._engine.connect() as conn:
-            return self._conversation_row(conn, conversation_id).status == "handed_off"
-
-    def recent_failures(self, conversation_id: str, window: int, min_confidence: float | None = None) -> int:
-        """How many of the last `window` turns the bot failed: escalated, gave no answer, or (with `min_confidence`)
-        answered with a confidence below it."""
-        with self._engine.connect() as conn:
-            self._conversation_row(conn, conversation_id)
+            row = self._conversation_row(conn, conversation_id)
             rows = conn.execute(
                 select(turns.c.escalate, turns.c.answer, turns.c.confidence)
-                .where(turns.c.conversation_id == str(conversation_id))
+                .where(turns.c.conversation_id == row.id)
                 .order_by(turns.c.id.desc())
                 .limit(window)
             ).all()
         low = (lambda c: c is not None and c < min_confidence) if min_confidence is not None else (lambda c: False)
-        return sum(1 for row in rows if row.escalate or row.answer is None or low(row.confidence))
+        failures = sum(1 for turn in rows if turn.escalate or turn.answer is None or low(turn.confidence))
+        return {"status": row.status, "recent_failures": failures}
 
     def add_feedback(
         self,
@@ -382,7 +411,7 @@ class ConversationStore:
             raise LmadaptError(
                 "a corrected intent needs the turn it corrects", where=self._where, fix="give turn_id as well"
             )
-        with self._writer.begin() as conn:
+        with self._writing() as conn:
             row = self._conversation_row(conn, conversation_id)
             if turn_id is not None:
                 owner = conn.execute(select(turns.c.conversation_id).where(turns.c.id == turn_id)).scalar()
