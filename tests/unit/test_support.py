@@ -17,7 +17,8 @@ from lmadapt.apps.support.bot import BOT_FILE, load_bot
 from lmadapt.apps.support.config import PolicyConfig, load_support_config
 from lmadapt.apps.support.evaluate import evaluate_bot, retrieval_metrics
 from lmadapt.apps.support.knowledge import KnowledgeBase
-from lmadapt.apps.support.policy import Reading, Signals, Thresholds, calibrate, decide, sweep
+from lmadapt.apps.support.policy import Reading, Signals, Thresholds, calibrate, decide, recall_threshold, sweep
+from lmadapt.apps.support.scope import fit_scope_score
 from lmadapt.apps.support.service import create_support_app
 from lmadapt.apps.support.store import ConversationStore
 from lmadapt.apps.support.update import update_bot
@@ -47,6 +48,13 @@ def test_the_bot_folder_holds_its_run_index_and_calibrated_thresholds(tiny_bot, 
     assert set(bot.knowledge.intents) == {"positive", "negative"}
     assert all(bot.knowledge.answer_of(i) == SUPPORT_ANSWERS[intent] for i, intent in enumerate(bot.knowledge.intents))
     assert record["index"]["rows"] == len(bot.knowledge)
+    # it reads on the fastest path here (the intent run exported at build), calibrated on that path's readings, with
+    # the out-of-scope score weighed on the calibration messages
+    import lmadapt
+
+    assert (tiny_bot / "intent" / "onnx" / "model.int8.onnx").is_file()
+    assert record["backend"] == bot.backend == lmadapt.load(tiny_bot / "intent").inference("auto").engine.name
+    assert set(record["scope_score"]) == {"shift", "weights", "intercept"} and bot.scope is not None
 
 
 def test_the_bot_answers_from_templates_and_escalates_what_it_should_not_answer(bot):
@@ -154,6 +162,34 @@ def test_calibration_answers_the_most_at_the_target_accuracy_or_says_it_missed()
     wrong_signals = Signals.of(readings, texts, wrong, KNOWLEDGE, PolicyConfig())
     impossible = calibrated(PolicyConfig(target_accuracy=0.5), wrong_signals)[1]
     assert not impossible["met"]
+
+
+def test_the_out_of_scope_threshold_can_sit_exactly_at_the_target_recall():
+    scores = np.arange(20, dtype=float)
+    for target in (0.85, 0.5, 1.0):
+        threshold = recall_threshold(scores, target)
+        escalated = (scores > threshold).mean()
+        assert escalated >= target and (scores > threshold + 1).mean() < target  # the next score up escalates too few
+    assert recall_threshold(np.array([3.0, -np.inf]), 0.0) == np.inf
+
+
+def test_the_combined_out_of_scope_score_separates_better_than_either_input_on_held_out_messages():
+    from sklearn.metrics import roc_auc_score
+
+    # Out of scope: far from every intent (a high run score) yet read with confidence, like unseen banking intents.
+    rng = np.random.default_rng(0)
+    n_in, n_out = 400, 200
+    run_scores = np.concatenate([rng.lognormal(3.0, 0.5, n_in), rng.lognormal(3.6, 0.5, n_out)])
+    confidences = np.concatenate([rng.beta(5, 2, n_in), rng.beta(12, 1, n_out)])
+    outside = np.arange(n_in + n_out) >= n_in
+    score, held_out = fit_scope_score(run_scores, confidences, outside, seed=0)
+    combined = roc_auc_score(outside, held_out)
+    assert combined > roc_auc_score(outside, run_scores) + 0.05 and combined > roc_auc_score(outside, confidences)
+    # The bot's score (the mean of the fold models) ranks as the held-out scores do, and is finite everywhere
+    assert np.corrcoef(score(run_scores, confidences), held_out)[0, 1] > 0.99
+    assert np.isfinite(score(np.array([-5.0, 0.0, 1e9]), np.array([1.0, 0.0, 0.5]))).all()
+    # Too few out-of-scope messages to weigh the two: the run's own score is kept
+    assert fit_scope_score(run_scores[: n_in + 9], confidences[: n_in + 9], outside[: n_in + 9], seed=0) is None
 
 
 def test_retrieval_metrics_follow_their_definitions():

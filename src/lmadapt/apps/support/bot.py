@@ -30,7 +30,7 @@ import yaml
 from scipy.special import softmax
 
 import lmadapt
-from lmadapt.apps.support.config import SupportConfig, parse_support_config
+from lmadapt.apps.support.config import COMBINED, SupportConfig, parse_support_config
 from lmadapt.apps.support.index import LexicalIndex, build_index, load_index, save_index
 from lmadapt.apps.support.knowledge import (
     KnowledgeBase,
@@ -50,8 +50,10 @@ from lmadapt.apps.support.policy import (
     frontier,
     sweep,
 )
+from lmadapt.apps.support.scope import ScopeScore, fit_scope_score
 from lmadapt.data.split import Split, concat_splits
 from lmadapt.errors import LmadaptError
+from lmadapt.inference.engines import AUTO, TORCH, TORCH_BF16
 from lmadapt.inference.ood import OUT_OF_SCOPE_CLASS
 from lmadapt.runs import Run, load_run, verify_manifest, write_run_folder
 
@@ -73,24 +75,24 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class Bot:
     """A loaded bot folder: reads messages (intent, out-of-scope score, nearest known questions) and replies."""
 
-    def __init__(self, folder: Path, backend: str = "torch", engine_workers: int = 0, batch_size: int = 32):
+    def __init__(self, folder: Path, backend: str | None = None, engine_workers: int = 0, batch_size: int = 32):
         self.folder = folder
         self.record = json.loads((folder / BOT_FILE).read_text(encoding="utf-8"))
         self.config: SupportConfig = parse_support_config(yaml.safe_load((folder / CONFIG_FILE).read_text("utf-8")))
         self.knowledge = KnowledgeBase.load(folder)
         self.run: Run = load_run(folder / INTENT_FOLDER)
         self.thresholds = Thresholds(**self.record["thresholds"])
+        scope = self.record.get("scope_score")
+        self.scope = ScopeScore(**scope) if scope else None  # None: the run's own out-of-scope score
         retrieval = self.config.retrieval
         self.index = load_index(
             folder / INDEX_FOLDER, qdrant_url=retrieval.qdrant_url, qdrant_path=retrieval.qdrant_path
         )
         self.lexical = LexicalIndex.load(folder / LEXICAL_FOLDER) if retrieval.lexical_weight > 0 else None
         self.question_vectors = self.index.vectors() if self.lexical is not None else None
-        # The run's features are read from a PyTorch model (the encoder, and feature-based out-of-scope scores).
+        # By default on the path its thresholds were calibrated on (bots built before it was recorded: PyTorch).
         self.predictor = self.run.inference(
-            backend if backend in ("torch", "torch-bf16") else "torch",
-            batch_size=batch_size,
-            engine_workers=engine_workers,
+            backend or self.record.get("backend", TORCH), batch_size=batch_size, engine_workers=engine_workers
         )
         self.encoder = (
             None if retrieval.encoder == "run" else lmadapt.encoder(resolve_encoder(retrieval.encoder, folder))
@@ -103,6 +105,16 @@ class Bot:
     @property
     def version(self) -> int:
         return self.record["version"]
+
+    @property
+    def backend(self) -> str:
+        """The inference path it reads messages on."""
+        return self.predictor.engine.name
+
+    @property
+    def calibrated_backend(self) -> str:
+        """The inference path its thresholds were calibrated on."""
+        return self.record.get("backend", TORCH)
 
     def check_reads(self, texts: Sequence[str], where: str = "message") -> None:
         self.run.check_reads(texts, where)
@@ -119,6 +131,8 @@ class Bot:
         vectors = unit_rows(features if self.encoder is None else self.encoder(texts))
         probabilities = softmax(logits.astype(np.float64), axis=1)
         ood_scores = ood.scores(logits, features) if ood is not None else None
+        if self.scope is not None and ood_scores is not None:
+            ood_scores = self.scope(ood_scores, probabilities.max(axis=1))
         forced = ood.forced(logits) if ood is not None else [None] * len(texts)
         neighbours = self.neighbours(texts, vectors, k or self.config.retrieval.top_k)
         labels = self.run.labels.labels
@@ -186,7 +200,8 @@ def resolve_encoder(encoder: str, folder: Path) -> str:
 
 
 def load_bot(folder: str | Path, **options) -> Bot:
-    """Open a bot folder after checking its manifest; options: backend, engine_workers, batch_size."""
+    """Open a bot folder after checking its manifest; options: backend (default: the one its thresholds were
+    calibrated on), engine_workers, batch_size."""
     folder = Path(folder)
     if not (folder / BOT_FILE).is_file():
         raise LmadaptError(
@@ -331,13 +346,19 @@ def assemble(
     record = {"name": config.name, **lineage, "encoder": retrieval.encoder, "index": index_record}
     placeholder = Thresholds(0.0, 0.0, None, config.policy.ambiguity_gap)
     write_record(staging, record | {"thresholds": placeholder.to_json()})
-    bot = Bot(staging)
+    export_intent_run(staging / INTENT_FOLDER, config.intent.backend, progress)
+    bot = Bot(staging, backend=config.intent.backend)
+    record["backend"] = bot.backend
     outside = sum(intent is None for intent in messages.intents)
     progress(f"calibrating on {len(messages.texts) - outside} in-scope and {outside} out-of-scope messages")
-    signals = Signals.of(
-        read_in_batches(bot.read, messages.texts), messages.texts, messages.intents, bot.knowledge, config.policy
-    )
-    run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None else None
+    readings = read_in_batches(bot.read, messages.texts)
+    scope = combined_scope_score(readings, messages, config) if config.policy.scope_score == COMBINED else None
+    if scope is not None:  # calibrated on each message's score from the fold model that did not see it
+        scope, held_out = scope
+        readings = [dataclasses.replace(r, ood_score=float(s)) for r, s in zip(readings, held_out)]
+        record["scope_score"] = scope.to_json()
+    signals = Signals.of(readings, messages.texts, messages.intents, bot.knowledge, config.policy)
+    run_threshold = bot.predictor.ood.threshold if bot.predictor.ood is not None and scope is None else None
     points = sweep(signals, config.policy, run_threshold)
     thresholds, found = calibrate(points, config.policy)
     if not found["met"]:
@@ -350,6 +371,31 @@ def assemble(
     calibration = {"chosen": found, "frontier": frontier(points)}
     (staging / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=1) + "\n", encoding="utf-8")
     write_record(staging, record | {"thresholds": thresholds.to_json(), "calibration": found})
+
+
+def export_intent_run(run_folder: Path, backend: str, progress) -> None:
+    """The intent run's ONNX graphs (float32 and int8, with features), where the bot reads on an exported path; for
+    `auto`, a run that does not export (or whose graphs fail their check) is read in PyTorch."""
+    if backend in (TORCH, TORCH_BF16):
+        return
+    progress("exporting the intent run to ONNX (float32 and int8, checked against PyTorch)")
+    try:
+        lmadapt.export(run_folder, quantize="int8")
+    except LmadaptError as error:
+        if backend != AUTO:
+            raise
+        log.warning("the bot reads in PyTorch: the intent run's export was refused (%s)", error.what)
+
+
+def combined_scope_score(readings: list[Reading], messages: Messages, config: SupportConfig):
+    """The run's out-of-scope score combined with the intent's uncertainty, fitted on the calibration messages (see
+    scope.py), and their held-out scores; None where the run has no score or too few out-of-scope messages."""
+    if any(r.ood_score is None for r in readings):
+        return None
+    out_of_scope = np.array([intent is None for intent in messages.intents])
+    return fit_scope_score(
+        np.array([r.ood_score for r in readings]), np.array([r.confidence for r in readings]), out_of_scope, config.seed
+    )
 
 
 def write_record(folder: Path, record: dict) -> None:

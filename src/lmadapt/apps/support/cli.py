@@ -82,7 +82,11 @@ def serve(
     api_key: str | None = typer.Option(
         None, envvar=API_KEY_ENV, help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."
     ),
-    backend: str = typer.Option("torch", help="torch or torch-bf16 (the bot reads the intent run's features)."),
+    backend: str | None = typer.Option(
+        None,
+        help="Inference path the bot reads messages on: torch, torch-bf16, onnx, onnx-int8, openvino, auto; default: "
+        "the one its thresholds were calibrated on (bot.json's backend).",
+    ),
     workers: int = typer.Option(ServiceSettings.workers, min=0, help=setting_help("workers")),
     max_batch: int = typer.Option(ServiceSettings.max_batch, min=1, help=setting_help("max_batch")),
     max_chars: int = typer.Option(ServiceSettings.max_chars, min=1, help="Most characters in one message (else 422)."),
@@ -98,9 +102,9 @@ def serve(
     from lmadapt.apps.support.service import serve_bot
 
     settings = ServiceSettings(
-        api_key=api_key, max_chars=max_chars, timeout_s=timeout, max_batch=max_batch, workers=workers, backend=backend
+        api_key=api_key, max_chars=max_chars, timeout_s=timeout, max_batch=max_batch, workers=workers
     )
-    serve_bot(bot, store, settings, host, port, shutdown_timeout, announce=errors.print)
+    serve_bot(bot, store, settings, backend, host, port, shutdown_timeout, announce=errors.print)
 
 
 @support_app.command()

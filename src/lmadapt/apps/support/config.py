@@ -10,6 +10,7 @@ from pathlib import Path
 from lmadapt.apps.support.index import INDEX_KINDS
 from lmadapt.config import ConfigKey, apply_overrides, build_dataclass, option, read_recipe, section_keys
 from lmadapt.errors import LmadaptError, did_you_mean
+from lmadapt.inference.engines import BACKENDS
 
 DEFAULT_HUMAN_PHRASES = (
     "talk to a human",
@@ -25,6 +26,9 @@ DEFAULT_HUMAN_PHRASES = (
     "customer service representative",
     "live agent",
 )
+
+COMBINED = "combined"
+SCOPE_SCORES = (COMBINED, "run")
 
 
 @dataclass
@@ -70,6 +74,12 @@ class IntentConfig:
     )
     settings: list[str] | None = option(
         None, "Overrides for the intent recipe, `section.key=value` each (e.g. train.epochs=3)."
+    )
+    backend: str = option(
+        "auto",
+        "How the bot reads messages; its thresholds are calibrated on this path's readings and it serves on it: "
+        "auto (the fastest path here, as `lmadapt predict` takes it; the intent run is exported to ONNX at build, "
+        "PyTorch kept where the export fails its check), torch, torch-bf16, onnx, onnx-int8, openvino.",
     )
 
 
@@ -123,9 +133,15 @@ class PolicyConfig:
     min_similarity: float | None = option(
         None, "Answer with the nearest known answer only at this cosine similarity or above; empty: calibrated."
     )
+    scope_score: str = option(
+        COMBINED,
+        "The out-of-scope score: combined (the intent run's score and the intent's uncertainty, weighed by a "
+        "logistic regression fitted fold by fold on the calibration messages' out-of-scope examples; the run's score "
+        "where there are fewer than 10 of them), run (the intent run's own score).",
+    )
     max_ood_score: float | None = option(
         None,
-        "Escalate as out_of_scope above this out-of-scope score of the intent run; empty: calibrated (or the run's "
+        "Escalate as out_of_scope above this out-of-scope score (see scope_score); empty: calibrated (or the run's "
         "own threshold without out-of-scope calibration messages).",
     )
     ambiguity_gap: float = option(
@@ -222,6 +238,18 @@ def check_support_config(config: SupportConfig) -> None:
             "templates alone give no questions to learn the intents from",
             where="history.path",
             fix="set history.path to a file of past questions (with their intents)",
+        )
+    if config.intent.backend not in BACKENDS:
+        raise LmadaptError(
+            f"intent.backend '{config.intent.backend}' is not an inference backend",
+            where="intent.backend",
+            fix=did_you_mean(config.intent.backend, BACKENDS),
+        )
+    if config.policy.scope_score not in SCOPE_SCORES:
+        raise LmadaptError(
+            f"policy.scope_score '{config.policy.scope_score}' is not one of {', '.join(SCOPE_SCORES)}",
+            where="policy.scope_score",
+            fix=did_you_mean(config.policy.scope_score, SCOPE_SCORES),
         )
     if config.retrieval.index not in INDEX_KINDS:
         raise LmadaptError(

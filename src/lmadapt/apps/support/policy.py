@@ -2,7 +2,7 @@
 and the nearest known questions decide between the intent's template, the nearest known answer, and a person.
 
 A message is escalated, in this order, when the customer asks for a person (a phrase or an intent), when it is out
-of scope (the run's trained out-of-scope class, or a score above max_ood_score), when the two best intents are
+of scope (the run's trained out-of-scope class, or a score above max_ood_score: scope.py), when the two best intents are
 within ambiguity_gap, or when neither the intent (min_confidence) nor the nearest question (min_similarity) is
 sure enough (low_confidence). A conversation whose last max_failures turns were escalated as well is handed to a
 person (repeated_failure). The three thresholds are calibrated on labelled messages: the most in-scope messages
@@ -42,7 +42,7 @@ class Reading:
     intent: str
     confidence: float  # the intent's probability
     margin: float  # its probability minus the second intent's
-    ood_score: float | None  # the run's out-of-scope score (None: the run has no detector)
+    ood_score: float | None  # the bot's out-of-scope score (scope.py; None: the run has no detector)
     trained_out_of_scope: bool  # the run predicted its trained out-of-scope class
     neighbours: list[tuple[int, float]]  # (knowledge-base entry, similarity), best first
 
@@ -212,6 +212,13 @@ def _candidates(values: np.ndarray, extra: tuple[float, ...] = ()) -> np.ndarray
     return np.unique(np.concatenate([quantiles, np.array(extra, dtype=float)]))
 
 
+def recall_threshold(out_of_scope_scores: np.ndarray, target: float) -> float:
+    """The highest out-of-scope threshold that still escalates `target` of these messages (score above it)."""
+    ordered = np.sort(out_of_scope_scores[np.isfinite(out_of_scope_scores)])
+    needed = int(np.ceil(target * len(ordered)))
+    return float(np.nextafter(ordered[len(ordered) - needed], -np.inf)) if needed else np.inf
+
+
 def threshold_grid(signals: Signals, policy: PolicyConfig, run_threshold: float | None) -> list[Thresholds]:
     """Every combination of candidate thresholds (fixed ones as the policy sets them)."""
     in_scope = ~signals.out_of_scope
@@ -230,10 +237,11 @@ def threshold_grid(signals: Signals, policy: PolicyConfig, run_threshold: float 
         oods = [policy.max_ood_score if has_detector else None]
     elif not signals.out_of_scope.any():
         oods = [run_threshold]  # nothing out of scope to calibrate on: the run's own threshold
-    else:
-        oods = _candidates(
-            signals.ood_score[in_scope], (np.inf,) + ((run_threshold,) if run_threshold is not None else ())
-        )
+    else:  # where in-scope messages start to be escalated, where out-of-scope ones stop, and the target recall's
+        outside = signals.ood_score[signals.out_of_scope]
+        extra = (np.inf, *((run_threshold,) if run_threshold is not None else ()))
+        extra += (recall_threshold(outside, policy.target_oos_recall),) if policy.target_oos_recall else ()
+        oods = np.unique(np.concatenate([_candidates(signals.ood_score[in_scope], extra), _candidates(outside)]))
     return [
         Thresholds(float(c), float(s), None if o is None else float(o), policy.ambiguity_gap)
         for c, s, o in itertools.product(confidences, similarities, oods)
