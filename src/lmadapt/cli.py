@@ -536,6 +536,10 @@ def update(
     name: str = typer.Option("", help="Name of the new run folder, beside the old; default: <run>-<method>-update."),
     overwrite: bool = typer.Option(False, help="Replace a run folder of that name (never the run updated)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key of the run's config (repeatable)."),
+    validation: str = typer.Option(
+        "", help="A file that measures the new experience during the update; default: a share split off --data."
+    ),
+    test: str = typer.Option("", help="A file the new experience is tested on; default: a share split off --data."),
 ) -> None:
     """Learn new data on top of a run without forgetting the old, into a new run folder (the old is untouched).
 
@@ -551,6 +555,8 @@ def update(
         overrides=set_,
         overwrite=overwrite,
         progress=lambda text: console.rule(text),
+        validation=validation or None,
+        test=test or None,
     )
     table = RichTable(title=f"accuracy on each experience after the update ({result.method})")
     for column in ("experience", "before", "after"):

@@ -345,6 +345,18 @@ def test_update_refuses_bad_data_and_methods_and_leaves_every_folder_as_it_was(
     )
     assert code == 0, err  # the fix the message gives works
     assert snapshot(run.path) == {path: kept for path, kept in before.items() if run.path in path.parents}
+    # --validation and --test measure the new experience on those files, not on shares of --data
+    data, measured = sentiment_files["test"], sentiment_files["validation"]
+    code, _, err = run_cli(
+        monkeypatch, capsys, "update", run.path, "--data", data, "--set", f"data.train={moved}", "--name", "measured",
+        "--validation", measured, "--test", measured,
+    )  # fmt: skip
+    assert code == 0, err
+    from lmadapt.continual.learner import STREAM_FILE
+
+    tests = json.loads((tmp_path / "runs" / "measured" / STREAM_FILE).read_text())["tests"]
+    texts, expected = [row["text"] for row in tests[-1]], set(pd.read_csv(measured)["text"])
+    assert set(texts) <= expected and len(texts) >= 0.8 * len(expected)  # (rows the run trained on are left out)
 
 
 def test_update_learns_new_labels_into_a_new_run_and_leaves_the_old_untouched(tiny_bert, tmp_path, monkeypatch, capsys):
