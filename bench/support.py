@@ -7,7 +7,10 @@ the first 10 are out-of-scope test intents, the next 5 calibration intents, the 
 - The bot: configs/support/banking77.yaml (MiniLM `full`, 5 epochs; the build holds out a seeded tenth of the
   in-scope history to calibrate the thresholds, beside every `oos` row) with history.questions_per_intent=3 (the
   knowledge base: 3 seeded training questions per intent, answered by the intent's template) and
-  policy.target_oos_recall=0.85 besides the recipe's target_accuracy 0.95.
+  policy.target_oos_recall=0.85 besides the recipe's target_accuracy 0.95. Defaults apply otherwise: the intent
+  run is exported to ONNX at build and the bot reads on the fastest path here (intent.backend auto), calibrated on
+  that path's readings; its out-of-scope score weighs the run's score with the intent's uncertainty, fitted fold
+  by fold on the calibration messages (policy.scope_score combined).
 - Test messages: the 62 in-scope intents' official test rows and the 10 test intents' test rows labelled `oos`.
 
 Rows (bench/results/support.json; --quick writes support_quick.json):
@@ -200,6 +203,8 @@ def policy_row(bot_folder: Path, test_csv: Path, output: Path, kind: str) -> dic
             "ambiguity_gap": policy.ambiguity_gap,
         },
         "ood_method": bot.predictor.ood.method if bot.predictor.ood is not None else None,
+        "scope_score": bot.record.get("scope_score"),  # the run's score weighed with the intent's uncertainty
+        "backend": bot.backend,
         "intent_validation_accuracy": round(run_metrics["validation"]["accuracy"], 4),
         "intent_train_runtime_s": run_metrics["training"]["runtime_s"],
         "intent_epochs": run_metrics["training"].get("epochs"),
