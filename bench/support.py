@@ -21,8 +21,8 @@ Rows (bench/results/support.json; --quick writes support_quick.json):
 - `policy`: `evaluate_bot` on the test messages, one message at a time: containment (in-scope messages answered),
   answered accuracy (an answered out-of-scope message is wrong), out-of-scope recall, escalations by reason,
   latency. Target: containment >= 0.80 at answered accuracy >= 0.95 with out-of-scope recall >= 0.85.
-  With --variant, a `policy_variant` row: the same intent run recalibrated without target_oos_recall (target_accuracy
-  only), for contrast.
+  With --variant, `policy_variant` rows, for contrast: the same intent run recalibrated with the run's own
+  out-of-scope score (run-score), and without target_oos_recall (accuracy-only).
 - `load`: `lmadapt support serve` (SQLite store) on loopback, --clients concurrent clients (aiohttp, closed loop, no
   think time, the clients on the same cores as the server) for --seconds after a 3 s warm-up, each client holding
   conversations of 5 turns (seeded draws from the test messages). Latency of every timed request, errors (non-200 or
@@ -67,6 +67,10 @@ KILL_AFTER_S = 5.0
 DEPTH = 10
 QUICK_INTENTS = 20
 QUICK_OOS_TEST_ROWS = 200
+VARIANTS = {  # --variant: what each policy_variant row changes
+    "run-score": "policy.scope_score=run",  # the intent run's own out-of-scope score, not the combined one
+    "accuracy-only": "policy.target_oos_recall=null",  # no out-of-scope recall target in calibration
+}
 
 
 def write_data(data: Path, folder: Path, quick: bool) -> dict:
@@ -454,7 +458,8 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         if r["kind"].startswith("policy"):
             print(
-                f"| {r['kind']} (target_oos_recall={r['policy']['target_oos_recall']}) | {r['containment']} "
+                f"| {r.get('variant', r['kind'])} (target_oos_recall={r['policy']['target_oos_recall']}, scope score "
+                f"{'combined' if r['scope_score'] else 'run'}) | {r['containment']} "
                 f"| {r['answered_accuracy']} | {r['oos_recall']} | {r['latency_p50_ms']} | {r['latency_p95_ms']} |"
             )
     for r in rows:
@@ -486,7 +491,8 @@ def main() -> None:
     parser.add_argument(
         "--variant",
         action="store_true",
-        help="also a policy_variant row: the intent run recalibrated without target_oos_recall",
+        help="also policy_variant rows: the intent run recalibrated on its own out-of-scope score, and without "
+        "target_oos_recall",
     )
     args = parser.parse_args()
     if args.quick and args.seconds == 30.0:
@@ -537,21 +543,24 @@ def main() -> None:
     add([row | {"bot": str(bot_folder)} for row in retrieval_rows(bot_folder, files["test"])])
     print("== policy", flush=True)
     add([policy_row(bot_folder, files["test"], workdir / "report", "policy") | bot_info])
-    if args.variant:
-        print("== policy variant (target_accuracy only, same intent run)", flush=True)
-        variant_overrides = [
-            *[o for o in overrides if not o.startswith(("name=", "policy.target_oos_recall=", "intent.settings="))],
-            f"name={name}-accuracy-only",
-            f"intent.run={bot_folder / 'intent'}",
-            "policy.target_oos_recall=null",
-        ]
-        variant, variant_s = build(variant_overrides)
-        add(
-            [
-                policy_row(variant, files["test"], workdir / "report-accuracy-only", "policy_variant")
-                | {"bot": str(variant), "build_wall_s": variant_s, "bot_overrides": variant_overrides}
+    if args.variant:  # the same intent run, recalibrated with one setting changed
+        for variant_name, setting in VARIANTS.items():
+            print(f"== policy variant {variant_name} ({setting})", flush=True)
+            variant_overrides = [
+                *[o for o in overrides if not o.startswith(("name=", setting.split("=")[0] + "=", "intent.settings="))],
+                f"name={name}-{variant_name}",
+                f"intent.run={bot_folder / 'intent'}",
+                setting,
             ]
-        )
+            variant, variant_s = build(variant_overrides)
+            report = workdir / f"report-{variant_name}"
+            add(
+                [
+                    policy_row(variant, files["test"], report, "policy_variant")
+                    | {"variant": variant_name, "bot": str(variant), "build_wall_s": variant_s}
+                    | {"bot_overrides": variant_overrides}
+                ]
+            )
     import pandas as pd
 
     messages = pd.read_csv(files["test"])["question"].astype(str).tolist()
