@@ -289,8 +289,8 @@ def test_a_sqlite_file_in_a_missing_folder_gets_its_folder(tmp_path):
     [
         ("mysql://bot@localhost/support", "unsupported database 'mysql'"),
         ("support.db", "'support.db' is not a database URL"),
-        ("sqlite://", "an in-memory SQLite database would lose every conversation on restart"),
-        ("sqlite:///:memory:", "an in-memory SQLite database would lose every conversation on restart"),
+        ("sqlite://", "an in-memory SQLite database would lose everything on restart"),
+        ("sqlite:///:memory:", "an in-memory SQLite database would lose everything on restart"),
     ],
 )
 def test_urls_other_than_a_sqlite_file_or_postgresql_are_refused(url, message):
@@ -301,7 +301,7 @@ def test_urls_other_than_a_sqlite_file_or_postgresql_are_refused(url, message):
 
 def test_sqlite_runs_durable_settings(tmp_path):
     with ConversationStore(f"sqlite:///{tmp_path}/support.db") as store:
-        with store._engine.connect() as conn:
+        with store._db.engine.connect() as conn:
             settings = {
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                 for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")

@@ -1,26 +1,20 @@
 """The support bot's conversations, turns, handoffs and feedback, kept in SQLite (default) or PostgreSQL (by URL).
 
-One SQLAlchemy Core layer serves both backends, so the same statements and tests cover each. Every write is one
-transaction committed before the method returns: an acknowledged write survives a kill -9 of the service. SQLite
-runs in WAL mode with synchronous=FULL, a busy timeout and foreign keys on, and takes its write lock at BEGIN
-(BEGIN IMMEDIATE) so that concurrent writers wait their turn instead of failing.
+On the applications' database layer (lmadapt.apps.database): the same SQLAlchemy Core statements and tests cover
+both. Every write is one transaction committed before the method returns: an acknowledged write survives a kill -9
+of the service.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
-from pathlib import Path
 
 from sqlalchemy import (
     JSON,
     Boolean,
     Column,
     DateTime,
-    Engine,
     Float,
     ForeignKey,
     Integer,
@@ -28,32 +22,22 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     select,
     update,
 )
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import Connection
 
+from lmadapt.apps.database import Database, meta_table
 from lmadapt.errors import LmadaptError, did_you_mean
 
 SCHEMA_VERSION = 1
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-SCHEMA_LOCK_KEY = 0x6C6D_6164  # PostgreSQL advisory lock held while one process creates or checks the schema
-URL_FIX = "use sqlite:///path/to/support.db (the default) or postgresql://user:password@host:5432/database"
 REPLY_KEYS = ("answer", "intent", "confidence", "sources", "escalate", "reason", "latency_ms")
 RATINGS = ("up", "down")
 
 metadata = MetaData()
 
-meta = Table(
-    "meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", String(255), nullable=False),
-)
+meta_table(metadata)
 
 conversations = Table(
     "conversations",
@@ -123,55 +107,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
-def _database_url(url: str) -> URL:
-    """The URL SQLAlchemy opens: SQLite with its folder created, or PostgreSQL through psycopg 3."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise LmadaptError(f"'{url}' is not a database URL", where="support store", fix=URL_FIX) from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file:"):
-            raise LmadaptError(
-                "an in-memory SQLite database would lose every conversation on restart",
-                where=url,
-                fix="give a file: sqlite:///path/to/support.db",
-            )
-        try:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise LmadaptError(f"cannot create the database's folder: {error}", where=url) from None
-        return parsed.set(drivername="sqlite", database=str(Path(parsed.database).expanduser()))
-    if backend == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-        if "connect_timeout" not in parsed.query:  # a host that drops packets would otherwise hang the service
-            parsed = parsed.update_query_dict({"connect_timeout": "10"})
-        return parsed
-    raise LmadaptError(f"unsupported database '{backend}'", where=parsed.render_as_string(), fix=URL_FIX)
-
-
-def _sqlite_settings(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def configure(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below), sqlite3 keeps out of it
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=FULL",
-            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-            "foreign_keys=ON",
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def begin(connection):
-        # A deferred transaction that reads and then writes cannot wait for the lock in WAL mode (SQLITE_BUSY at
-        # once), so writes take the lock at BEGIN, where the busy timeout applies.
-        writing = connection.get_execution_options().get("lmadapt_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
-
-
 class UnknownConversation(LmadaptError):
     """No conversation has the id given (the service answers 404)."""
 
@@ -183,57 +118,8 @@ class ConversationStore:
     """
 
     def __init__(self, url: str):
-        database_url = _database_url(url)
-        self._where = database_url.render_as_string(hide_password=True)
-        sqlite = database_url.get_backend_name() == "sqlite"
-        try:
-            self._engine = create_engine(database_url, pool_pre_ping=not sqlite)
-        except ModuleNotFoundError as error:
-            raise LmadaptError(
-                f"the PostgreSQL driver is not installed ({error.name})",
-                where=self._where,
-                fix="pip install 'lmadapt[postgres]'",
-            ) from None
-        if sqlite:
-            _sqlite_settings(self._engine)
-        self._writer = self._engine.execution_options(lmadapt_write=True)
-        # SQLite has one writer at a time: this process's writers queue on a lock rather than in SQLite's busy
-        # handler, whose sleeps (up to 100 ms each) would stretch the slowest replies under load.
-        self._write_lock = threading.Lock() if sqlite else nullcontext()
-        try:
-            self._prepare_schema()
-        except OperationalError as error:
-            self._engine.dispose()
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-            raise LmadaptError(
-                f"cannot open the database: {reason}",
-                where=self._where,
-                fix="check the URL, that the server is running and reachable, and the credentials",
-            ) from None
-        except LmadaptError:
-            self._engine.dispose()
-            raise
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """A write transaction, committed on leaving the block."""
-        with self._write_lock, self._writer.begin() as conn:
-            yield conn
-
-    def _prepare_schema(self) -> None:
-        with self._writing() as conn:
-            if conn.dialect.name == "postgresql":  # two services starting at once must not both create tables
-                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-            metadata.create_all(conn)
-            found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-            if found is None:
-                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(found) > SCHEMA_VERSION:
-                raise LmadaptError(
-                    f"the database has schema version {found}, newer than this lmadapt reads ({SCHEMA_VERSION})",
-                    where=self._where,
-                    fix="upgrade lmadapt (pip install -U lmadapt), or give a different database",
-                )
+        self._db = Database(url, metadata, SCHEMA_VERSION)
+        self._where = self._db.where
 
     def _conversation_row(self, conn: Connection, conversation_id: str):
         row = conn.execute(select(conversations).where(conversations.c.id == str(conversation_id))).first()
@@ -247,7 +133,7 @@ class ConversationStore:
 
     def start_conversation(self) -> str:
         conversation_id = new_conversation_id()
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             self._insert_conversation(conn, conversation_id)
         return conversation_id
 
@@ -268,7 +154,7 @@ class ConversationStore:
             raise LmadaptError(
                 f"unknown reply field '{unknown[0]}'", where=self._where, fix=did_you_mean(unknown[0], REPLY_KEYS)
             )
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             if start:
                 self._insert_conversation(conn, conversation_id)
             row = self._conversation_row(conn, conversation_id)
@@ -292,7 +178,7 @@ class ConversationStore:
 
     def conversation(self, conversation_id: str) -> dict:
         """The conversation with its turns and people's messages, oldest first; times in UTC (ISO 8601)."""
-        with self._engine.connect() as conn:
+        with self._db.reading() as conn:
             row = self._conversation_row(conn, conversation_id)
             turn_rows = conn.execute(
                 select(turns).where(turns.c.conversation_id == row.id).order_by(turns.c.id)
@@ -326,7 +212,7 @@ class ConversationStore:
 
     def hand_off(self, conversation_id: str, agent: str | None = None, note: str | None = None) -> dict:
         """Pass the conversation to a person. Again on a handed-off one only adds the agent or note given."""
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             self._hand_off(conn, self._conversation_row(conn, conversation_id), agent, note)
         return self.conversation(conversation_id)
 
@@ -352,7 +238,7 @@ class ConversationStore:
         """A person's reply in a handed-off conversation; returns the message id."""
         if not isinstance(text, str) or not text.strip():
             raise LmadaptError("an agent's message needs text (a non-empty string)", where=self._where)
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             row = self._conversation_row(conn, conversation_id)
             if row.status != "handed_off":
                 raise LmadaptError(
@@ -369,7 +255,7 @@ class ConversationStore:
 
     def resolve(self, conversation_id: str, intent: str | None) -> dict:
         """A person closes the conversation, naming the customer's intent (a training label if it was handed off)."""
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             row = self._conversation_row(conn, conversation_id)
             conn.execute(
                 update(conversations)
@@ -382,7 +268,7 @@ class ConversationStore:
         """What the bot needs to know before it replies, in one read: the conversation's `status` (bot, handed_off,
         resolved) and `recent_failures`, how many of its last `window` turns the bot failed: escalated, gave no
         answer, or (with `min_confidence`) answered with a confidence below it."""
-        with self._engine.connect() as conn:
+        with self._db.reading() as conn:
             row = self._conversation_row(conn, conversation_id)
             rows = conn.execute(
                 select(turns.c.escalate, turns.c.answer, turns.c.confidence)
@@ -411,7 +297,7 @@ class ConversationStore:
             raise LmadaptError(
                 "a corrected intent needs the turn it corrects", where=self._where, fix="give turn_id as well"
             )
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             row = self._conversation_row(conn, conversation_id)
             if turn_id is not None:
                 owner = conn.execute(select(turns.c.conversation_id).where(turns.c.id == turn_id)).scalar()
@@ -439,7 +325,7 @@ class ConversationStore:
         A corrected intent labels its turn's text (the latest correction wins); a resolved, handed-off
         conversation's intent labels each of its turns that no correction labels.
         """
-        with self._engine.connect() as conn:
+        with self._db.reading() as conn:
             corrections = conn.execute(
                 select(feedback.c.id, feedback.c.turn_id, feedback.c.corrected_intent, turns.c.user_text)
                 .join(turns, feedback.c.turn_id == turns.c.id)
@@ -470,7 +356,7 @@ class ConversationStore:
 
     def counts(self) -> dict:
         """conversations, turns, feedback, handed_off (ever passed to a person) and resolved."""
-        with self._engine.connect() as conn:
+        with self._db.reading() as conn:
 
             def count(table: Table, *where) -> int:
                 return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
@@ -484,7 +370,7 @@ class ConversationStore:
             }
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._db.close()
 
     def __enter__(self) -> ConversationStore:
         return self
