@@ -44,9 +44,10 @@ def build(
     folder = build_bot(load_support_config(config, set_), overwrite=overwrite, progress=errors.print)
     bot = load_bot(folder)
     found = bot.record["calibration"]
+    recall = "" if found["oos_recall"] is None else f", out-of-scope recall {percent(found['oos_recall'])}"
     console.print(
         f"calibrated: {percent(found['containment'])} of in-scope messages answered at {percent(found['answered_accuracy'])} "
-        f"accuracy, out-of-scope recall {percent(found['oos_recall'])}"
+        f"accuracy{recall}"
         + ("" if found["met"] else " (below the target accuracy: the most accurate thresholds are used)")
     )
     console.print(f"bot folder: {folder}")
