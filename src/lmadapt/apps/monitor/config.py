@@ -19,15 +19,15 @@ DEFAULT_WINDOWS = ("15min", "1h", "1d")
 RULE_KEYS = ("topic", "window", "alpha", "z", "min_count", "min_ratio", "volume_z", "enabled")
 
 
-def parse_window(text: str, where: str = "windows") -> timedelta:
-    """A window length such as 15min, 1h, 1d (pandas' offset names), as a timedelta of at least one second."""
+def parse_window(text: str, where: str = "windows", shortest: timedelta = timedelta(seconds=1)) -> timedelta:
+    """A length of time such as 15min, 1h, 1d (pandas' offset names), of at least `shortest`."""
     import pandas as pd
 
     try:
         length = pd.to_timedelta(str(text)).to_pytimedelta()
     except (ValueError, TypeError):
         length = None
-    if length is None or length < timedelta(seconds=1):
+    if length is None or length < shortest:
         raise LmadaptError(f"'{text}' is not a window length", where=where, fix="e.g. 15min, 1h or 1d")
     return length
 
@@ -271,5 +271,5 @@ def check_monitor_config(config: MonitorConfig) -> None:
             raise LmadaptError(f"detection.{key} must be 0 or more", where=f"detection.{key}", fix="e.g. 2")
     if config.alerts.retries < 0:
         raise LmadaptError("alerts.retries must be 0 or more", where="alerts.retries", fix="e.g. 5")
-    parse_window(config.ingest.allowed_lateness, "ingest.allowed_lateness")
+    parse_window(config.ingest.allowed_lateness, "ingest.allowed_lateness", timedelta(0))
     check_rules(config.detection.rules, windows)
