@@ -250,3 +250,29 @@ def test_a_restarted_monitor_goes_on_from_its_stored_detection_state(sentiment_r
     with MonitorStore(config.store_url) as store:
         again = Monitor(config, store)
         assert again.tested_until == tested and again.detectors.state() == first.detectors.state()
+
+
+def test_a_replay_paces_the_items_by_their_times_and_resumes(sentiment_run, tmp_path, monkeypatch, capsys):
+    from lmadapt.apps.monitor.replay import replay
+    from tests.unit.test_cli import run_cli
+
+    rows = stream(2, 20, lambda topic, hour: 0.3)  # two hours of items
+    source = tmp_path / "history.jsonl"
+    write_jsonl(source, list(reversed(rows)) + [{"text": "no time", "topic": "a"}])
+    config = config_for(sentiment_run, tmp_path)
+    started = time.monotonic()
+    report = replay(config, source, speed=7200.0, progress=lambda _: None)  # two hours in about a second
+    assert 0.8 <= time.monotonic() - started < 10
+    assert (report.stored, report.rejected) == (len(rows), 1)
+    with MonitorStore(config.store_url) as store, store.database.reading() as conn:
+        stored = [row[0] for row in conn.execute(sa.select(items.c.time).order_by(items.c.id))]
+    assert stored == sorted(stored)  # fed in time order though the file is reversed
+    again = replay(config, source, progress=lambda _: None)
+    assert again.received == 0  # where it stopped: the end
+    import yaml
+
+    recipe = tmp_path / "monitor.yaml"
+    raw = {"labels": {"runs": {"sentiment": str(sentiment_run.path)}, "topic": None}, "windows": ["1h"]}
+    recipe.write_text(yaml.safe_dump(raw | {"input": {"topic_field": "topic"}, "store": config.store_url}))
+    code, _, err = run_cli(monkeypatch, capsys, "monitor", "replay", recipe, "--stream", source, "--speed", "-1")
+    assert code == 2 and "speed must be above 0" in err and "Traceback" not in err
