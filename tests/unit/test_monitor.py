@@ -18,7 +18,7 @@ from lmadapt.apps.monitor.config import load_monitor_config
 from lmadapt.apps.monitor.pipeline import Monitor, content_hash, ingest_source, parse_time, window_start
 from lmadapt.apps.monitor.store import MonitorStore, aggregates, items
 from lmadapt.errors import LmadaptError
-from tests.conftest import NEGATIVE, POSITIVE, tiny_overrides
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, tiny_overrides
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
@@ -52,8 +52,10 @@ def config_for(run, tmp_path, url: str | None = None, **settings):
 
 
 def headline(negative: bool, rng: random.Random, i: int) -> str:
-    word = rng.choice(NEGATIVE if negative else POSITIVE)
-    return f"the quarter was {word} for the group {i}"
+    """Words the tiny model's tokenizer knows; the sentiment word decides the label."""
+    words = rng.sample(FILLER, 4)
+    words.insert(rng.randrange(5), rng.choice(NEGATIVE if negative else POSITIVE))
+    return " ".join(words) + f" {i}"
 
 
 def stream(hours: int, per_hour: int, share, seed: int = 0) -> list[dict]:
@@ -103,7 +105,7 @@ def test_items_are_checked_one_by_one_labelled_stored_and_counted_in_their_windo
     ]
     source = tmp_path / "items.jsonl"
     write_jsonl(source, rows[:100] + bad + rows[100:] + rows[:10])  # the last ten again: duplicates
-    source.write_text(source.read_text() + "{not json\n")
+    source.write_text(source.read_text() + "{not json")  # the last line, without its newline, is read too
     config = config_for(sentiment_run, tmp_path)
     report = ingest_source(config, str(source), progress=lambda _: None)
     assert (report.received, report.stored, report.duplicates, report.rejected) == (len(rows) + 16, len(rows), 10, 6)

@@ -319,16 +319,17 @@ class MonitorStore:
         with self.database.reading() as conn:
             return list(conn.execute(query).scalars())
 
-    def record_delivery(self, alert_id: int, attempt: dict) -> None:
+    def record_delivery(self, attempt: dict) -> None:
+        """One delivery attempt of an alert: {alert_id, receiver, attempt, ok, error, at}."""
         with self.database.writing() as conn:
             conn.execute(
                 deliveries.insert().values(
-                    alert_id=alert_id,
+                    alert_id=attempt["alert_id"],
                     receiver=attempt["receiver"],
                     attempt=attempt["attempt"],
                     ok=attempt["ok"],
                     error=attempt.get("error"),
-                    at=attempt.get("at") or datetime.now(timezone.utc),
+                    at=datetime.fromisoformat(attempt["at"]) if attempt.get("at") else datetime.now(timezone.utc),
                 )
             )
 
