@@ -214,6 +214,18 @@ def test_a_surge_of_negative_items_on_one_topic_raises_one_alert_stored_and_deli
     first = delivered[0]["alerts"][0]
     assert first["labels"]["topic"] == "a" and first["status"] == "firing"
     assert any(word in first["annotations"]["examples"] for word in NEGATIVE)
+    # scored against the surge as a labelled event: found, no false alert, within one window
+    from lmadapt.apps.monitor.evaluate import evaluate_monitor
+
+    events = tmp_path / "events.csv"
+    surge = (START + timedelta(hours=30), START + timedelta(hours=34))
+    events.write_text(f"topic,start,end,ratio\na,{surge[0].isoformat()},{surge[1].isoformat()},5\n")
+    scores = evaluate_monitor(config, str(events))
+    assert (scores["precision"], scores["recall"], scores["false_alerts"]) == (1.0, 1.0, 0)
+    assert scores["delay_windows_median"] <= 2 and scores["per_event"][0]["label"] == {"ratio": 5}
+    events.write_text("topic,begin,end\na,x,y\n")
+    with pytest.raises(LmadaptError, match="the events file has no column 'start'"):
+        evaluate_monitor(config, str(events))
 
 
 def test_the_same_ingest_runs_on_postgresql(sentiment_run, tmp_path, postgresql_database):
