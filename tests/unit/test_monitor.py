@@ -325,3 +325,19 @@ def test_an_ingest_killed_mid_stream_resumes_with_no_item_lost_or_stored_twice(s
     with MonitorStore(config.store_url) as store, store.database.reading() as conn:
         texts = [row[0] for row in conn.execute(sa.select(items.c.text))]
     assert sorted(texts) == sorted(row["text"] for row in rows)
+
+
+def test_items_from_a_live_pipe_go_in_without_waiting_for_a_full_batch():
+    import os
+
+    from lmadapt.apps.monitor.sources import stream_batches
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "r") as reader, os.fdopen(write_end, "w") as writer:
+        writer.write('{"text": "a"}\n{"text": "b"}\n')
+        writer.flush()
+        batches = stream_batches(reader, batch_size=100, wait_s=0.1)
+        started = time.monotonic()
+        records, position = next(batches)  # the pipe stays open: a quiet feed, not its end
+        assert [r["text"] for r in records] == ["a", "b"] and position == "2"
+        assert time.monotonic() - started < 5
