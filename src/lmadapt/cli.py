@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from lmadapt.apps.monitor.cli import monitor_app
 from lmadapt.apps.support.cli import support_app
 from lmadapt.errors import LmadaptError
 from lmadapt.serving.settings import API_KEY_ENV, MAX_PORT, MIN_PORT, ServiceSettings, setting_help
@@ -31,6 +32,7 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(support_app, name="support")
+app.add_typer(monitor_app, name="monitor")
 console = Console()
 errors = Console(stderr=True)
 
@@ -678,6 +680,17 @@ def support_keys(prefix: str | None = typer.Argument(None, help="A section (hist
     from lmadapt.apps.support.config import support_keys as keys_of_support
 
     print_keys(keys_of_support(prefix))
+
+
+@monitor_app.command("keys")
+def monitor_keys(prefix: str | None = typer.Argument(None, help="A section (input, labels, detection, ...) or a key.")):
+    """Every key a monitor config or --set can give: its type, default and help, by section.
+
+    Example: lmadapt monitor keys detection
+    """
+    from lmadapt.apps.monitor.config import monitor_keys as keys_of_monitor
+
+    print_keys(keys_of_monitor(prefix))
 
 
 def print_keys(keys) -> None:

