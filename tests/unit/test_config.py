@@ -88,9 +88,13 @@ def test_every_config_field_has_help():
 
 
 def test_recipes_in_configs_folder_parse():
-    """Run recipes as run configs; configs/support/ holds support bots' recipes, and the intent recipes they name."""
+    """Run recipes as run configs; configs/support/ holds support bots' recipes, and the intent recipes they name;
+    configs/monitor/ monitors' configs beside the run recipes of the runs they name."""
     from pathlib import Path
 
+    import yaml
+
+    from lmadapt.apps.monitor.config import load_monitor_config
     from lmadapt.apps.support.config import load_support_config
 
     configs = Path(__file__).resolve().parents[2] / "configs"
@@ -100,6 +104,10 @@ def test_recipes_in_configs_folder_parse():
         if recipe.parent.name == "support":
             bot = load_support_config(recipe)
             assert (configs.parent / bot.intent.recipe).is_file() and (configs.parent / bot.templates.path).is_file()
+        elif recipe.parent.name == "monitor" and "labels" in yaml.safe_load(recipe.read_text()):
+            runs = load_monitor_config(recipe).labels.runs
+            named = {load_config(other).name for other in recipe.parent.glob("*.yaml") if other != recipe}
+            assert {Path(path).name for path in runs.values()} <= named  # each run it reads has its recipe here
         else:
             load_config(recipe)
 

@@ -18,7 +18,7 @@ from lmadapt.apps.monitor.config import load_monitor_config
 from lmadapt.apps.monitor.pipeline import Monitor, content_hash, ingest_source, parse_time, window_start
 from lmadapt.apps.monitor.store import MonitorStore, aggregates, items
 from lmadapt.errors import LmadaptError
-from tests.conftest import NEGATIVE, POSITIVE, tiny_overrides
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, tiny_overrides
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
@@ -52,8 +52,10 @@ def config_for(run, tmp_path, url: str | None = None, **settings):
 
 
 def headline(negative: bool, rng: random.Random, i: int) -> str:
-    word = rng.choice(NEGATIVE if negative else POSITIVE)
-    return f"the quarter was {word} for the group {i}"
+    """Words the tiny model's tokenizer knows; the sentiment word decides the label."""
+    words = rng.sample(FILLER, 4)
+    words.insert(rng.randrange(5), rng.choice(NEGATIVE if negative else POSITIVE))
+    return " ".join(words) + f" {i}"
 
 
 def stream(hours: int, per_hour: int, share, seed: int = 0) -> list[dict]:
@@ -103,7 +105,7 @@ def test_items_are_checked_one_by_one_labelled_stored_and_counted_in_their_windo
     ]
     source = tmp_path / "items.jsonl"
     write_jsonl(source, rows[:100] + bad + rows[100:] + rows[:10])  # the last ten again: duplicates
-    source.write_text(source.read_text() + "{not json\n")
+    source.write_text(source.read_text() + "{not json")  # the last line, without its newline, is read too
     config = config_for(sentiment_run, tmp_path)
     report = ingest_source(config, str(source), progress=lambda _: None)
     assert (report.received, report.stored, report.duplicates, report.rejected) == (len(rows) + 16, len(rows), 10, 6)
@@ -212,6 +214,18 @@ def test_a_surge_of_negative_items_on_one_topic_raises_one_alert_stored_and_deli
     first = delivered[0]["alerts"][0]
     assert first["labels"]["topic"] == "a" and first["status"] == "firing"
     assert any(word in first["annotations"]["examples"] for word in NEGATIVE)
+    # scored against the surge as a labelled event: found, no false alert, within one window
+    from lmadapt.apps.monitor.evaluate import evaluate_monitor
+
+    events = tmp_path / "events.csv"
+    surge = (START + timedelta(hours=30), START + timedelta(hours=34))
+    events.write_text(f"topic,start,end,ratio\na,{surge[0].isoformat()},{surge[1].isoformat()},5\n")
+    scores = evaluate_monitor(config, str(events))
+    assert (scores["precision"], scores["recall"], scores["false_alerts"]) == (1.0, 1.0, 0)
+    assert scores["delay_windows_median"] <= 2 and scores["per_event"][0]["label"] == {"ratio": 5}
+    events.write_text("topic,begin,end\na,x,y\n")
+    with pytest.raises(LmadaptError, match="the events file has no column 'start'"):
+        evaluate_monitor(config, str(events))
 
 
 def test_the_same_ingest_runs_on_postgresql(sentiment_run, tmp_path, postgresql_database):

@@ -65,3 +65,38 @@ def replay(
         f"replayed {report.received} items: {report.stored} stored, {report.duplicates} duplicates, "
         f"{report.rejected} rejected; {sum(e.status == 'firing' for e in report.alerts)} alerts fired"
     )
+
+
+@monitor_app.command()
+def evaluate(
+    config: Path = typer.Argument(..., help="Monitor config (YAML)."),
+    events: str = typer.Option(
+        ..., "--events", help="Labelled events: a CSV/JSONL/Parquet file with topic, start, end."
+    ),
+    output: Path | None = typer.Option(None, help="Write the scores as JSON to this file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key (repeatable)."),
+) -> None:
+    """Score the alerts the monitor raised against labelled events: each event once, its first alert detects it.
+
+    Example: lmadapt monitor evaluate configs/monitor/fin-news.yaml --events surges.csv
+    """
+    import json
+
+    from lmadapt.apps.monitor.config import load_monitor_config
+    from lmadapt.apps.monitor.evaluate import evaluate_monitor
+
+    scores = evaluate_monitor(load_monitor_config(config, set_), events)
+    table = RichTable(title="alerts against labelled events")
+    columns = ("precision", "recall", "f1", "detected", "events", "false_alerts", "false_alerts_per_day")
+    for column in (*columns, "median delay (windows)"):
+        table.add_column(column)
+    median = scores["delay_windows_median"]
+    table.add_row(
+        *(f"{scores[c]:.3f}" if isinstance(scores[c], float) else str(scores[c]) for c in columns),
+        "-" if median is None else f"{median:.2f}",
+    )
+    console.print(table)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
+        console.print(f"scores: {output}")

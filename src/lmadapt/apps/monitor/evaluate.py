@@ -154,3 +154,60 @@ def recall_by(
         group: {"events": len(hits), "detected": sum(hits), "recall": sum(hits) / len(hits)}
         for group, hits in groups.items()
     }
+
+
+EVENT_COLUMNS = ("topic", "start", "end")
+
+
+def read_events(path: str) -> list[LabelledEvent]:
+    """Labelled events from a CSV, JSONL or Parquet file: topic, start and end (ISO 8601, UTC where no zone is
+    given); any other column goes into the event's label (e.g. ratio, minutes)."""
+    from zoneinfo import ZoneInfo
+
+    from lmadapt.apps.monitor.pipeline import parse_time
+    from lmadapt.data.loading import read_table
+
+    table = read_table(path)
+    missing = [name for name in EVENT_COLUMNS if name not in table.frame.columns]
+    if missing:
+        raise LmadaptError(
+            f"the events file has no column '{missing[0]}' (found: {', '.join(map(str, table.frame.columns))})",
+            where=path,
+            fix="give one row per event with the columns topic, start, end",
+        )
+    events = []
+    for i, row in enumerate(table.frame.to_dict("records")):
+        try:
+            start, end = (parse_time(row[name], ZoneInfo("UTC")) for name in ("start", "end"))
+        except ValueError as error:
+            raise LmadaptError(f"{error}", where=table.where_rows([i]), fix="write times as ISO 8601") from None
+        label = {key: _number_or_text(value) for key, value in row.items() if key not in EVENT_COLUMNS}
+        events.append(LabelledEvent(str(row["topic"]), start, end, label or None))
+    return events
+
+
+def evaluate_monitor(config, events_path: str) -> dict:
+    """The monitor's stored alerts scored against the labelled events of `events_path` (see score_alerts), over the
+    time range of its stored items."""
+    from lmadapt.apps.monitor.store import MonitorStore
+
+    events = read_events(events_path)
+    with MonitorStore(config.store_url) as store:
+        span = store.time_range()
+        if span is None:
+            raise LmadaptError(
+                "the monitor's store holds no items to score alerts over",
+                where=store.where,
+                fix="ingest or replay the stream first (lmadapt monitor replay CONFIG --stream FILE)",
+            )
+        alerts = store.firing_events()
+    return score_alerts(alerts, events, config.window_lengths, span[0], span[1])
+
+
+def _number_or_text(value):
+    """A label value as written: a number where it reads as one (files read as text give "1.5")."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if number.is_integer() else number

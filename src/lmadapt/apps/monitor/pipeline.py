@@ -106,8 +106,17 @@ class Labeller:
         return None
 
     def label(self, texts: list[str]) -> dict[str, list[dict]]:
-        """Each run's label and label scores of each text (texts already checked), by run name."""
-        return {name: predictor.predict(texts) for name, predictor in self.predictors.items()}
+        """Each run's label and label scores of each text, by run name. The texts were checked one by one (a
+        batch is not refused as a whole for a few texts the guard would not read)."""
+        found = {}
+        for name, predictor in self.predictors.items():
+            predicted = predictor.predictions(texts, abstain=False)
+            labels = predictor.labels.labels
+            found[name] = [
+                {"label": label, "scores": {label_name: float(p) for label_name, p in zip(labels, row)}}
+                for label, row in zip(predicted.labels, predicted.scores)
+            ]
+        return found
 
 
 @dataclass

@@ -32,7 +32,16 @@ Batch = tuple[list, str]  # records (dicts or Unreadable) and the position after
 
 
 def file_batches(path: Path, fmt: str, batch_size: int, start: str | None) -> Iterator[Batch]:
-    """A file read once, from row `start` (a row index) on; positions are the next row's index."""
+    """A file read once. JSON lines line by line from byte `start` on (a line that is not a record is passed on as
+    Unreadable: one bad line must not refuse the file); CSV and Parquet through the data layer from row `start`
+    on. Positions: the byte offset, or the next row's index."""
+    if detect_format(str(path), fmt) == "jsonl":
+        offset = int(start or 0)
+        while True:
+            records, offset = _new_lines(path, offset, batch_size, None, last_line_done=True)
+            if not records:
+                return
+            yield records, str(offset)
     frame = read_table(path, fmt).frame
     first = int(start or 0)
     for begin in range(first, len(frame), batch_size):
@@ -76,14 +85,18 @@ def _csv_header(path: Path) -> tuple[list[str], bytes] | None:
     return next(csv.reader([line.decode("utf-8-sig")])), line
 
 
-def _new_lines(path: Path, offset: int, limit: int, columns: list[str] | None) -> tuple[list, int]:
+def _new_lines(
+    path: Path, offset: int, limit: int, columns: list[str] | None, last_line_done: bool = False
+) -> tuple[list, int]:
+    """Up to `limit` records from the lines after byte `offset`, and the offset after them. A last line without its
+    newline is still being written, unless `last_line_done` (a file read once)."""
     records = []
     with open(path, "rb") as handle:
         handle.seek(offset)
         while len(records) < limit:
             line = handle.readline()
-            if not line.endswith(b"\n"):
-                break  # the end, or a line still being written
+            if not line or (not line.endswith(b"\n") and not last_line_done):
+                break
             offset += len(line)
             if line.strip():
                 records.append(_record(line.decode("utf-8", errors="replace"), columns))

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from lmadapt.apps.database import Database, meta_table
-from lmadapt.apps.monitor.events import FIRING, RESOLVED
+from lmadapt.apps.monitor.events import FIRING, RESOLVED, AlertEvent
 
 SCHEMA_VERSION = 1
 RAW_CHARS = 2_000  # of a rejected item's raw text kept with its reason
@@ -324,16 +324,17 @@ class MonitorStore:
         with self.database.reading() as conn:
             return list(conn.execute(query).scalars())
 
-    def record_delivery(self, alert_id: int, attempt: dict) -> None:
+    def record_delivery(self, attempt: dict) -> None:
+        """One delivery attempt of an alert: {alert_id, receiver, attempt, ok, error, at}."""
         with self.database.writing() as conn:
             conn.execute(
                 deliveries.insert().values(
-                    alert_id=alert_id,
+                    alert_id=attempt["alert_id"],
                     receiver=attempt["receiver"],
                     attempt=attempt["attempt"],
                     ok=attempt["ok"],
                     error=attempt.get("error"),
-                    at=attempt.get("at") or datetime.now(timezone.utc),
+                    at=datetime.fromisoformat(attempt["at"]) if attempt.get("at") else datetime.now(timezone.utc),
                 )
             )
 
@@ -343,6 +344,30 @@ class MonitorStore:
         query = select(alerts.c.id, alerts.c.body).where(alerts.c.id.not_in(delivered)).order_by(alerts.c.id)
         with self.database.reading() as conn:
             return [(row.id, row.body) for row in conn.execute(query)]
+
+    def firing_events(self) -> list[AlertEvent]:
+        """Every alert that fired, in the order raised."""
+        query = select(alerts).where(alerts.c.status == FIRING).order_by(alerts.c.id)
+        with self.database.reading() as conn:
+            return [
+                AlertEvent(
+                    status=row.status,
+                    alertname=row.alertname,
+                    topic=row.topic,
+                    window=row.window,
+                    severity=row.severity,
+                    starts_at=utc(row.starts_at),
+                    ends_at=None if row.ends_at is None else utc(row.ends_at),
+                    values=row.values,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def time_range(self) -> tuple[datetime, datetime] | None:
+        """The first and last item times stored (None: no items)."""
+        with self.database.reading() as conn:
+            first, last = conn.execute(select(func.min(items.c.time), func.max(items.c.time))).one()
+        return None if first is None else (utc(first), utc(last))
 
     def counts(self) -> dict:
         with self.database.reading() as conn:
