@@ -249,3 +249,78 @@ def utc_of(text: str):
     from datetime import datetime
 
     return utc(datetime.fromisoformat(text))
+
+
+def rounded(value):
+    """JSON with its floats rounded (the databases may sum in different orders)."""
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return round(value, 9) if isinstance(value, float) else value
+
+
+DASHBOARD_READS = [
+    "/v1/topics",
+    "/v1/trends?window=1h&hours=48",
+    "/v1/trends?window=1h&topic=a&hours=12",
+    "/v1/trends?window=1d",
+    "/v1/items?limit=20",
+    "/v1/items?topic=b&label=negative&limit=5",
+    "/v1/alerts?status=open",
+    "/v1/alerts?status=all",
+    "/v1/changes?window=1h",
+    "/v1/changes?window=1d",
+]
+
+
+def test_the_dashboard_reads_the_same_from_postgresql(sentiment_run, filled, tmp_path, postgresql_database):  # noqa: F811
+    on_postgresql, _ = fill(sentiment_run, tmp_path, url=postgresql_database)
+    answers = []
+    for config in (filled, on_postgresql):
+        with MonitorStore(config.store_url) as store:
+            app = create_monitor_app(Monitor(config, store), store, ServiceSettings(workers=1))
+            with TestClient(app) as client:
+                answers.append([rounded(client.get(path).json()) for path in DASHBOARD_READS])
+    on_sqlite, on_postgresql_answers = answers
+    assert on_sqlite[1]["points"] and on_sqlite[6]["alerts"]
+    for path, sqlite_answer, postgresql_answer in zip(DASHBOARD_READS, on_sqlite, on_postgresql_answers):
+        assert postgresql_answer == sqlite_answer, path
+
+
+def test_the_dashboard_s_queries_read_the_aggregates_and_the_items_indexes(filled):
+    """SQLite's plan of every statement the dashboard's reads run: items only through their time indexes, the
+    aggregates through their key (but the list of topics, which reads the aggregates' rows, not the items)."""
+    statements = []
+    with MonitorStore(filled.store_url) as store:
+
+        @sa.event.listens_for(store.database.engine, "before_cursor_execute")
+        def keep(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("SELECT"):
+                statements.append((statement, parameters))
+
+        app = create_monitor_app(Monitor(filled, store), store, ServiceSettings(workers=1))
+        with TestClient(app) as client:
+            statements.clear()  # those the monitor ran as it started
+            for path in DASHBOARD_READS + ["/v1/items?topic=a&limit=5&before_id=100"]:
+                assert client.get(path).status_code == 200, path
+        with store.database.engine.connect() as conn:
+            plans = {
+                " ".join(statement.split()): " | ".join(
+                    row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                )
+                for statement, parameters in statements
+            }
+    assert len(plans) >= 8
+    assert sum(" FROM items" in statement for statement in plans) >= 3
+    assert sum(" FROM aggregates" in statement for statement in plans) >= 4
+    for statement, plan in plans.items():
+        if " FROM items" in statement:
+            assert (
+                "USING INDEX items_topic_time" in plan
+                or "USING INDEX items_time" in plan
+                or "INTEGER PRIMARY KEY" in plan
+            ), plan
+            assert "SCAN items |" not in plan + " |", plan
+        if " FROM aggregates" in statement and "DISTINCT" not in statement:
+            assert "SEARCH aggregates USING" in plan, plan
