@@ -24,6 +24,7 @@ drifts up a little where theirs holds; the alerts' own baselines are in their va
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from datetime import datetime, timedelta
@@ -37,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lmadapt.apps.monitor.pipeline import IngestReport, Monitor, window_start
 from lmadapt.apps.monitor.sources import Unreadable
-from lmadapt.apps.monitor.store import MonitorStore
+from lmadapt.apps.monitor.store import RAW_CHARS, MonitorStore
 from lmadapt.serving.errors import ERROR_RESPONSES, ApiError
 from lmadapt.serving.routes import ServiceRouter
 from lmadapt.serving.settings import ServiceSettings
@@ -211,7 +212,15 @@ def monitor_router(monitor: Monitor, store: MonitorStore, settings: ServiceSetti
         name, length = window_length(window)
         last = await run_in_threadpool(store.last_window, name)
         if last is None:
-            return {"window": name, "topic": topic, "start": None, "end": None, "points": [], "alerts": []}
+            return {
+                "window": name,
+                "window_seconds": length.total_seconds(),
+                "topic": topic,
+                "start": None,
+                "end": None,
+                "points": [],
+                "alerts": [],
+            }
         end = last + length
         start = window_start(end - timedelta(hours=hours), length)
         warmup = math.ceil(BASELINE_WARMUP_HALF_LIVES * config.detection.half_life_windows)
@@ -226,6 +235,7 @@ def monitor_router(monitor: Monitor, store: MonitorStore, settings: ServiceSetti
         ]
         return {
             "window": name,
+            "window_seconds": length.total_seconds(),
             "topic": topic,
             "start": start,
             "end": end,
@@ -275,7 +285,7 @@ def _within_limit(record, text_field: str, max_chars: int):
         text = record.get(text_field)
         if isinstance(text, str) and len(text) > max_chars:
             return Unreadable(
-                raw=str(record)[:2_000],
+                raw=json.dumps(record, ensure_ascii=False)[:RAW_CHARS],
                 reason=f"text of {len(text)} characters, over the service's limit of {max_chars} (--max-chars)",
             )
     return record
