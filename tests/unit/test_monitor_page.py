@@ -1,11 +1,11 @@
-"""The monitor's dashboard in a real headless Chromium against the real service (uvicorn in a subprocess on a loopback
-port) over a store filled through Monitor.ingest: the charts drawn by plotly with one point per stored window and the
-alerts as markers, the open alerts, the period-over-period table, the latest items filtered by topic and label;
-nothing loaded from outside the service, no console error; a screenshot kept in the test's folder."""
+"""The monitor's dashboard in a real headless Chromium against the real service (`lmadapt monitor serve` in a
+subprocess on a loopback port) over a store filled through Monitor.ingest: the charts drawn by plotly with one point
+per stored window and the alerts as markers, the open alerts, the period-over-period table, the latest items filtered
+by topic and label, the API key asked for and used; nothing loaded from outside the service, no console error; a
+screenshot kept in the test's folder."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from lmadapt.apps.monitor.store import MonitorStore, aggregates, alerts, items
 from tests.conftest import REPO
@@ -30,53 +31,49 @@ try:
 except ImportError:  # the browser fixture skips, saying how to install it
     expect = None
 
-SERVER = """
-import json, sys
-from lmadapt.apps.monitor.config import parse_monitor_config
-from lmadapt.apps.monitor.pipeline import Monitor
-from lmadapt.apps.monitor.service import create_monitor_app
-from lmadapt.apps.monitor.store import MonitorStore
-from lmadapt.serving.app import serve_forever
-from lmadapt.serving.settings import ServiceSettings
-
-config, port = parse_monitor_config(json.loads(sys.argv[1])), int(sys.argv[2])
-store = MonitorStore(config.store_url)
-serve_forever(create_monitor_app(Monitor(config, store), store, ServiceSettings(workers=1)), "127.0.0.1", port)
-"""
+API_KEY = "dash-k3y"
 
 
 @pytest.fixture(scope="module")
-def service(sentiment_run, tmp_path_factory):  # noqa: F811
-    """The monitor served on a loopback port over a filled store: its URL and config."""
+def services(sentiment_run, tmp_path_factory):  # noqa: F811
+    """The monitor served twice by `lmadapt monitor serve` on loopback ports over one filled store, without a key
+    ("open") and with API_KEY ("keyed"): each one's URL, and the config."""
     import dataclasses
 
     from lmadapt.serving.app import wait_until_serving
 
     work = tmp_path_factory.mktemp("monitor-page")
     config, _rows = fill(sentiment_run, work)
-    url = f"http://127.0.0.1:{free_port()}"
     env = os.environ | {"PYTHONPATH": str(REPO / "src"), "LMADAPT_HOME": str(work / "home"), "HF_HUB_OFFLINE": "1"}
-    raw = json.dumps(dataclasses.asdict(config))
-    process = subprocess.Popen([sys.executable, "-c", SERVER, raw, url.rsplit(":", 1)[1]], cwd=REPO, env=env)
+    recipe = work / "monitor.yaml"
+    recipe.write_text(yaml.safe_dump(dataclasses.asdict(config)), encoding="utf-8")
+    started = {}
+    for name, key in (("open", []), ("keyed", ["--api-key", API_KEY])):
+        port = free_port()
+        command = [sys.executable, "-m", "lmadapt.cli", "monitor", "serve", str(recipe), "--port", str(port), *key]
+        started[name] = (f"http://127.0.0.1:{port}", subprocess.Popen(command, cwd=REPO, env=env))
     try:
-        wait_until_serving(url, process, timeout_s=60)
-        yield url, config
+        for url, process in started.values():
+            wait_until_serving(url, process, timeout_s=60)
+        yield {name: url for name, (url, _) in started.items()}, config
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for _, process in started.values():
+            process.terminate()
+        for _, process in started.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def open_dashboard(browser, url: str) -> Visit:  # noqa: F811
+    """The dashboard in a fresh browser context (its own sessionStorage), recording requests and errors."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     visited = Visit(context.new_page())
     visited.page.on("request", lambda request: visited.requests.append(request.url))
     visited.page.on("console", lambda message: message.type == "error" and visited.errors.append(message.text))
     visited.page.on("pageerror", lambda error: visited.errors.append(str(error)))
     visited.page.goto(url + "/")
-    expect(visited.page.locator("body")).to_have_attribute("data-loaded", "true")
     return visited
 
 
@@ -96,12 +93,13 @@ def stored_counts(config) -> dict:
         return {"windows": windows, "firing": firing, "negative_a": list(negative_a)}
 
 
-def test_the_dashboard_draws_the_stored_windows_and_filters_the_latest_items(browser, service, tmp_path):  # noqa: F811
-    url, config = service
+def test_the_dashboard_draws_the_stored_windows_and_filters_the_latest_items(browser, services, tmp_path):  # noqa: F811
+    urls, config = services
     expected = stored_counts(config)
     assert expected["windows"] == 48 and expected["firing"] == 2
-    visited = open_dashboard(browser, url)
+    visited = open_dashboard(browser, urls["open"])
     page = visited.page
+    expect(page.locator("body")).to_have_attribute("data-loaded", "true")
     expect(page.locator("#monitor-name")).to_have_text(config.name)
 
     # plotly drew both charts as SVG, one point per stored window; the fired alerts are markers on the trend
@@ -161,4 +159,32 @@ def test_the_dashboard_draws_the_stored_windows_and_filters_the_latest_items(bro
     assert any(request.endswith("/static/plotly.min.js") for request in visited.requests)
     assert_stayed_on_the_service(visited)
     assert visited.errors == []
+    page.context.close()
+
+
+def test_a_keyed_monitor_asks_for_the_key_then_draws_with_it(browser, services):  # noqa: F811
+    urls, config = services
+    visited = open_dashboard(browser, urls["keyed"])
+    page = visited.page
+    error = page.locator("#error")
+    expect(error).to_be_visible()
+    expect(error.locator(".error-message")).to_contain_text("needs an API key")
+    expect(error.locator(".error-message")).to_contain_text("Enter the API key above")
+    expect(error.locator(".error-fix")).to_contain_text("X-API-Key")
+    expect(page.locator("#items tr.item")).to_have_count(0)
+
+    page.fill("#api-key", "wrong")
+    page.click("#use-key")
+    expect(error.locator(".error-message")).to_contain_text("missing or wrong API key")
+
+    page.fill("#api-key", API_KEY)
+    page.click("#use-key")
+    expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+    expect(error).to_be_hidden()
+    expect(page.locator("#monitor-name")).to_have_text(config.name)
+    expect(page.locator("#share-chart")).to_have_attribute("data-points", str(stored_counts(config)["windows"]))
+    expect(page.locator("#items tr.item")).to_have_count(50)
+    assert page.evaluate("Object.values(sessionStorage)") == [API_KEY]
+    assert_stayed_on_the_service(visited)
+    assert visited.errors and all("401" in message for message in visited.errors)  # only the refusals
     page.context.close()

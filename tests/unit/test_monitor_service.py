@@ -324,3 +324,14 @@ def test_the_dashboard_s_queries_read_the_aggregates_and_the_items_indexes(fille
             assert "SCAN items |" not in plan + " |", plan
         if " FROM aggregates" in statement and "DISTINCT" not in statement:
             assert "SEARCH aggregates USING" in plan, plan
+
+
+def test_monitor_serve_has_help_and_refuses_a_missing_config(monkeypatch, capsys, tmp_path):
+    from tests.unit.test_cli import run_cli
+
+    code, out, _ = run_cli(monkeypatch, capsys, "monitor", "serve", "--help")
+    flat = " ".join(out.split())
+    assert code == 0 and "Example: lmadapt monitor serve" in flat
+    assert "--api-key" in flat and "--max-texts" in flat and "--max-chars" in flat
+    code, _, err = run_cli(monkeypatch, capsys, "monitor", "serve", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "config file not found" in err and "Traceback" not in err
