@@ -122,7 +122,11 @@ class IngestConfig:
         "How late (behind the newest time seen) an item may arrive and still count in a window's test; later ones "
         "are stored and aggregated but the window has been tested.",
     )
-    poll_s: float = option(1.0, "Following a growing file: seconds between looks for new lines.")
+    poll_s: float = option(
+        1.0,
+        "Following a growing file: seconds between looks for new lines; stdin: after this many quiet seconds the "
+        "items read so far go in without waiting for a full batch.",
+    )
 
 
 @dataclass

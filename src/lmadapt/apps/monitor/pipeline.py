@@ -387,7 +387,7 @@ def ingest_source(
         monitor.dispatch = dispatcher.submit
         try:
             if source == "-":
-                name, batches = "stdin", stream_batches(sys.stdin, batch_size)
+                name, batches = "stdin", stream_batches(sys.stdin, batch_size, config.ingest.poll_s)
             else:
                 path = Path(source)
                 if not path.is_file():

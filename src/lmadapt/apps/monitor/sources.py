@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import select
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -117,15 +119,38 @@ def _record(line: str, columns: list[str] | None):
     return record if isinstance(record, dict) else Unreadable(line.rstrip("\n"), "not a JSON object")
 
 
-def stream_batches(stream: TextIO, batch_size: int) -> Iterator[Batch]:
-    """JSON lines from a stream (stdin) until it ends; positions are line counts."""
+def stream_batches(stream: TextIO, batch_size: int, wait_s: float = 1.0) -> Iterator[Batch]:
+    """JSON lines from a stream (stdin) until it ends; positions are line counts. Items read are passed on once a
+    batch is full, or when the stream has been quiet for `wait_s` (a live feed's items do not wait for a batch)."""
+    try:
+        lines = _quiet_or_lines(stream.fileno(), wait_s)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        lines = iter(stream)  # an in-memory stream: everything is there already
     records, count = [], 0
-    for line in stream:
-        count += 1
-        if line.strip():
-            records.append(_record(line, None))
-        if len(records) >= batch_size:
+    for line in lines:
+        if line is not None:
+            count += 1
+            if line.strip():
+                records.append(_record(line, None))
+        if records and (line is None or len(records) >= batch_size):
             yield records, str(count)
             records = []
     if records:
         yield records, str(count)
+
+
+def _quiet_or_lines(fd: int, wait_s: float) -> Iterator[str | None]:
+    """The lines read from a file descriptor as they come, and None whenever it has been quiet for `wait_s`."""
+    pending = b""
+    while True:
+        if not select.select([fd], [], [], wait_s)[0]:
+            yield None
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if pending:
+                yield pending.decode("utf-8", errors="replace")
+            return
+        *complete, pending = (pending + chunk).split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", errors="replace") + "\n"
