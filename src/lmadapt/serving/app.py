@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.routing import APIRoute
 
 from lmadapt.errors import LmadaptError
@@ -49,6 +50,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     readers: Mapping[str, Reader] | None = None,
     pages: Mapping[str, str] | None = None,
+    assets: Mapping[str, Path] | None = None,
 ) -> FastAPI:
     """The service over `runs` (loaded now, so a bad run fails before the server starts), with an
     application's `routers` (each a ServiceRouter) beside its own routes. Every route gets the API key check,
@@ -56,7 +58,8 @@ def create_app(
     model pool (app.state.pool) through the `Pool` dependency of lmadapt.serving.routes, and the pool's
     `hooks` post-process or observe every prediction. `readers` (name -> texts -> results) are micro-batched
     by the pool (`pool.read(name, texts)`); `pages` (path -> HTML) are served without the key check: they hold
-    no data, and ask for the key to call the API with."""
+    no data, and ask for the key to call the API with; so are `assets` (path -> a file the pages load, such as a
+    script: a page cannot send the key with a script it loads)."""
     settings = settings or ServiceSettings()
     check_routes(routers)
     if settings.api_key is not None and not settings.api_key.strip():
@@ -71,9 +74,11 @@ def create_app(
         responses={401: ERROR_RESPONSES[401]} if settings.api_key else None,
     )
     app.state.pool = pool
-    protect(app, settings, metrics, pages=list(pages or {}))
+    protect(app, settings, metrics, pages=[*(pages or {}), *(assets or {})])
     for path, html in (pages or {}).items():
         app.add_api_route(path, page_route(html), methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    for path, file in (assets or {}).items():
+        app.add_api_route(path, asset_route(Path(file)), methods=["GET"], include_in_schema=False)
     app.include_router(model_router(pool, settings))
     app.include_router(health_router(pool, settings))
     for router in routers:
@@ -86,6 +91,13 @@ def page_route(html: str):
         return HTMLResponse(html)
 
     return page
+
+
+def asset_route(file: Path):
+    async def asset() -> FileResponse:
+        return FileResponse(file)  # its media type from its name; cached by the browser with its ETag
+
+    return asset
 
 
 def serve_forever(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, shutdown_timeout_s: float = 30.0) -> None:

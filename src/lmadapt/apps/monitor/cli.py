@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from lmadapt.serving.settings import API_KEY_ENV, MAX_PORT, MIN_PORT, ServiceSettings, setting_help
+
 monitor_app = typer.Typer(
     help="Financial opinion monitoring on adapted models: items labelled (sentiment, topic), stored with per-window "
     "aggregates, surges of negative news per topic alerted.\n\nExample: lmadapt monitor ingest "
@@ -100,3 +102,41 @@ def evaluate(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
         console.print(f"scores: {output}")
+
+
+@monitor_app.command()
+def serve(
+    config: Path = typer.Argument(..., help="Monitor config (YAML)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes the service to the network)."),
+    port: int = typer.Option(8000, min=MIN_PORT, max=MAX_PORT, help="Port to listen on."),
+    api_key: str | None = typer.Option(
+        None, envvar=API_KEY_ENV, help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."
+    ),
+    max_texts: int = typer.Option(
+        ServiceSettings.max_texts, min=1, help="Most items in one POST /v1/items (else 422)."
+    ),
+    max_chars: int = typer.Option(
+        ServiceSettings.max_chars, min=1, help="Most characters in one item's text (a longer item is rejected)."
+    ),
+    max_body_bytes: int = typer.Option(ServiceSettings.max_body_bytes, min=1, help=setting_help("max_body_bytes")),
+    timeout: float = typer.Option(ServiceSettings.timeout_s, min=0.001, help=setting_help("timeout_s")),
+    workers: int = typer.Option(ServiceSettings.workers, min=0, help=setting_help("workers")),
+    shutdown_timeout: float = typer.Option(30.0, min=0, help="Seconds in-flight requests get to finish on SIGTERM."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set detection.alpha=0.01 (repeatable)."),
+) -> None:
+    """Serve the monitor: POST /v1/items to ingest, trends, items, alerts and changes under /v1, a dashboard at /.
+
+    Example: lmadapt monitor serve configs/monitor/fin-news.yaml --port 8000
+    """
+    from lmadapt.apps.monitor.config import load_monitor_config
+    from lmadapt.apps.monitor.service import serve_monitor
+
+    settings = ServiceSettings(
+        api_key=api_key,
+        max_texts=max_texts,
+        max_chars=max_chars,
+        max_body_bytes=max_body_bytes,
+        timeout_s=timeout,
+        workers=workers,
+    )
+    serve_monitor(load_monitor_config(config, set_), settings, host, port, shutdown_timeout, announce=errors.print)

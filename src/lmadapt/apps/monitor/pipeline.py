@@ -129,11 +129,13 @@ class IngestReport:
     rejected: int = 0
     late: int = 0  # stored, but their window had been tested already
     alerts: list = field(default_factory=list)
+    rejects: list = field(default_factory=list)  # (position, reason) of each rejected record
 
     def add(self, other: IngestReport) -> None:
         for name in ("received", "stored", "duplicates", "rejected", "late"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.alerts += other.alerts
+        self.rejects += other.rejects
 
 
 class Monitor:
@@ -210,6 +212,7 @@ class Monitor:
         items = self._labelled(fresh)
         report.stored = self.store.add(items, rejected, source, position, self.windows, window_start)
         report.rejected = len(rejected)
+        report.rejects = [(reject.position, reject.reason) for reject in rejected]
         report.late = sum(self._is_late(item.time) for item in items)
         if items:
             newest = max(item.time for item in items)

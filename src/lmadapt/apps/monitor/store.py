@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (
     JSON,
@@ -27,13 +27,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    exists,
     func,
+    or_,
     select,
 )
 from sqlalchemy.engine import Connection
 
 from lmadapt.apps.database import Database, meta_table
-from lmadapt.apps.monitor.events import FIRING, AlertEvent
+from lmadapt.apps.monitor.events import FIRING, RESOLVED, AlertEvent
 
 SCHEMA_VERSION = 1
 RAW_CHARS = 2_000  # of a rejected item's raw text kept with its reason
@@ -112,6 +115,7 @@ alerts = Table(
     Column("body", JSON, nullable=False),  # what the receivers are sent
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("fingerprint", "status"),
+    Index("alerts_starts_at", "starts_at"),
 )
 
 deliveries = Table(
@@ -377,6 +381,148 @@ class MonitorStore:
                 "alerts": count(alerts),
                 "deliveries": count(deliveries),
             }
+
+    # -- dashboard -----------------------------------------------------------------------------------------------
+    # Read from the aggregates (one row per window, topic and label), never by scanning the items, except the latest
+    # items, which walk the items_topic_time / items_time indexes newest first.
+
+    def trend(
+        self, window: str, topic: str | None, start: datetime, end: datetime, negative_labels: Sequence[str]
+    ) -> list[dict]:
+        """Per window start (from `start`, before `end`) holding items of `topic` (None: all topics summed): count,
+        negatives, their share, and the mean negative score of the items."""
+        negatives = func.coalesce(func.sum(aggregates.c.count).filter(aggregates.c.label.in_(list(negative_labels))), 0)
+        query = (
+            select(
+                aggregates.c.start,
+                func.sum(aggregates.c.count).label("count"),
+                negatives.label("negatives"),
+                func.sum(aggregates.c.score_sum).label("score_sum"),
+            )
+            .where(aggregates.c.window == window, aggregates.c.start >= start, aggregates.c.start < end)
+            .group_by(aggregates.c.start)
+            .order_by(aggregates.c.start)
+        )
+        if topic is not None:
+            query = query.where(aggregates.c.topic == topic)
+        with self.database.reading() as conn:
+            return [_window_row(row) for row in conn.execute(query)]
+
+    def topics(self) -> list[str]:
+        """Every topic with items, sorted."""
+        with self.database.reading() as conn:
+            return list(conn.execute(select(aggregates.c.topic).distinct().order_by(aggregates.c.topic)).scalars())
+
+    def last_window(self, window: str) -> datetime | None:
+        """The start of the latest window of this length holding an item."""
+        with self.database.reading() as conn:
+            found = conn.execute(select(func.max(aggregates.c.start)).where(aggregates.c.window == window)).scalar()
+        return None if found is None else utc(found)
+
+    def latest_items(
+        self, limit: int, topic: str | None = None, label: str | None = None, before_id: int | None = None
+    ) -> list[dict]:
+        """The newest items (by time, then id), of `topic` and with the sentiment `label` where given; `before_id`:
+        those after that item in this order (the next page)."""
+        query = select(
+            items.c.id,
+            items.c.time,
+            items.c.text,
+            items.c.topic,
+            items.c.sentiment,
+            items.c.negative,
+            items.c.negative_score,
+            items.c.labels,
+            items.c.scores,
+            items.c.models,
+            items.c.fields,
+        )
+        if topic is not None:
+            query = query.where(items.c.topic == topic)
+        if label is not None:
+            query = query.where(items.c.sentiment == label)
+        if before_id is not None:
+            after = select(items.c.time).where(items.c.id == before_id).scalar_subquery()
+            query = query.where(or_(items.c.time < after, and_(items.c.time == after, items.c.id < before_id)))
+        query = query.order_by(items.c.time.desc(), items.c.id.desc()).limit(limit)
+        with self.database.reading() as conn:
+            return [{**row, "time": utc(row["time"])} for row in conn.execute(query).mappings()]
+
+    def open_alerts(self) -> list[dict]:
+        """Firing alerts whose event has not resolved (no resolved alert of the same fingerprint), oldest first."""
+        resolved = alerts.alias("resolved")
+        query = (
+            select(alerts)
+            .where(
+                alerts.c.status == FIRING,
+                ~exists().where(resolved.c.fingerprint == alerts.c.fingerprint, resolved.c.status == RESOLVED),
+            )
+            .order_by(alerts.c.starts_at, alerts.c.id)
+        )
+        with self.database.reading() as conn:
+            return [_alert_row(row) for row in conn.execute(query).mappings()]
+
+    def alerts(self, since: datetime | None = None, limit: int = 1_000) -> list[dict]:
+        """Alerts (firing and resolved) of the events that started at or after `since` (None: all), the latest
+        `limit` of them, oldest first."""
+        query = select(alerts).order_by(alerts.c.starts_at.desc(), alerts.c.id.desc()).limit(limit)
+        if since is not None:
+            query = query.where(alerts.c.starts_at >= since)
+        with self.database.reading() as conn:
+            return [_alert_row(row) for row in reversed(conn.execute(query).mappings().all())]
+
+    def change(self, window: str, length: timedelta, topic: str | None, negative_labels: Sequence[str]) -> dict | None:
+        """The latest window of this length holding an item (the current period, which may still be open) against
+        the one before it: each one's count, negatives and negative share, for `topic` (None: all topics summed);
+        None when no item is stored."""
+        current = self.last_window(window)
+        if current is None:
+            return None
+        periods = {
+            row["start"]: row for row in self.trend(window, topic, current - length, current + length, negative_labels)
+        }
+        empty = {"count": 0, "negatives": 0, "negative_share": None, "mean_negative_score": None}
+        now = periods.get(current, {"start": current, **empty})
+        before = periods.get(current - length, {"start": current - length, **empty})
+        share_change = (
+            None
+            if now["negative_share"] is None or before["negative_share"] is None
+            else now["negative_share"] - before["negative_share"]
+        )
+        return {
+            "topic": topic,
+            "current": now,
+            "previous": before,
+            "count_change": now["count"] - before["count"],
+            "negative_share_change": share_change,
+        }
+
+
+def _window_row(row) -> dict:
+    count, negatives = int(row.count), int(row.negatives)
+    return {
+        "start": utc(row.start),
+        "count": count,
+        "negatives": negatives,
+        "negative_share": negatives / count if count else None,
+        "mean_negative_score": float(row.score_sum) / count if count else None,
+    }
+
+
+def _alert_row(row) -> dict:
+    return {
+        "id": row["id"],
+        "fingerprint": row["fingerprint"],
+        "status": row["status"],
+        "alertname": row["alertname"],
+        "topic": row["topic"],
+        "window": row["window"],
+        "severity": row["severity"],
+        "starts_at": utc(row["starts_at"]),
+        "ends_at": None if row["ends_at"] is None else utc(row["ends_at"]),
+        "values": row["values"],
+        "examples": row["examples"],
+    }
 
 
 def _item_row(item: Item, source: str, now: datetime) -> dict:
