@@ -148,7 +148,7 @@ def classifier_rows(specs: dict, runs: Path, took: dict) -> list[dict]:
                 "test_rows": len(test),
                 "accuracy": round(metrics["accuracy"], 4),
                 "macro_f1": round(metrics["macro_f1"], 4),
-                "monitor_backend": predictor.backend,
+                "monitor_backend": predictor.engine.name,
                 "monitor_backend_accuracy": round(float(accuracy_score(test.label, found.labels)), 4),
                 "monitor_backend_macro_f1": round(float(f1_score(test.label, found.labels, average="macro")), 4),
                 "train_s": took.get(name),
