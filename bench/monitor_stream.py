@@ -142,16 +142,18 @@ class Windows:
         return STREAM_START + bucket * self.length
 
 
+def stream_labels(stream: Stream, pools: Pools, labels: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each item's topic id, negative flag and negative score under the model's or the gold labels."""
+    if labels == "model":
+        negative = pools.negative_model[stream.headline]
+        return pools.story_topic_model[stream.story], negative, pools.negative_score[stream.headline]
+    negative = pools.negative_gold[stream.headline]
+    return pools.story_topic_gold[stream.story], negative, negative.astype(float)
+
+
 def window_counts(stream: Stream, pools: Pools, labels: str, windows: dict[str, timedelta]) -> list[Windows]:
     """Count the stream's items per window and topic, under the model's or the gold labels."""
-    if labels == "model":
-        topic = pools.story_topic_model[stream.story]
-        negative = pools.negative_model[stream.headline]
-        score = pools.negative_score[stream.headline]
-    else:
-        topic = pools.story_topic_gold[stream.story]
-        negative = pools.negative_gold[stream.headline]
-        score = negative.astype(float)
+    topic, negative, score = stream_labels(stream, pools, labels)
     found = []
     topics = len(pools.topics)
     for name, length in windows.items():
@@ -229,13 +231,13 @@ def after_warmup(alerts: list[AlertEvent]) -> list[AlertEvent]:
     return [a for a in alerts if a.starts_at >= STREAM_START + WARMUP]
 
 
-def alerts_per_day(edges_by_window: list[np.ndarray], counts: list[Windows], days: float) -> np.ndarray:
-    """False alerts per day of a control stream for each threshold: every run of firing windows after the warm-up."""
+def control_false_alerts(edges_by_window: list[np.ndarray], counts: list[Windows]) -> np.ndarray:
+    """False alerts of a control stream for each threshold: every run of firing windows after the warm-up."""
     total = 0
     for edges, windows in zip(edges_by_window, counts):
         first = int(WARMUP / windows.length)
         total = total + edges[:, first:, :].sum(axis=(1, 2))
-    return total / days
+    return total
 
 
 def score(streams: list[tuple[Stream, list[AlertEvent]]], windows: dict[str, timedelta]) -> dict:
@@ -243,9 +245,7 @@ def score(streams: list[tuple[Stream, list[AlertEvent]]], windows: dict[str, tim
     true = false = detected = events = 0
     delays, flags, all_events = [], [], []
     for stream, alerts in streams:
-        found = score_alerts(
-            after_warmup(alerts), stream.events, windows, STREAM_START + WARMUP, stream.end, control_days=None
-        )
+        found = score_alerts(after_warmup(alerts), stream.events, windows, STREAM_START + WARMUP, stream.end)
         true, false = true + found["true_alerts"], false + found["false_alerts"]
         detected, events = detected + found["detected"], events + found["events"]
         delays += [row["delay_windows"] for row in found["per_event"] if row["detected"]]
@@ -302,7 +302,7 @@ def evaluate_detectors(
     for detector, grid in (("fixed_threshold", FIXED_GRID), ("rolling_z", ROLLING_Z_GRID)):
         per_day = (
             sum(
-                alerts_per_day([rising_edges(fires_of(detector, w, grid)) for w in counts], counts, 1.0)
+                control_false_alerts([rising_edges(fires_of(detector, w, grid)) for w in counts], counts)
                 for counts in control_counts
             )
             / control_days
@@ -356,12 +356,7 @@ def pipeline_agreement(stream: Stream, pools: Pools, labels: str, config: Monito
     from lmadapt.apps.monitor.pipeline import Monitor
     from lmadapt.apps.monitor.store import MonitorStore
 
-    if labels == "model":
-        topic, negative = pools.story_topic_model[stream.story], pools.negative_model[stream.headline]
-        score = pools.negative_score[stream.headline]
-    else:
-        topic, negative = pools.story_topic_gold[stream.story], pools.negative_gold[stream.headline]
-        score = negative.astype(float)
+    topic, negative, score = stream_labels(stream, pools, labels)
     started = time.perf_counter()
     with MonitorStore(store_url) as store:
         monitor = Monitor(config, store, labeller=StreamLabels(topic, negative, score, pools.topics))
