@@ -217,12 +217,15 @@ def news_texts(data: Path, count: int) -> list[str]:
     return texts
 
 
+def _remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def _fresh_store_url(kind: str, workdir: Path, name: str, server: str | None) -> str:
     if kind == "sqlite":
-        path = workdir / f"{name}.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{path}"
+        _remove_sqlite(workdir / f"{name}.sqlite")
+        return f"sqlite:///{workdir / f'{name}.sqlite'}"
     return create_database(server, name.replace("-", "_"))
 
 
@@ -515,8 +518,8 @@ def dashboard_row(
     rounds: int = DASHBOARD_ROUNDS,
 ) -> dict:
     """The `kind: dashboard` row: the dashboard's requests against `lmadapt monitor serve` on a store of `items`
-    synthetic items (see the module's docstring). The runs are those the service loads (its /v1/monitor names
-    their models and labels)."""
+    synthetic items (see the module's docstring), removed afterwards. The runs are those the service loads (its
+    /v1/monitor names their models and labels)."""
     import yaml
 
     from lmadapt.serving.app import wait_until_serving
@@ -557,7 +560,9 @@ def dashboard_row(
                 server.kill()
                 server.wait()
         if stop is not None:
-            stop()
+            stop()  # the server and its cluster removed
+        if store == "sqlite":
+            _remove_sqlite(workdir / "dashboard.sqlite")  # a gigabyte at 1M items
     every = [ms for values in latencies.values() for ms in values]
     return {
         "kind": "dashboard",
