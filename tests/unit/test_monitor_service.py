@@ -139,8 +139,10 @@ def test_alert_markers_and_open_alerts_come_from_the_stored_alerts(client, store
     assert client.get("/v1/alerts", params={"status": "closed"}).status_code == 422
 
 
-def test_topics_and_the_latest_items_filtered_and_paged_newest_first(client, stored):
+def test_topics_and_the_latest_items_filtered_and_paged_newest_first(client, stored, filled):
     assert client.get("/v1/topics").json() == {"topics": ["a", "b"]}
+    with MonitorStore(filled.store_url) as store:  # read from one window's aggregates (the service: the longest)
+        assert store.topics("1d") == store.topics("1h") == store.topics() == ["a", "b"]
     expected = sorted(
         (row for row in stored["items"] if row["topic"] == "a" and row["sentiment"] == "negative"),
         key=lambda row: (row["time"], row["id"]),

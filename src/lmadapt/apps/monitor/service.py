@@ -130,6 +130,7 @@ def monitor_router(monitor: Monitor, store: MonitorStore, settings: ServiceSetti
     config = monitor.config
     windows = monitor.windows
     negative_labels = config.negative_labels
+    longest = next(reversed(windows))  # the topics are read from its aggregates, the fewest rows
     sentiment_run = monitor.labeller.runs[config.labels.sentiment]
     ingesting = threading.Lock()  # one batch at a time: the monitor's detection state is not shared
 
@@ -199,7 +200,7 @@ def monitor_router(monitor: Monitor, store: MonitorStore, settings: ServiceSetti
     @router.get("/v1/topics")
     async def topics() -> dict:
         """The topics with items."""
-        return {"topics": await run_in_threadpool(store.topics)}
+        return {"topics": await run_in_threadpool(store.topics, longest)}
 
     @router.get("/v1/trends", responses=ERROR_RESPONSES)
     async def trends(
@@ -271,7 +272,7 @@ def monitor_router(monitor: Monitor, store: MonitorStore, settings: ServiceSetti
         name, length = window_length(window or next(reversed(windows)))
 
         def compare() -> list[dict]:
-            found = [store.change(name, length, topic, negative_labels) for topic in [None, *store.topics()]]
+            found = [store.change(name, length, topic, negative_labels) for topic in [None, *store.topics(longest)]]
             return [row for row in found if row is not None]
 
         return {"window": name, "changes": await run_in_threadpool(compare)}

@@ -408,10 +408,15 @@ class MonitorStore:
         with self.database.reading() as conn:
             return [_window_row(row) for row in conn.execute(query)]
 
-    def topics(self) -> list[str]:
-        """Every topic with items, sorted."""
+    def topics(self, window: str | None = None) -> list[str]:
+        """Every topic with items, sorted. `window`: read from that window's aggregates only, through the primary
+        key (each item is counted in every window, so each window's rows name every topic): the longest window has
+        the fewest rows; without it, every aggregate row is scanned."""
+        query = select(aggregates.c.topic).distinct().order_by(aggregates.c.topic)
+        if window is not None:
+            query = query.where(aggregates.c.window == window)
         with self.database.reading() as conn:
-            return list(conn.execute(select(aggregates.c.topic).distinct().order_by(aggregates.c.topic)).scalars())
+            return list(conn.execute(query).scalars())
 
     def last_window(self, window: str) -> datetime | None:
         """The start of the latest window of this length holding an item."""
