@@ -35,14 +35,16 @@ MISSING_TEXT_VALUES = frozenset({"", "(no genres listed)", "unknown", "unkonwn"}
 
 
 def _require_columns(table: Table, wanted: dict[str, str]) -> None:
-    """Each wanted column (role -> name) must be in the table; a missing one is named with the ones there are."""
+    """Each wanted column (the setting that names it -> its name) must be in the table; a missing one is named
+    with the columns there are."""
     columns = [str(c) for c in table.frame.columns]
-    for role, name in wanted.items():
+    for setting, name in wanted.items():
         if name not in columns:
+            role = setting.removesuffix("s").removesuffix("_column")
             raise LmadaptError(
                 f"no {role} column '{name}' (the columns are {', '.join(columns)})",
                 where=f"{table.source}, line 1" if table.lines is not None else table.source,
-                fix=f"name the {role} column, e.g. {role}_column={columns[0]!r}; {did_you_mean(name, columns)}",
+                fix=f"set {setting} to the column that holds it: {did_you_mean(name, columns)}",
             )
 
 
@@ -103,11 +105,11 @@ def interactions_from_table(
 ) -> pd.DataFrame:
     """Interactions (user, item, weight, time, rating) from a table read by the data layer. Without a rating
     column every row weighs 1 (implicit feedback) and `rating` is NaN; without a time column `time` is 0."""
-    wanted = {"user": user_column, "item": item_column}
+    wanted = {"user_column": user_column, "item_column": item_column}
     if rating_column:
-        wanted["rating"] = rating_column
+        wanted["rating_column"] = rating_column
     if time_column:
-        wanted["timestamp"] = time_column
+        wanted["time_column"] = time_column
     _require_columns(table, wanted)
     if not len(table.frame):
         raise LmadaptError("there are no interactions", where=table.source, fix="add rows of (user, item, ...)")
@@ -152,7 +154,9 @@ def implicit_feedback(interactions: pd.DataFrame, threshold: float | None = DEFA
 
 def items_from_table(table: Table, *, item_column: str, text_columns: Sequence[str]) -> pd.DataFrame:
     """Items (`item` plus the named text columns, as strings; missing values empty), one row per item id."""
-    _require_columns(table, {"item": item_column, **{f"text ({c})": c for c in text_columns}})
+    _require_columns(table, {"item_column": item_column})
+    for column in text_columns:
+        _require_columns(table, {"text_columns": column})
     ids = _ids(table, item_column, "item")
     repeated = ids.duplicated(keep=False)
     if repeated.any():
@@ -177,9 +181,9 @@ def tags_from_table(
     time_column: str | None = "timestamp",
 ) -> pd.DataFrame:
     """Tags (user, item, tag, time) from a table read by the data layer; rows with an empty tag are dropped."""
-    wanted = {"user": user_column, "item": item_column, "tag": tag_column}
+    wanted = {"user_column": user_column, "item_column": item_column, "tag_column": tag_column}
     if time_column:
-        wanted["timestamp"] = time_column
+        wanted["time_column"] = time_column
     _require_columns(table, wanted)
     frame = pd.DataFrame(
         {
