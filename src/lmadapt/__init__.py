@@ -148,10 +148,12 @@ def encoder(source, *, batch_size: int = 64):
     from lmadapt.models.language import require_readable
     from lmadapt.models.resolve import resolve_backbone
     from lmadapt.models.sentence_encoder import load_sentence_encoder
+    from lmadapt.training.progress import quiet_libraries
 
     model = ModelConfig(backbone=str(source))
     path = resolve_backbone(model.backbone)
-    sentence_encoder = load_sentence_encoder(path, model)
+    with quiet_libraries():
+        sentence_encoder = load_sentence_encoder(path, model)
 
     def embed_texts(texts):
         texts = checked_texts(texts)
