@@ -138,12 +138,26 @@ def test_adapted_model_recommends_each_users_taste_and_beats_the_frozen_encoder(
     assert seen & {item for item, _ in model.recommend("u0", k=len(catalog), exclude_seen=False)} == seen
 
 
+def test_scores_are_the_cosine_plus_the_popularity_prior_in_one_inner_product(fitted):
+    model, train, catalog = fitted
+    likes = train.item.value_counts().reindex(catalog.ids, fill_value=0).to_numpy()
+    np.testing.assert_allclose(model.prior, 0.05 * np.log1p(likes), rtol=1e-6)
+    cosine = model.score(["u5"]) - model.prior
+    assert np.abs(cosine).max() <= 1 + 1e-5
+    np.testing.assert_allclose(cosine, model.user_vectors[[model.users.index["u5"]]] @ model.item_vectors.T, atol=1e-6)
+    # The index answers the same scores: its rows are [item vector, prior], its query [user vector, 1].
+    top = model.recommend("u5", k=len(catalog), exclude_seen=False)
+    by_score = model.score(["u5"])[0]
+    np.testing.assert_allclose([s for _, s in top], np.sort(by_score)[::-1], atol=1e-5)
+
+
 def test_a_new_item_added_by_text_is_recommendable_without_refit(fitted):
     model, train, catalog = fitted
     rng = random.Random(7)
     new_ids = [f"new-{t}" for t in range(TASTES)]
     model.add_items(new_ids, [item_text(t, rng) for t in range(TASTES)])
     assert len(model.catalog) == len(catalog) + TASTES and len(model.index) == len(model.catalog)
+    assert (model.prior[-TASTES:] == np.median(model.prior[:-TASTES])).all()  # a typical item until it has likes
 
     scores = model.score([f"u{t}" for t in range(TASTES)], new_ids)
     assert (scores.argmax(axis=1) == np.arange(TASTES)).all()  # each taste's user ranks its new item first
@@ -186,6 +200,8 @@ def test_bad_input_and_settings_are_refused_with_what_is_wrong(tiny_bert):
     train, catalog = synthetic(users=4)
     with pytest.raises(LmadaptError, match="text.index: unknown index kind 'numpi'.*\n.*did you mean 'numpy'"):
         TextRecommender(tiny_config(tiny_bert, index="numpi"))
+    with pytest.raises(LmadaptError, match="popularity_weight must be 0 or more, got -1"):
+        TextRecommender(tiny_config(tiny_bert, popularity_weight=-1))
     with pytest.raises(LmadaptError, match="history_length must be a whole number >= 1, got 0"):
         TextRecommender(tiny_config(tiny_bert, history_length=0))
     with pytest.raises(LmadaptError, match="the interactions lack the column\\(s\\) time"):

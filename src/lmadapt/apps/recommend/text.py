@@ -2,8 +2,15 @@
 
 An item's vector is its text's; a user's is the text of their history (the items they liked last, newest first).
 The encoder is adapted on (history before an item, that item) pairs from the training interactions, with in-batch
-negatives, so that a history lands near the items that come next (`lmadapt.adapt_encoder`). Scores are inner
-products of unit vectors (cosine); the items' vectors sit in the applications' vector index (numpy, faiss or Qdrant).
+negatives, so that a history lands near the items that come next (`lmadapt.adapt_encoder`).
+
+A score is the cosine of the user's and the item's vectors plus a popularity prior, popularity_weight x log(1 + the
+item's likes in training). In-batch negatives are other users' next items, so popular items are the commonest
+negatives and the encoder learns how much likelier an item is for this user than for anyone: popularity is taken out.
+The loss's softmax reads 20 x cosine, so adding log-popularity / 20 puts it back (the sampling-bias correction of
+Yi et al., RecSys 2019); on ml-100k that turned the adapted model from below popularity to well above it. Both parts
+are one inner product, [user vector, 1] . [item vector, prior], so the items sit in the applications' vector index
+(numpy, faiss or Qdrant) as they are scored.
 Because an item needs only its text, an item added after training is recommendable at once, and a visitor with no
 account is served from a list of items or a description.
 """
@@ -20,7 +27,7 @@ import pandas as pd
 
 import lmadapt
 from lmadapt.apps.recommend.base import INTERACTION_COLUMNS, Catalog, UserIndex
-from lmadapt.apps.vectors import INDEX_KINDS, VectorIndex, build_index
+from lmadapt.apps.vectors import INDEX_KINDS, build_index
 from lmadapt.config import option
 from lmadapt.errors import LmadaptError, did_you_mean
 
@@ -55,6 +62,12 @@ class TextConfig:
     )
     learning_rate: float = option(5e-5, "Peak learning rate of the encoder's fine-tuning.")
     max_length: int = option(128, "Longest text in tokens (histories are cut there).")
+    popularity_weight: float = option(
+        0.05,
+        "Weight of the popularity prior log(1 + the item's likes in training) added to the cosine; 0.05 = 1/20, the "
+        "in-batch loss's scale, puts back the popularity that in-batch negatives take out. 0: cosine alone. Items "
+        "added later get the catalogue's median prior until a refit counts their likes.",
+    )
     like_threshold: float | None = option(
         None,
         "Interactions whose weight is below this are not likes: they are excluded from recommendations as seen "
@@ -81,6 +94,12 @@ def check_text_config(config: TextConfig) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise LmadaptError(f"{name} must be a whole number >= 1, got {value!r}", where=f"text.{name}")
+    if not isinstance(config.popularity_weight, (int, float)) or config.popularity_weight < 0:
+        raise LmadaptError(
+            f"popularity_weight must be 0 or more, got {config.popularity_weight!r}",
+            where="text.popularity_weight",
+            fix="e.g. 0.05; 0 scores by cosine alone",
+        )
     if not isinstance(config.epochs, (int, float)) or config.epochs < 0:
         raise LmadaptError(f"epochs must be 0 or more, got {config.epochs!r}", where="text.epochs")
     if config.index not in INDEX_KINDS:
@@ -132,7 +151,8 @@ def _check_item_texts(ids: Sequence[str], texts: Sequence[str], where: str) -> N
 
 
 class TextRecommender:
-    """Recommendations by inner product of a user's history vector and the items' vectors (see the module)."""
+    """Recommendations by the cosine of a user's history vector and the items' vectors, plus the items' popularity
+    prior (see the module)."""
 
     name = "text"
 
@@ -196,11 +216,18 @@ class TextRecommender:
             self.encoder_path = config.backbone
         self._embed = lmadapt.encoder(str(self.encoder_path), batch_size=config.encode_batch_size)
         self.item_vectors = self._encode(self.catalog.texts)
-        self.index = self._build_index(self.item_vectors)
+        liked = self._liked(known, self.catalog)
+        likes = np.bincount(self.catalog.positions(list(liked["item"])), minlength=len(self.catalog))
+        self.prior = (config.popularity_weight * np.log1p(likes)).astype(np.float32)
+        self.index = build_index(
+            self._augmented(self.item_vectors, self.prior),
+            config.index,
+            qdrant_url=config.qdrant_url,
+            qdrant_path=config.qdrant_path,
+        )
 
         ordered = in_time_order(known)
         self.users = UserIndex(sorted(ordered["user"].unique()))
-        liked = self._liked(known, self.catalog)
         histories = {user: list(items) for user, items in liked.groupby("user", sort=False)["item"]}
         everything = {user: list(items) for user, items in ordered.groupby("user", sort=False)["item"]}
         texts = []
@@ -237,9 +264,11 @@ class TextRecommender:
             return np.empty((0, self.item_vectors.shape[1]), dtype=np.float32)
         return _unit(self._embed(list(texts)))
 
-    def _build_index(self, vectors: np.ndarray) -> VectorIndex:
-        config = self.config
-        return build_index(vectors, config.index, qdrant_url=config.qdrant_url, qdrant_path=config.qdrant_path)
+    @staticmethod
+    def _augmented(vectors: np.ndarray, last: np.ndarray | float) -> np.ndarray:
+        """The vectors with one more column (the items' prior, or the queries' 1): their inner product is the score."""
+        column = np.broadcast_to(np.asarray(last, dtype=np.float32), (len(vectors),))[:, None]
+        return np.hstack([vectors, column]).astype(np.float32)
 
     # --- answering -------------------------------------------------------------------------------------------------
 
@@ -261,18 +290,19 @@ class TextRecommender:
         return np.array([self.users.index[str(user)] for user in users], dtype=np.int64)
 
     def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
-        """[len(users), len(items)] cosine of each user's history vector and each item's vector (items: the whole
-        catalogue, added items included, when None). A user without training history is an error."""
+        """[len(users), len(items)] scores: the cosine of each user's history vector and each item's vector plus the
+        item's popularity prior (items: the whole catalogue, added items included, when None). A user without
+        training history is an error."""
         self._require_fitted()
         queries = self.user_vectors[self._user_positions(users)]
-        targets = self.item_vectors if items is None else self.item_vectors[self.catalog.positions(list(items))]
-        return queries @ targets.T
+        positions = slice(None) if items is None else self.catalog.positions(list(items))
+        return queries @ self.item_vectors[positions].T + self.prior[positions]
 
     def _top(self, query: np.ndarray, k: int, exclude: np.ndarray) -> list[tuple[str, float]]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise LmadaptError(f"k must be a whole number >= 1, got {k!r}", where="recommend", fix="e.g. k=10")
         wanted = min(k + len(exclude), len(self.catalog))
-        similarities, ids = self.index.search(query[None, :], wanted)
+        similarities, ids = self.index.search(self._augmented(query[None, :], 1.0), wanted)
         excluded = set(exclude.tolist())
         found = [
             (self.catalog.ids[i], float(s))
@@ -282,7 +312,7 @@ class TextRecommender:
         return found[:k]
 
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
-        """The user's top k (item id, cosine), best first, from the vector index; without the items they interacted
+        """The user's top k (item id, score), best first, from the vector index; without the items they interacted
         with in training when exclude_seen."""
         self._require_fitted()
         position = self._user_positions([user])[0]
@@ -318,7 +348,7 @@ class TextRecommender:
         k: int = 10,
         exclude: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
-        """Top k (item id, cosine) for someone the model has not trained on: from the items they liked (oldest
+        """Top k (item id, score) for someone the model has not trained on: from the items they liked (oldest
         first), a free-text description of what they like, or both. `exclude`: items not to recommend (None: the
         given items)."""
         query = self._encode([self.history_query(item_ids, text)])[0]
@@ -344,8 +374,10 @@ class TextRecommender:
         _check_item_texts(ids, texts, "add_items")
         catalog = Catalog(self.catalog.ids + ids, self.catalog.texts + texts)  # refuses an id given twice
         vectors = self._encode(texts)
-        self.index.add(vectors)
+        prior = np.full(len(ids), np.median(self.prior) if len(self.prior) else 0.0, dtype=np.float32)
+        self.index.add(self._augmented(vectors, prior))
         self.item_vectors = np.concatenate([self.item_vectors, vectors])
+        self.prior = np.concatenate([self.prior, prior])
         self.catalog = catalog
 
     def __repr__(self) -> str:
