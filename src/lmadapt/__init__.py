@@ -129,17 +129,19 @@ def embed(source, texts, *, batch_size: int = 64):
     return encoder(source, batch_size=batch_size)(texts)
 
 
-def encoder(source, *, batch_size: int = 64):
+def encoder(source, *, batch_size: int = 64, max_length: int | None = None):
     """A sentence encoder, loaded once: a function from texts to their vectors (a numpy array, one row a text). From an
     encoder folder `adapt_encoder` wrote (manifest verified): the adapted encoder. From a run (folder or Run): the
-    adapted classifier's view of each text, the input of its classification head. From a backbone (packaged alias, local folder or hub id): its sentence-transformers embedding (mean pooling for a plain
-    encoder). Texts the model cannot read are refused, as for predict."""
+    adapted classifier's view of each text, the input of its classification head. From a backbone (packaged alias,
+    local folder or hub id): its sentence-transformers embedding (mean pooling for a plain encoder). Texts the model
+    cannot read are refused, as for predict. `max_length`: where texts are cut, in tokens, for a backbone or an encoder
+    folder (None: the folder's own, 128 for a backbone); a run keeps its own."""
     from pathlib import Path
 
     from lmadapt.training.encoder import is_encoder_folder, load_encoder_folder
 
     if not hasattr(source, "predictor") and is_encoder_folder(Path(str(source))):
-        return load_encoder_folder(source, batch_size=batch_size)
+        return load_encoder_folder(source, batch_size=batch_size, max_length=max_length)
     if hasattr(source, "predictor") or (Path(str(source)) / "manifest.json").is_file():
         run = _as_run(source)
         return lambda texts: run.predictor.features(run.guard(texts, "the texts to embed"))
@@ -150,7 +152,7 @@ def encoder(source, *, batch_size: int = 64):
     from lmadapt.models.sentence_encoder import load_sentence_encoder
     from lmadapt.training.progress import quiet_libraries
 
-    model = ModelConfig(backbone=str(source))
+    model = ModelConfig(backbone=str(source), **({"max_length": max_length} if max_length else {}))
     path = resolve_backbone(model.backbone)
     with quiet_libraries():
         sentence_encoder = load_sentence_encoder(path, model)

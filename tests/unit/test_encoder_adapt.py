@@ -57,6 +57,7 @@ def test_adapting_on_pairs_pulls_the_pairs_together_and_round_trips(tiny_bert, t
     print(f"pairing margin before {before:.3f}, after {after:.3f}")
     assert after > before + 0.3, (before, after)  # matching texts now clearly nearer than the others
     assert embed(["great film"]).shape == (1, 32)
+    assert embed.model.max_seq_length == 32 and lmadapt.encoder(folder, max_length=8).model.max_seq_length == 8
 
     # The same pairs, settings and seed give the same encoder.
     again = lmadapt.adapt_encoder(topic_pairs(160, seed=1), tmp_path / "again", backbone=str(tiny_bert), **TINY)

@@ -263,13 +263,13 @@ class AdaptedEncoder:
     """An encoder folder, loaded once: call it with texts for their vectors (a numpy array, one row a text). Texts its
     model cannot read are refused, as `lmadapt.encoder` refuses them for a backbone."""
 
-    def __init__(self, path: Path, batch_size: int = 64):
+    def __init__(self, path: Path, batch_size: int = 64, max_length: int | None = None):
         self.path = path
         self.record = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
         self.batch_size = batch_size
         self.model_config = ModelConfig(
             backbone=self.record["backbone"],
-            max_length=int(self.record["max_length"]),
+            max_length=int(max_length or self.record["max_length"]),
             max_unknown_share=float(self.record["max_unknown_share"]),
         )
         with quiet_libraries():
@@ -294,12 +294,13 @@ class AdaptedEncoder:
         return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
 
 
-def load_encoder_folder(path: str | Path, batch_size: int = 64) -> AdaptedEncoder:
-    """The encoder folder adapt_encoder wrote, after checking its manifest."""
+def load_encoder_folder(path: str | Path, batch_size: int = 64, max_length: int | None = None) -> AdaptedEncoder:
+    """The encoder folder adapt_encoder wrote, after checking its manifest; `max_length`: where texts are cut (None:
+    where they were in training)."""
     path = Path(path)
     if not is_encoder_folder(path):
         raise LmadaptError(
             f"not an encoder folder (no {ENCODER_FILE})", where=str(path), fix="pass a folder adapt_encoder wrote"
         )
     verify_manifest(path)
-    return AdaptedEncoder(path, batch_size)
+    return AdaptedEncoder(path, batch_size, max_length)
