@@ -141,8 +141,8 @@ def retrieval_rows(bot_folder: Path, test_csv: Path) -> list[dict]:
     import lmadapt
     from lmadapt.apps.support.bot import unit_rows
     from lmadapt.apps.support.evaluate import retrieval_metrics
-    from lmadapt.apps.support.index import LexicalIndex, build_index
     from lmadapt.apps.support.knowledge import KnowledgeBase
+    from lmadapt.apps.vectors import LexicalIndex, build_index
 
     knowledge = KnowledgeBase.load(bot_folder)
     test = pd.read_csv(test_csv)

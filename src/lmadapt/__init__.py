@@ -129,13 +129,19 @@ def embed(source, texts, *, batch_size: int = 64):
     return encoder(source, batch_size=batch_size)(texts)
 
 
-def encoder(source, *, batch_size: int = 64):
-    """A sentence encoder, loaded once: a function from texts to their vectors (a numpy array, one row a text). From a
-    run (folder or Run): the adapted classifier's view of each text, the input of its classification head. From a
-    backbone (packaged alias, local folder or hub id): its sentence-transformers embedding (mean pooling for a plain
-    encoder). Texts the model cannot read are refused, as for predict."""
+def encoder(source, *, batch_size: int = 64, max_length: int | None = None):
+    """A sentence encoder, loaded once: a function from texts to their vectors (a numpy array, one row a text). From an
+    encoder folder `adapt_encoder` wrote (manifest verified): the adapted encoder. From a run (folder or Run): the
+    adapted classifier's view of each text, the input of its classification head. From a backbone (packaged alias,
+    local folder or hub id): its sentence-transformers embedding (mean pooling for a plain encoder). Texts the model
+    cannot read are refused, as for predict. `max_length`: where texts are cut, in tokens, for a backbone or an encoder
+    folder (None: the folder's own, 128 for a backbone); a run keeps its own."""
     from pathlib import Path
 
+    from lmadapt.training.encoder import is_encoder_folder, load_encoder_folder
+
+    if not hasattr(source, "predictor") and is_encoder_folder(Path(str(source))):
+        return load_encoder_folder(source, batch_size=batch_size, max_length=max_length)
     if hasattr(source, "predictor") or (Path(str(source)) / "manifest.json").is_file():
         run = _as_run(source)
         return lambda texts: run.predictor.features(run.guard(texts, "the texts to embed"))
@@ -144,10 +150,12 @@ def encoder(source, *, batch_size: int = 64):
     from lmadapt.models.language import require_readable
     from lmadapt.models.resolve import resolve_backbone
     from lmadapt.models.sentence_encoder import load_sentence_encoder
+    from lmadapt.training.progress import quiet_libraries
 
-    model = ModelConfig(backbone=str(source))
+    model = ModelConfig(backbone=str(source), **({"max_length": max_length} if max_length else {}))
     path = resolve_backbone(model.backbone)
-    sentence_encoder = load_sentence_encoder(path, model)
+    with quiet_libraries():
+        sentence_encoder = load_sentence_encoder(path, model)
 
     def embed_texts(texts):
         texts = checked_texts(texts)
@@ -155,6 +163,42 @@ def encoder(source, *, batch_size: int = 64):
         return sentence_encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
     return embed_texts
+
+
+def adapt_encoder(
+    pairs,
+    output,
+    *,
+    backbone: str = "minilm",
+    epochs: float = 1,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    seed: int = 42,
+    max_length: int = 128,
+    freeze_embeddings: bool | None = None,
+    max_unknown_share: float = 0.1,
+    overwrite: bool = False,
+):
+    """Fine-tune a sentence encoder on (query, positive) text pairs with in-batch negatives (each query learns its
+    own positive against the other pairs' in its batch) and write it as an encoder folder (atomic, with a manifest)
+    at `output`; returns the folder's path, which `encoder` loads. `backbone`: packaged alias (minilm;
+    e5-multilingual for other languages), local folder, an encoder folder, or hub id. Texts the backbone cannot read
+    are refused. See lmadapt.training.encoder.adapt_encoder."""
+    from lmadapt.training.encoder import adapt_encoder as _adapt_encoder
+
+    return _adapt_encoder(
+        pairs,
+        output,
+        backbone=backbone,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        max_length=max_length,
+        freeze_embeddings=freeze_embeddings,
+        max_unknown_share=max_unknown_share,
+        overwrite=overwrite,
+    )
 
 
 def predict_file(
@@ -245,6 +289,7 @@ def create_app(runs, settings=None, routers=(), readers=None, pages=None):
 
 __all__ = [
     "__version__",
+    "adapt_encoder",
     "available_models",
     "available_strategies",
     "compare_strategies",

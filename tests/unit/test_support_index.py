@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from lmadapt.apps.support.index import LexicalIndex, build_index, load_index, save_index
+from lmadapt.apps.vectors import LexicalIndex, build_index, load_index, save_index
 from lmadapt.errors import LmadaptError
 
 # Qdrant's local mode searches exactly anyway and warns that the exact flag has no effect there.
@@ -45,7 +45,7 @@ def test_numpy_search_is_exact_and_best_first(corpus, queries):
 
 def test_numpy_search_in_batches_gives_the_same_answer(corpus, queries, monkeypatch):
     whole = build_index(corpus, "numpy").search(queries, k=5)
-    monkeypatch.setattr("lmadapt.apps.support.index._SCORES_PER_BATCH", 3 * len(corpus))  # 3 queries per batch
+    monkeypatch.setattr("lmadapt.apps.vectors._SCORES_PER_BATCH", 3 * len(corpus))  # 3 queries per batch
     batched = build_index(corpus, "numpy").search(queries, k=5)
     np.testing.assert_array_equal(batched[1], whole[1])
 

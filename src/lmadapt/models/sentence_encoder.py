@@ -11,12 +11,12 @@ from lmadapt.models.classifier import explained_load_errors
 
 
 def load_sentence_encoder(path: Path, model: ModelConfig):
-    """The backbone in `path` as a sentence-transformers model (a plain HF encoder gets mean pooling), on the GPU if
-    there is one."""
+    """The backbone in `path` (a local folder: nothing is asked of the hub) as a sentence-transformers model (a plain
+    HF encoder gets mean pooling), on the GPU if there is one."""
     from sentence_transformers import SentenceTransformer
 
     with explained_load_errors(path, model):
-        encoder = SentenceTransformer(str(path), trust_remote_code=model.trust_remote_code)
+        encoder = SentenceTransformer(str(path), trust_remote_code=model.trust_remote_code, local_files_only=True)
     encoder.max_seq_length = model.max_length
     return encoder
 

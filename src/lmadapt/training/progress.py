@@ -6,7 +6,9 @@ Where the console is not a terminal (a log file, CI) there is no bar: carriage-r
 
 from __future__ import annotations
 
+import logging
 import sys
+from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -68,3 +70,25 @@ class EpochLines(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+@contextmanager
+def quiet_libraries():
+    """transformers' and sentence-transformers' info logs and load bars off for the duration (warnings and errors
+    still show), restored after."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    library = logging.getLogger("sentence_transformers")
+    level = library.level
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    library.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+        library.setLevel(level)

@@ -31,7 +31,6 @@ from scipy.special import softmax
 
 import lmadapt
 from lmadapt.apps.support.config import COMBINED, SupportConfig, parse_support_config
-from lmadapt.apps.support.index import LexicalIndex, build_index, load_index, save_index
 from lmadapt.apps.support.knowledge import (
     KnowledgeBase,
     by_scope,
@@ -51,6 +50,7 @@ from lmadapt.apps.support.policy import (
     sweep,
 )
 from lmadapt.apps.support.scope import ScopeScore, fit_scope_score
+from lmadapt.apps.vectors import LexicalIndex, build_index, load_index, save_index
 from lmadapt.data.split import Split, concat_splits
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import AUTO, TORCH, TORCH_BF16

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmadapt.apps.support.index import INDEX_KINDS
+from lmadapt.apps.vectors import INDEX_KINDS
 from lmadapt.config import ConfigKey, apply_overrides, build_dataclass, option, read_recipe, section_keys
 from lmadapt.errors import LmadaptError, did_you_mean
 from lmadapt.inference.engines import BACKENDS

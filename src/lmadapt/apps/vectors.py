@@ -1,4 +1,5 @@
-"""The support bot's retrieval: the known questions nearest to an incoming message.
+"""The applications' vector index: the rows nearest to a query by inner product (the support bot's known questions,
+the recommender's items), and BM25 over texts with the same (scores, ids) answer.
 
 Exact inner product in numpy is the default: up to ~1e5 normalised vectors it is fast, needs nothing and is exact.
 Above that, faiss's HNSW graph (in process) trades a little recall for speed; faiss-flat is faiss's exact search.
