@@ -21,10 +21,14 @@ per hour: a 3x surge of 60 minutes moves the expected negatives of its topic fro
 from chance at <= 1 false alert a day (the gold-label rows at rate 1 show it). The targets are read at 16 items a
 minute (2 per topic per minute; 23,040 a day), and the rows at 1 are kept.
 
-Not yet here: the ingest (kind: ingest) and dashboard (kind: dashboard) rows of the issue.
+Ingest (kind: ingest, one row per store) and dashboard (kind: dashboard): see bench/monitor_load.py. Ingest labels
+--ingest-items news texts with fpb-minilm-full and r8-minilm-full on the monitor's path (target: sustained ingest >=
+0.70 of batch prediction of the same texts, SQLite and PostgreSQL); the dashboard's requests run against
+`lmadapt monitor serve` on --dashboard-items stored items (target: p95 < 200 ms), on each store.
 
     HF_HUB_OFFLINE=1 python bench/monitor.py --data ../shared/data          # trains the 3 runs (~25 min)
     HF_HUB_OFFLINE=1 python bench/monitor.py --only detection               # one part (runs reused)
+    HF_HUB_OFFLINE=1 python bench/monitor.py --only ingest,dashboard --stores sqlite
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from monitor_load import dashboard_row, ingest_rows, news_texts
 from monitor_stream import Pools, evaluate_detectors, make_stream, pipeline_agreement
 from runner import ROOT, git_commit
 
-PARTS = ("classifiers", "detection")
+PARTS = ("classifiers", "detection", "ingest", "dashboard")
 FPB = "financial_phrasebank"
 
 
@@ -233,6 +238,15 @@ def print_table(rows: list[dict]) -> None:
                 f"{r['recall']} | {r['f1']} | {r['recall_3x_60min']} | {r['false_alerts_per_day']} | "
                 f"{r['median_delay_windows']} |"
             )
+    print("\n| store | ingest items/s | batch texts/s | ratio | dashboard p95 ms (items) |\n|---|---|---|---|---|")
+    for store in ("sqlite", "postgresql"):
+        ingest = next((r for r in rows if r["kind"] == "ingest" and r["store"] == store), None)
+        board = next((r for r in rows if r["kind"] == "dashboard" and r["store"] == store), None)
+        if ingest or board:
+            print(
+                f"| {store} | {ingest and ingest['items_per_s']} | {ingest and ingest['batch_texts_per_s']} | "
+                f"{ingest and ingest['ratio']} | {board and board['p95_ms']} ({board and board['items']}) |"
+            )
     for r in rows:
         if r["kind"] == "detection_check":
             print({k: v for k, v in r.items() if k not in ("commit", "command", "date", "cores")})
@@ -251,6 +265,9 @@ def main() -> None:
     parser.add_argument("--surges", type=int, default=20, help="surges per surge stream")
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--rates", default="16,1", help="items per simulated minute, one set of rows each")
+    parser.add_argument("--ingest-items", type=int, default=4096, help="news texts ingested (and batch-predicted)")
+    parser.add_argument("--dashboard-items", type=int, default=1_000_000, help="items stored for the dashboard")
+    parser.add_argument("--stores", default="sqlite,postgresql", help="stores of the ingest and dashboard rows")
     args = parser.parse_args()
     if args.days < 2:
         parser.error(
@@ -260,6 +277,9 @@ def main() -> None:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part {unknown[0]!r}; parts: {', '.join(PARTS)}")
+    stores = tuple(s.strip() for s in args.stores.split(",") if s.strip())
+    if not stores or set(stores) - {"sqlite", "postgresql"}:
+        parser.error(f"--stores {args.stores!r}: give sqlite, postgresql or both, comma-separated")
 
     runs = args.workdir / "runs"
     specs = run_specs(args.data)
@@ -287,6 +307,15 @@ def main() -> None:
         pools = load_pools(specs, runs)
         rates = [int(rate) for rate in args.rates.split(",")]
         add(detection_rows(pools, rates, args.streams, args.surges, args.days, args.workdir))
+    monitor_runs = {"sentiment_run": runs / "fpb-minilm-full", "topic_run": runs / "r8-minilm-full"}
+    if "ingest" in parts:
+        print("== ingest", flush=True)
+        texts = news_texts(args.data, args.ingest_items)
+        add(ingest_rows(**monitor_runs, texts=texts, stores=stores, workdir=args.workdir / "ingest"))
+    if "dashboard" in parts:
+        for store in stores:
+            print(f"== dashboard ({store}, {args.dashboard_items:,} items)", flush=True)
+            add([dashboard_row(args.workdir / "dashboard", args.dashboard_items, store, **monitor_runs)])
     print_table(rows)
 
 
