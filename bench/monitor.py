@@ -103,7 +103,7 @@ def train_runs(specs: dict, runs: Path) -> dict[str, float | None]:
             command = [sys.executable, "-m", "lmadapt.cli", "train", spec["recipe"], "--overwrite"]
             subprocess.run([*command, *[a for s in settings for a in ("--set", s)]], cwd=ROOT, env=env, check=True)
             took[name] = round(time.perf_counter() - started, 1)
-        if not (folder / "onnx" / "model_int8.onnx").is_file():
+        if not (folder / "onnx" / "model.int8.onnx").is_file():
             print(f"== exporting {name}", flush=True)
             command = [sys.executable, "-m", "lmadapt.cli", "export", str(folder), "--quantize", "int8"]
             subprocess.run(command, cwd=ROOT, env=env, check=True)
