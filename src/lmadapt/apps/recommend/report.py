@@ -161,15 +161,16 @@ def plot(panels: Mapping[str, Sequence[Mapping]], path: str | Path, metrics: Seq
     columns = min(count, 2)
     lines = (count + columns - 1) // columns
     figure, axes = plt.subplots(lines, columns, figsize=(6.5 * columns, 3.6 * lines), squeeze=False)
-    width = 0.8 / len(metrics)
     for panel, (title, rows) in zip(axes.flat, panels.items()):
+        shown = metrics[title] if isinstance(metrics, Mapping) else metrics
+        width = 0.8 / len(shown)
         positions = np.arange(len(rows))
-        for offset, metric in enumerate(metrics):
+        for offset, metric in enumerate(shown):
             means = np.array([np.nan if row.get(metric) is None else row[metric] for row in rows], dtype=float)
             intervals = [row.get(f"{metric}_ci") or (mean, mean) for mean, row in zip(means, rows)]
             errors = np.abs(np.array([[mean - low, high - mean] for mean, (low, high) in zip(means, intervals)]).T)
             panel.bar(
-                positions + (offset - (len(metrics) - 1) / 2) * width,
+                positions + (offset - (len(shown) - 1) / 2) * width,
                 means,
                 width,
                 yerr=np.nan_to_num(errors),
