@@ -311,6 +311,7 @@ def summarise(seed_rows: list[dict]) -> list[dict]:
         summary = report.summarise_model(model, rows)
         summary.update(row="summary", dataset=dataset, split=split, options=rows[0]["options"])
         summary["seed_list"] = [r["seed"] for r in rows]
+        summary["commits"] = sorted({r["commit"] for r in rows})  # the seed rows carry commit and command
         if "validation_ndcg_at_10" in rows[0]:
             summary["validation_ndcg_at_10"] = round(float(np.mean([r["validation_ndcg_at_10"] for r in rows])), 4)
         summaries.append({k: _rounded(v) for k, v in summary.items()})
@@ -320,6 +321,12 @@ def summarise(seed_rows: list[dict]) -> list[dict]:
         if cf:
             max(cf, key=lambda s: s["validation_ndcg_at_10"])["best_cf"] = True
     return summaries
+
+
+def _place_order(place: tuple[str, str]) -> tuple:
+    """Tables and targets in the plan's order of splits, then by dataset."""
+    dataset, split = place
+    return list(PLAN).index(split), dataset
 
 
 def _chain_met(values: list[float | None]) -> bool:
@@ -333,7 +340,7 @@ def targets(summaries: list[dict]) -> list[dict]:
     for s in summaries:
         places.setdefault((s["dataset"], s["split"]), {})[s["model"]] = s
     found = []
-    for (dataset, split), models in sorted(places.items()):
+    for (dataset, split), models in sorted(places.items(), key=lambda place: _place_order(place[0])):
         checks = []  # (target, measured, met)
         if split == "random_75_25":
             if "popularity" in models:
@@ -397,7 +404,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def print_tables(summaries: list[dict], targets_found: list[dict]) -> None:
-    for dataset, split in sorted({(s["dataset"], s["split"]) for s in summaries}):
+    for dataset, split in sorted({(s["dataset"], s["split"]) for s in summaries}, key=_place_order):
         rows = [s for s in summaries if (s["dataset"], s["split"]) == (dataset, split)]
         print(f"\n### {dataset}, {split}\n")
         print(report.markdown_table(rows))
