@@ -263,10 +263,10 @@ class Job:
     def _cold_start(self, name: str, found: dict):
         """The model fitted without the held-out items, the test likes of users it knows, the catalogue it scores
         over and the held-out items as the candidates."""
-        cold = self.split.cold_items
+        cold, cold_set = self.split.cold_items, set(self.split.cold_items)
         test = self.split.test[self.split.test["user"].isin(set(self.final_train["user"]))]
         if name in TEXT:
-            warm = [i for i, item in enumerate(self.catalog.ids) if item not in set(cold)]
+            warm = [i for i, item in enumerate(self.catalog.ids) if item not in cold_set]
             model = TextRecommender(text_config(name, self.seed, self.args))
             model.fit(
                 self.final_train, Catalog([self.catalog.ids[i] for i in warm], [self.catalog.texts[i] for i in warm])
