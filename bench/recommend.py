@@ -32,7 +32,11 @@ the chosen settings, the split's record, times, commit and command; `"row": "sum
 same dataset, split, model, seed and options is not run again unless --force: an interrupted run continues where it
 stopped. The summary is printed as Markdown tables and drawn into --png.
 
-    HF_HUB_OFFLINE=1 python bench/recommend.py                     # everything, 3 seeds: ~2 h on 2 busy cores
+Time on 2 busy cores, estimated from measured parts: ml-100k's collaborative rows ~6 min; ml-latest-small's ~7 min
+a seed (its EASE grid alone ~3 min); ten text fits of ~6 min (6,000 pairs) plus ten frozen encodings of 1-2 min:
+about 1 h 45 min in all, more once the hybrid runs (seven fits, each with its own text model).
+
+    HF_HUB_OFFLINE=1 python bench/recommend.py                     # everything, 3 seeds (see below for the time)
     HF_HUB_OFFLINE=1 python bench/recommend.py --splits random_75_25 temporal_loo --datasets ml-100k \\
         --models popularity ease --seeds 42 --out /tmp/recommend.json   # a quick look: seconds
 """
