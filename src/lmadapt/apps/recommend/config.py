@@ -73,6 +73,11 @@ class DataSection:
         None, "Text columns that list values, and their separator, e.g. {genres: '|'}."
     )
     tag_column: str = option("tag", "Column of the tag in the tags file.")
+    untitled_text: str | None = option(
+        "Untitled.",
+        "The text of an item that has none (ml-100k's item 267 is titled 'unknown'), so that a text model ranks every "
+        "item as the others do; empty: such an item is an error for a text model.",
+    )
     implicit_threshold: float | None = option(
         DEFAULT_IMPLICIT_THRESHOLD,
         "An interaction counts (is learnt from, and left out of that user's recommendations) when its rating is at "

@@ -88,6 +88,14 @@ def liked(config: RecommendConfig, data: RecommendationData) -> pd.DataFrame:
     return interactions
 
 
+def recipe_catalog(config: RecommendConfig, data: RecommendationData, **hidden) -> Catalog:
+    """The items and their texts (see RecommendationData.catalog for `hidden`), an item without text read as
+    data.untitled_text."""
+    catalog = data.catalog(**hidden)
+    untitled = config.data.untitled_text
+    return catalog if not untitled else Catalog(catalog.ids, [text or untitled for text in catalog.texts])
+
+
 def evaluate_recipe(config: RecommendConfig, data: RecommendationData | None = None, progress=print) -> dict:
     """The recipe's model fitted on its split's train and validation parts and measured on the test part (full
     ranking, what it learnt from excluded; a cold-start split ranks the held-out items only). Item texts leave out
@@ -97,7 +105,7 @@ def evaluate_recipe(config: RecommendConfig, data: RecommendationData | None = N
     options = {"cold_share": evaluation.cold_share} if evaluation.split == "cold_start" else {}
     split = split_interactions(liked(config, data), evaluation.split, evaluation.seed, **options)
     hidden = pd.concat([split.validation, split.test], ignore_index=True)
-    catalog = data.catalog(hidden_pairs=hidden, hidden_items=split.cold_items)
+    catalog = recipe_catalog(config, data, hidden_pairs=hidden, hidden_items=split.cold_items)
     seen = split.train_and_validation()
     progress(f"evaluating {config.model} on the {evaluation.split} split ({len(seen)} interactions to learn from)")
     started = time.perf_counter()
@@ -129,7 +137,7 @@ def train_recommender(
     data = load_data(config.data)
     report = evaluate_recipe(config, data, progress) if config.evaluation.at_train else None
     interactions = liked(config, data)
-    catalog = data.catalog()
+    catalog = recipe_catalog(config, data)
     progress(f"fitting {config.model} on {len(interactions)} interactions of {len(catalog)} items")
     started = time.perf_counter()
     model = config.make_model().fit(interactions, catalog)
