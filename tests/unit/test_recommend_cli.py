@@ -114,6 +114,18 @@ def test_a_saved_collaborative_model_loads_with_the_same_scores(model, tmp_path,
     assert loaded.catalog.ids == expected.catalog.ids and loaded.catalog.texts == expected.catalog.texts
     assert type(loaded) is type(MODEL_KINDS[model].make(config.settings))
 
+    liked = [item for item in expected.state.seen[expected.state.users.index["u3"]].indices]
+    history = [expected.catalog.ids[i] for i in liked]
+    if model in ("bpr", "als"):
+        with pytest.raises(LmadaptError, match=f"the {model} model cannot score a history it did not train on"):
+            loaded.recommend_for_history(history)
+    else:  # a visitor with u3's items gets u3's recommendations: the model reads a user from their items alone
+        found, wanted = loaded.recommend_for_history(history, k=5), expected.recommend("u3", 5)
+        assert [item for item, _ in found] == [item for item, _ in wanted]
+        np.testing.assert_allclose([score for _, score in found], [score for _, score in wanted], rtol=1e-6)
+    with pytest.raises(LmadaptError, match=f"the {model} model reads no text"):
+        loaded.recommend_for_history(text="great films")
+
 
 def test_train_writes_a_verified_folder_with_its_recipe_metrics_and_interactions(ease_folder, tmp_path, data_files):
     names = {str(p.relative_to(ease_folder)) for p in ease_folder.rglob("*") if p.is_file()}
@@ -232,7 +244,8 @@ def test_recommend_user_and_description_on_the_command_line(text_folder, monkeyp
         (["recommend", "nobody", "--from", "{folder}"], "user 'nobody' has no interactions"),
         (["recommend", "u0", "--similar-to", "i0-1", "--from", "{folder}"], "give one of USER_ID, --similar-to"),
         (["recommend", "--from", "{folder}"], "give one of USER_ID, --similar-to ITEM or --text"),
-        (["recommend", "--similar-to", "i0-1", "--from", "{folder}"], "the ease model cannot find items similar"),
+        (["recommend", "--text", "great films", "--from", "{folder}"], "the ease model reads no text"),
+        (["recommend", "--similar-to", "nope", "--from", "{folder}"], "item 'nope' is not in the catalogue"),
         (["recommend", "u0", "--from", "{data}"], "not a recommender folder (no recommender.json)"),
         (["recommend", "evaluate", "{folder}", "--set", "ease.l2=3"], "--set changes a recipe"),
         (["recommend", "add-items", "{folder}", "{missing}"], "not found"),

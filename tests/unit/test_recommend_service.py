@@ -81,14 +81,17 @@ def test_bad_requests_get_a_json_4xx_that_says_why(method, path, payload, status
     assert error["code"] == code and message in error["message"]
 
 
-def test_a_collaborative_model_refuses_histories_and_similar_items(ease_client):
-    for response in (
-        ease_client.post("/v1/recommend", json={"items": ["i0-1"]}),
-        ease_client.get("/v1/similar", params={"item": "i0-1"}),
-    ):
-        assert response.status_code == 422
-        error = response.json()["error"]
-        assert "the ease model cannot" in error["message"] and "model=text" in error["fix"]
+def test_a_collaborative_model_reads_histories_but_no_description(ease_client, ease_folder):  # noqa: F811
+    saved = open_recommender(ease_folder)
+    found = items_of(ease_client.post("/v1/recommend", json={"items": ["i0-1", "i0-2"], "k": 3}))
+    assert found == [row["item"] for row in saved.for_history(["i0-1", "i0-2"], k=3)]
+    assert items_of(ease_client.get("/v1/similar", params={"item": "i0-1", "k": 3})) == [
+        row["item"] for row in saved.similar("i0-1", 3)
+    ]
+    response = ease_client.post("/v1/recommend", json={"text": "great films"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert "the ease model reads no text" in error["message"] and "model=text" in error["fix"]
 
 
 def test_the_api_key_guards_the_routes(ease_folder):  # noqa: F811

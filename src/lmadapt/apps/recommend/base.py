@@ -97,6 +97,13 @@ class Recommender(Protocol):
         """The user's top k (item id, score), best first; without the items the user interacted with in training
         when exclude_seen."""
 
+    def recommend_for_history(
+        self, item_ids: Sequence[str] = (), text: str | None = None, k: int = 10, exclude: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Top k (item id, score) for someone the model did not train on: from the items they interacted with (oldest
+        first) and/or a description; `exclude`: items not to recommend (None: the given items). What the model
+        cannot read is an error saying which model can."""
+
     def save(self, folder: Path) -> None:
         """Write the fitted model into `folder` (created if need be): its settings and all it needs to answer, so
         that `load` gives the same scores without the data, a refit or re-encoding. Nothing pickled."""

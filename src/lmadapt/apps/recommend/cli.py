@@ -124,9 +124,7 @@ def show(
     user: str | None = typer.Argument(None, help="A user id of the data the recommender learnt from."),
     folder: Path = typer.Option(..., "--from", help="Recommender folder."),
     k: int = typer.Option(10, "--k", min=1, help="How many items."),
-    similar_to: str | None = typer.Option(
-        None, "--similar-to", help="An item id: the items nearest to it (text model)."
-    ),
+    similar_to: str | None = typer.Option(None, "--similar-to", help="An item id: the items nearest to it."),
     text: str | None = typer.Option(None, "--text", help="A description of what someone likes (text model)."),
 ) -> None:
     """Recommendations for a user, items similar to an item, or items for a description; what a user interacted

@@ -116,13 +116,19 @@ def recommend_from_scores(model, user: str, k: int, exclude_seen: bool) -> list[
     row = state.users.index.get(user)
     if exclude_seen and row is not None:
         scores[state.seen.indices[state.seen.indptr[row] : state.seen.indptr[row + 1]]] = -np.inf
+    return ranked(state.catalog, scores, k)
+
+
+def ranked(catalog: Catalog, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The top k (item, score) of one row of scores, ties in catalogue order; -inf marks an item left out."""
     best = top_k(scores[None, :], k)[0]
-    return [(state.catalog.ids[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
+    return [(catalog.ids[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
 
 
-class SavedArrays:
-    """`save` and `load` of a collaborative model: its settings (settings.json), its TrainingState and each of its
-    `fitted` arrays (.npy, or .npz where sparse), so that loading needs neither the data nor a refit."""
+class Collaborative:
+    """What the collaborative models share: their catalogue, recommendations for a history of items nobody trained
+    on, and `save` / `load`: the settings (settings.json), the TrainingState and each of the model's `fitted` arrays
+    (.npy, or .npz where sparse), so that loading needs neither the data nor a refit."""
 
     fitted: ClassVar[tuple[str, ...]] = ()
 
@@ -130,6 +136,39 @@ class SavedArrays:
     def catalog(self) -> Catalog:
         """The items the model ranks, in the order of its score columns."""
         return _state(self).catalog
+
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        """[items] scores for someone who interacted with the items at `positions` (catalogue positions)."""
+        raise LmadaptError(
+            f"the {self.name} model cannot score a history it did not train on: its user vectors are learnt in "
+            "training",
+            where=self.name,
+            fix="use popularity, itemknn or ease (they score any list of items), or a text model",
+        )
+
+    def recommend_for_history(
+        self,
+        item_ids: Sequence[str] = (),
+        text: str | None = None,
+        k: int = 10,
+        exclude: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Top k (item id, score) for someone the model has not trained on, from the items they interacted with;
+        `exclude`: items not to recommend (None: the given items). A description needs a text model."""
+        if text is not None:
+            raise LmadaptError(
+                f"the {self.name} model reads no text, so it cannot recommend from a description",
+                where=self.name,
+                fix="train a recommender with model=text, which reads items by their text",
+            )
+        item_ids = [item_ids] if isinstance(item_ids, str) else [str(item) for item in item_ids]
+        if not item_ids:
+            raise LmadaptError("no items to recommend from", where="recommend_for_history", fix="pass item_ids=[...]")
+        catalog = self.catalog
+        positions = np.unique(catalog.positions(item_ids))
+        scores = np.array(self.score_history(positions), dtype=np.float64)
+        scores[positions if exclude is None else catalog.positions([str(item) for item in exclude])] = -np.inf
+        return ranked(catalog, scores, k)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -151,7 +190,7 @@ class SavedArrays:
 
 
 @dataclass
-class Popularity(SavedArrays):
+class Popularity(Collaborative):
     """Every user gets the items most users interacted with in training."""
 
     name: ClassVar[str] = "popularity"
@@ -164,6 +203,9 @@ class Popularity(SavedArrays):
     def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
         return _state(self).fallback(users, items)
 
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        return _state(self).popularity
+
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         return recommend_from_scores(self, user, k, exclude_seen)
 
@@ -173,7 +215,7 @@ def _binary(state: TrainingState, dtype=np.float32) -> sp.csr_matrix:
 
 
 @dataclass
-class ItemKNN(SavedArrays):
+class ItemKNN(Collaborative):
     """Item-based nearest neighbours (Sarwar et al. 2001; Deshpande & Karypis 2004): item j scores the summed cosine
     similarity between j and the user's items, counting only j's `neighbours` most similar items."""
 
@@ -218,12 +260,15 @@ class ItemKNN(SavedArrays):
         seen = _binary(_state(self))
         return score_users(self, users, items, lambda rows: (seen[rows] @ self.similarity).toarray())
 
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        return np.asarray(self.similarity[positions].sum(axis=0)).ravel()
+
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         return recommend_from_scores(self, user, k, exclude_seen)
 
 
 @dataclass
-class EASE(SavedArrays):
+class EASE(Collaborative):
     """Embarrassingly Shallow Autoencoder (Steck 2019): an item-item weight matrix B with a zero diagonal that
     best rebuilds the user-item matrix X under an L2 penalty, in closed form: P = (X^T X + l2 I)^-1,
     B = -P / diag(P). A user's scores are their row of X times B. Memory: items^2 floats (only items with
@@ -262,6 +307,11 @@ class EASE(SavedArrays):
 
         return score_users(self, users, items, rows_scores)
 
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        scores = np.zeros(len(_state(self).catalog))
+        scores[self.active] = self.weights[np.isin(self.active, positions)].sum(axis=0, dtype=np.float64)
+        return scores
+
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         return recommend_from_scores(self, user, k, exclude_seen)
 
@@ -295,7 +345,7 @@ def _fit_implicit(model, make_estimator) -> None:
 
 
 @dataclass
-class BPR(SavedArrays):
+class BPR(Collaborative):
     """Bayesian Personalised Ranking (Rendle et al. 2009): matrix factorisation fitted by SGD on (user, liked item,
     other item) triples so that liked items rank higher; implicit's implementation (an item bias included)."""
 
@@ -335,7 +385,7 @@ class BPR(SavedArrays):
 
 
 @dataclass
-class ALS(SavedArrays):
+class ALS(Collaborative):
     """Implicit-feedback matrix factorisation by alternating least squares (Hu, Koren & Volinsky 2008): observed
     pairs get confidence 1 + alpha; implicit's implementation (conjugate gradient)."""
 

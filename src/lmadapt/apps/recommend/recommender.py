@@ -199,29 +199,20 @@ class SavedRecommender:
             raise UnknownUser(
                 f"user '{user}' has no interactions in the data this recommender learnt from",
                 where=str(self.path),
-                fix="check the id, or recommend from items they liked or a description of what they like "
-                "(a text model: --text, or POST /v1/recommend with items or text)",
+                fix="check the id, or recommend from items they liked (POST /v1/recommend with items) or, with a text "
+                "model, a description of what they like (--text, or POST /v1/recommend with text)",
             )
         return self.answer(self.model.recommend(user, k))
 
-    def _reads_text(self, what: str) -> None:
-        if not hasattr(self.model, "recommend_for_history"):
-            raise LmadaptError(
-                f"the {self.model.name} model cannot {what}: it knows users and items by their interactions only",
-                where=str(self.path),
-                fix="train a recommender with model=text, which reads items by their text",
-            )
-
     def for_history(self, items: Sequence[str] = (), text: str | None = None, k: int = 10) -> list[dict]:
-        """Top k for a visitor: from the items they liked (oldest first), a description of what they like, or both;
-        the given items left out. An unknown item id is an error naming it."""
+        """Top k for a visitor: from the items they liked (oldest first) or, with a text model, a description of
+        what they like, or both; the given items left out. An unknown item id is an error naming it, and so is what
+        the model cannot read (a description for a collaborative model, any history for BPR and ALS)."""
         _check_k(k)
-        self._reads_text("recommend from a history or a description")
         return self.answer(self.model.recommend_for_history(list(items), text, k))
 
     def similar(self, item: str, k: int = 10) -> list[dict]:
-        """The k items nearest to `item` (read as a one-item history), the item itself left out."""
-        self._reads_text("find items similar to another")
+        """The k items nearest to `item` (the top k of a one-item history), the item itself left out."""
         return self.for_history([item], k=k)
 
 

@@ -3,9 +3,9 @@ metrics and JSON errors.
 
     GET  /v1/recommend?user=&k=      a known user's top k, what they interacted with left out (unknown user: 404)
     POST /v1/recommend               {"user": ...} as the GET, or {"items": [ids, oldest first], "text": "..."}: top
-                                     k for a visitor from the items they liked and/or a description (a text model;
-                                     an unknown item id: 422 naming it)
-    GET  /v1/similar?item=&k=        the items nearest to an item (a text model)
+                                     k for a visitor from the items they liked and/or a description (a description
+                                     needs a text model; an unknown item id: 422 naming it)
+    GET  /v1/similar?item=&k=        the items nearest to an item
     GET  /v1/recommender             the recommender: name, model, counts, metrics
 """
 
@@ -28,9 +28,7 @@ MAX_K = 1000
 
 class RecommendRequest(BaseModel):
     user: str | None = Field(None, description="A known user: the same answer as GET /v1/recommend.")
-    items: list[str] | None = Field(
-        None, description="Items a visitor liked, oldest first (a text model).", examples=[["50", "181"]]
-    )
+    items: list[str] | None = Field(None, description="Items a visitor liked, oldest first.", examples=[["50", "181"]])
     text: str | None = Field(
         None, description="What a visitor likes, in words (a text model).", examples=["a funny film about a heist"]
     )
@@ -112,7 +110,7 @@ def recommend_router(saved: SavedRecommender, settings: ServiceSettings) -> Serv
         item: str = Query(..., description="An item id of the catalogue."),
         k: int = Query(10, ge=1, le=MAX_K, description="How many items."),
     ) -> RecommendResponse:
-        """The items nearest to an item (a text model), the item itself left out."""
+        """The items nearest to an item, the item itself left out."""
         return await answer(saved.similar, item, k)
 
     @router.get("/v1/recommender")
