@@ -248,6 +248,7 @@ def test_recommend_user_and_description_on_the_command_line(text_folder, monkeyp
         (["recommend", "--similar-to", "nope", "--from", "{folder}"], "item 'nope' is not in the catalogue"),
         (["recommend", "u0", "--from", "{data}"], "not a recommender folder (no recommender.json)"),
         (["recommend", "evaluate", "{folder}", "--set", "ease.l2=3"], "--set changes a recipe"),
+        (["recommend", "trian", "recipe.yaml"], "no command 'trian': did you mean 'train'?"),
         (["recommend", "add-items", "{folder}", "{missing}"], "not found"),
     ],
 )
@@ -306,3 +307,9 @@ def test_keys_list_every_models_settings(monkeypatch, capsys):
     assert "ease.weights" not in out and "ease.state" not in out  # what fit fills in is no setting
     code, out, _ = run_cli(monkeypatch, capsys, "recommend", "keys", "text")
     assert code == 0 and "text.popularity_weight" in out and "ease.l2" not in out
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["show"], ["add-items"], ["serve"], ["keys"]])
+def test_every_recommend_command_has_help_with_an_example(monkeypatch, capsys, command):
+    code, out, _ = run_cli(monkeypatch, capsys, "recommend", *command, "--help")
+    assert code == 0 and "Usage: lmadapt recommend" in out and "Example" in out

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 from typer.core import TyperGroup
 
+from lmadapt.errors import nearest
 from lmadapt.serving.settings import API_KEY_ENV, MAX_PORT, MIN_PORT, ServiceSettings, setting_help
 
 SHOW = "show"
@@ -24,6 +26,11 @@ class ShowByDefault(TyperGroup):
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            command = nearest(args[0], list(self.commands))
+            if command is not None and "--from" not in args:  # a misspelt command, not a user id
+                raise click.UsageError(
+                    f"no command '{args[0]}': did you mean '{command}'? (a user id goes with --from FOLDER)", ctx
+                )
             args = [SHOW, *args]
         return super().parse_args(ctx, args)
 
@@ -121,7 +128,9 @@ def print_metrics(report: dict) -> None:
 
 @recommend_app.command(SHOW)
 def show(
-    user: str | None = typer.Argument(None, help="A user id of the data the recommender learnt from."),
+    user: str | None = typer.Argument(
+        None, metavar="USER_ID", help="A user id of the data the recommender learnt from."
+    ),
     folder: Path = typer.Option(..., "--from", help="Recommender folder."),
     k: int = typer.Option(10, "--k", min=1, help="How many items."),
     similar_to: str | None = typer.Option(None, "--similar-to", help="An item id: the items nearest to it."),
