@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 import lmadapt
-from lmadapt.apps.recommend.config import MODEL_KINDS, load_recommend_config
+from lmadapt.apps.recommend.config import MODEL_KINDS, load_recommend_config, settings_keys
 from lmadapt.apps.recommend.data import implicit_feedback
 from lmadapt.apps.recommend.recommender import (
     add_items,
@@ -26,6 +27,9 @@ from lmadapt.apps.recommend.recommender import (
     open_recommender,
     train_recommender,
 )
+from lmadapt.apps.recommend.storage import build_settings, load_settings, save_settings
+from lmadapt.apps.recommend.text import TextConfig
+from lmadapt.config import option
 from lmadapt.errors import LmadaptError
 from tests.unit.test_cli import run_cli
 from tests.unit.test_recommend_text import synthetic, tiny_bert  # noqa: F401 (tiny_bert: a fixture)
@@ -313,3 +317,23 @@ def test_keys_list_every_models_settings(monkeypatch, capsys):
 def test_every_recommend_command_has_help_with_an_example(monkeypatch, capsys, command):
     code, out, _ = run_cli(monkeypatch, capsys, "recommend", *command, "--help")
     assert code == 0 and "Usage: lmadapt recommend" in out and "Example" in out
+
+
+@dataclass
+class NestedSettings:
+    """Settings that hold another model's (as the hybrid's hold the text model's)."""
+
+    text: TextConfig = field(default_factory=TextConfig, metadata={"help": "The text model's settings."})
+    seed: int = option(1, "A seed.")
+
+
+def test_nested_model_settings_parse_list_their_keys_and_round_trip(tmp_path):
+    settings = build_settings(NestedSettings, {"text": {"epochs": 0}, "seed": 3}, "hybrid")
+    assert settings.text.epochs == 0 and settings.text.backbone == "minilm" and settings.seed == 3
+    save_settings(settings, tmp_path)
+    assert load_settings(NestedSettings, tmp_path) == settings
+    keys = {key.key: key.default for key in settings_keys(NestedSettings, "hybrid.")}
+    assert keys["hybrid.seed"] == 1 and keys["hybrid.text.epochs"] == 1.0 and "hybrid.text" not in keys
+    with pytest.raises(LmadaptError, match="hybrid.text.epoch: unknown config key 'hybrid.text.epoch'") as error:
+        build_settings(NestedSettings, {"text": {"epoch": 0}}, "hybrid")
+    assert "did you mean 'epochs'" in str(error.value)

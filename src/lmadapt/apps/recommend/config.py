@@ -18,7 +18,7 @@ from lmadapt.apps.recommend.data import DEFAULT_IMPLICIT_THRESHOLD
 from lmadapt.apps.recommend.metrics import KS
 from lmadapt.apps.recommend.models import MODELS
 from lmadapt.apps.recommend.splits import DEFAULT_SEED, SPLITS
-from lmadapt.apps.recommend.storage import settings_of
+from lmadapt.apps.recommend.storage import build_settings, nested_settings, settings_of
 from lmadapt.apps.recommend.text import TextConfig, TextRecommender
 from lmadapt.config import ConfigKey, apply_overrides, build_dataclass, option, read_recipe, section_keys
 from lmadapt.errors import LmadaptError, did_you_mean
@@ -148,7 +148,7 @@ def parse_recommend_config(raw: dict) -> RecommendConfig:
     for key in raw:
         if key not in top:
             raise LmadaptError(f"unknown config key '{key}'", where=str(key), fix=did_you_mean(str(key), top))
-    models = {name: build_dataclass(kind.settings, raw.pop(name, None), name) for name, kind in MODEL_KINDS.items()}
+    models = {name: build_settings(kind.settings, raw.pop(name, None), name) for name, kind in MODEL_KINDS.items()}
     sections = {name: build_dataclass(cls, raw.pop(name, None), name) for name, cls in SECTIONS.items()}
     config = dataclasses.replace(build_dataclass(RecommendConfig, raw, ""), **sections)
     if config.model not in MODEL_KINDS:
@@ -178,10 +178,24 @@ def recommend_keys(prefix: str | None = None) -> list[ConfigKey]:
     for name, cls in SECTIONS.items():
         keys += section_keys(cls, f"{name}.")
     for name, kind in MODEL_KINDS.items():
-        state = tuple(f.name for f in dataclasses.fields(kind.settings) if not f.init)  # what fit fills in
-        keys += section_keys(kind.settings, f"{name}.", skip=state)
+        keys += settings_keys(kind.settings, f"{name}.")
     if prefix:
         keys = [key for key in keys if key.key == prefix or key.key.startswith(prefix.rstrip(".") + ".")]
+    return keys
+
+
+def settings_keys(cls: type, prefix: str) -> list[ConfigKey]:
+    """The keys of a model's settings: not the fields fit fills in, a nested settings dataclass's keys under its name
+    (hybrid.text.epochs), a default made by a factory shown as made."""
+    nested = nested_settings(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    fitted = tuple(name for name, f in by_name.items() if not f.init)
+    keys = []
+    for key in section_keys(cls, prefix, skip=(*nested, *fitted)):
+        factory = by_name[key.key.removeprefix(prefix)].default_factory
+        keys.append(key if factory is dataclasses.MISSING else dataclasses.replace(key, default=factory()))
+    for name, kind in nested.items():
+        keys += settings_keys(kind, f"{prefix}{name}.")
     return keys
 
 

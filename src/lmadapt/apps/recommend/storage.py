@@ -35,8 +35,31 @@ def read_json(path: Path) -> Any:
 
 
 def settings_of(settings: Any) -> dict[str, Any]:
-    """A settings dataclass's fields that a recipe can give (not the fitted state a model keeps beside them)."""
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.init}
+    """A settings dataclass's fields that a recipe can give (not the fitted state a model keeps beside them), a
+    nested settings dataclass (e.g. a hybrid's text settings) as a mapping of its own."""
+    return {
+        f.name: settings_of(value) if dataclasses.is_dataclass(value := getattr(settings, f.name)) else value
+        for f in dataclasses.fields(settings)
+        if f.init
+    }
+
+
+def nested_settings(cls: type) -> dict[str, type]:
+    """The fields of `cls` that are settings dataclasses themselves (their default is one), by name."""
+    return {
+        f.name: f.default_factory
+        for f in dataclasses.fields(cls)
+        if f.init and dataclasses.is_dataclass(f.default_factory)
+    }
+
+
+def build_settings(cls: type, raw: Any, where: str) -> Any:
+    """The settings dataclass `cls` from a mapping, checked as a recipe's section is (lmadapt.config's
+    build_dataclass), a nested settings dataclass built from its own mapping."""
+    raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
+    nested = nested_settings(cls)
+    inner = {name: build_settings(kind, raw.pop(name, None), f"{where}.{name}") for name, kind in nested.items()}
+    return dataclasses.replace(build_dataclass(cls, raw, where), **inner) if inner else build_dataclass(cls, raw, where)
 
 
 def save_settings(settings: Any, folder: Path) -> None:
@@ -45,7 +68,7 @@ def save_settings(settings: Any, folder: Path) -> None:
 
 def load_settings(cls: type, folder: Path) -> Any:
     """The settings dataclass `cls` as `save_settings` wrote it, checked as a recipe's section is."""
-    return build_dataclass(cls, read_json(folder / SETTINGS_FILE), str(folder / SETTINGS_FILE))
+    return build_settings(cls, read_json(folder / SETTINGS_FILE), str(folder / SETTINGS_FILE))
 
 
 def save_catalog(catalog: Catalog, folder: Path) -> None:
