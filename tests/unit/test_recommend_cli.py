@@ -253,6 +253,7 @@ def test_recommend_user_and_description_on_the_command_line(text_folder, monkeyp
         (["recommend", "u0", "--from", "{data}"], "not a recommender folder (no recommender.json)"),
         (["recommend", "evaluate", "{folder}", "--set", "ease.l2=3"], "--set changes a recipe"),
         (["recommend", "trian", "recipe.yaml"], "no command 'trian': did you mean 'train'?"),
+        (["recommend", "evaluate", "{folder}", "--output", "{data}"], "--output is an existing folder"),
         (["recommend", "add-items", "{folder}", "{missing}"], "not found"),
     ],
 )

@@ -88,7 +88,10 @@ def evaluate(
     from lmadapt.apps.recommend.config import load_recommend_config
     from lmadapt.apps.recommend.recommender import evaluate_recipe, open_recommender, write_report
     from lmadapt.errors import LmadaptError
+    from lmadapt.runs import check_output_path
 
+    if output is not None:
+        check_output_path(output, folder=False, example="report.json")  # before the work, not after
     if target.is_dir():
         if set_:
             raise LmadaptError("--set changes a recipe, not a trained folder", where="--set", fix="evaluate the recipe")

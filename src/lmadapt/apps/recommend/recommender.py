@@ -42,7 +42,7 @@ from lmadapt.apps.recommend.splits import split_interactions
 from lmadapt.apps.recommend.storage import link_file, read_json, write_json
 from lmadapt.data.loading import read_table
 from lmadapt.errors import LmadaptError
-from lmadapt.runs import check_output_path, verify_manifest, write_run_folder
+from lmadapt.runs import check_output_path, verify_manifest, write_run_folder, write_text_atomic
 from lmadapt.version import __version__
 
 RECORD_FILE = "recommender.json"
@@ -263,7 +263,7 @@ def add_items(folder: str | Path, ids: Sequence[str], texts: Sequence[str]) -> S
             fix="train a recommender with model=text (it reads items by their text), then add the items to it",
         )
     model.add_items(list(ids), list(texts))
-    record = saved.record | {"added_items": saved.record.get("added_items", 0) + len(ids)}
+    record = saved.record | {"added_items": saved.record["added_items"] + len(ids)}
 
     def fill(staging: Path) -> None:
         for name in (CONFIG_FILE, METRICS_FILE, INTERACTIONS_FILE):
@@ -284,5 +284,6 @@ def metrics_rows(report: dict) -> list[tuple[str, dict[str, float]]]:
 
 
 def write_report(report: dict, path: Path) -> None:
+    """The report as JSON, written whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(report, indent=2, default=str) + "\n")
