@@ -15,6 +15,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from lmadapt.apps.monitor.cli import monitor_app
+from lmadapt.apps.recommend.cli import recommend_app
 from lmadapt.apps.support.cli import support_app
 from lmadapt.errors import LmadaptError
 from lmadapt.serving.settings import API_KEY_ENV, MAX_PORT, MIN_PORT, ServiceSettings, setting_help
@@ -33,6 +34,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(support_app, name="support")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(recommend_app, name="recommend")
 console = Console()
 errors = Console(stderr=True)
 
@@ -691,6 +693,19 @@ def monitor_keys(prefix: str | None = typer.Argument(None, help="A section (inpu
     from lmadapt.apps.monitor.config import monitor_keys as keys_of_monitor
 
     print_keys(keys_of_monitor(prefix))
+
+
+@recommend_app.command("keys")
+def recommend_keys(
+    prefix: str | None = typer.Argument(None, help="A section (data, evaluation, a model such as text) or a key."),
+):
+    """Every key a recommender recipe or --set can give: its type, default and help, by section.
+
+    Example: lmadapt recommend keys text
+    """
+    from lmadapt.apps.recommend.config import recommend_keys as keys_of_recommend
+
+    print_keys(keys_of_recommend(prefix))
 
 
 def print_keys(keys) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -83,6 +84,7 @@ class Recommender(Protocol):
     """One interface for every model: popularity, ItemKNN, EASE, BPR/ALS, the text model, the hybrid."""
 
     name: str
+    catalog: Catalog  # after fit: the items it ranks, in the order of its score columns
 
     def fit(self, train: pd.DataFrame, catalog: Catalog) -> Recommender:
         """Learn from the training interactions; the catalogue gives every item the model may recommend."""
@@ -94,3 +96,18 @@ class Recommender(Protocol):
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """The user's top k (item id, score), best first; without the items the user interacted with in training
         when exclude_seen."""
+
+    def recommend_for_history(
+        self, item_ids: Sequence[str] = (), text: str | None = None, k: int = 10, exclude: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Top k (item id, score) for someone the model did not train on: from the items they interacted with (oldest
+        first) and/or a description; `exclude`: items not to recommend (None: the given items). What the model
+        cannot read is an error saying which model can."""
+
+    def save(self, folder: Path) -> None:
+        """Write the fitted model into `folder` (created if need be): its settings and all it needs to answer, so
+        that `load` gives the same scores without the data, a refit or re-encoding. Nothing pickled."""
+
+    @classmethod
+    def load(cls, folder: Path) -> Recommender:
+        """The fitted model `save` wrote into `folder`."""

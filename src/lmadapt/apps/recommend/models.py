@@ -6,7 +6,8 @@ All learn from implicit feedback: a (user, item) pair in the training interactio
 the model did not see in training gets the popularity ranking, so every user can be scored.
 
 Each model is a dataclass of its settings (every field has help); `make_model(name, **settings)` builds one by
-name.
+name. A fitted model saves itself into a folder (`save`) and comes back from it fitted (`load`): its settings, the
+training state and its fitted arrays, in the formats of storage.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -22,6 +24,16 @@ import scipy.sparse as sp
 
 from lmadapt.apps.recommend.base import Catalog, UserIndex, interaction_matrix
 from lmadapt.apps.recommend.metrics import top_k
+from lmadapt.apps.recommend.storage import (
+    load_array,
+    load_catalog,
+    load_settings,
+    read_json,
+    save_array,
+    save_catalog,
+    save_settings,
+    write_json,
+)
 from lmadapt.config import option
 from lmadapt.errors import LmadaptError, did_you_mean
 
@@ -47,7 +59,17 @@ class TrainingState:
                 where="fit",
                 fix="build the catalogue from the same data as the interactions",
             )
-        return cls(users, catalog, seen, np.asarray(seen.sum(axis=0)).ravel())
+        return cls(users, catalog, seen, _popularity(seen))
+
+    def save(self, folder: Path) -> None:
+        write_json(folder / "users.json", self.users.ids)
+        save_catalog(self.catalog, folder)
+        save_array(self.seen, folder, "seen")
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainingState:
+        seen = load_array(folder, "seen")
+        return cls(UserIndex(read_json(folder / "users.json")), load_catalog(folder), seen, _popularity(seen))
 
     def rows(self, users: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Row numbers of the known users among `users`, and where they stand in `users`."""
@@ -61,6 +83,10 @@ class TrainingState:
     def fallback(self, users: Sequence[str], items: Sequence[str] | None) -> np.ndarray:
         """[users, items] popularity scores: what an unknown user gets."""
         return np.tile(self.popularity[self.columns(items)].astype(np.float64), (len(users), 1))
+
+
+def _popularity(seen: sp.csr_matrix) -> np.ndarray:
+    return np.asarray(seen.sum(axis=0)).ravel()
 
 
 def _state(model) -> TrainingState:
@@ -90,12 +116,81 @@ def recommend_from_scores(model, user: str, k: int, exclude_seen: bool) -> list[
     row = state.users.index.get(user)
     if exclude_seen and row is not None:
         scores[state.seen.indices[state.seen.indptr[row] : state.seen.indptr[row + 1]]] = -np.inf
+    return ranked(state.catalog, scores, k)
+
+
+def ranked(catalog: Catalog, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The top k (item, score) of one row of scores, ties in catalogue order; -inf marks an item left out."""
     best = top_k(scores[None, :], k)[0]
-    return [(state.catalog.ids[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
+    return [(catalog.ids[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
+
+
+class Collaborative:
+    """What the collaborative models share: their catalogue, recommendations for a history of items nobody trained
+    on, and `save` / `load`: the settings (settings.json), the TrainingState and each of the model's `fitted` arrays
+    (.npy, or .npz where sparse), so that loading needs neither the data nor a refit."""
+
+    fitted: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def catalog(self) -> Catalog:
+        """The items the model ranks, in the order of its score columns."""
+        return _state(self).catalog
+
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        """[items] scores for someone who interacted with the items at `positions` (catalogue positions)."""
+        raise LmadaptError(
+            f"the {self.name} model cannot score a history it did not train on: its user vectors are learnt in "
+            "training",
+            where=self.name,
+            fix="use popularity, itemknn or ease (they score any list of items), or a text model",
+        )
+
+    def recommend_for_history(
+        self,
+        item_ids: Sequence[str] = (),
+        text: str | None = None,
+        k: int = 10,
+        exclude: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Top k (item id, score) for someone the model has not trained on, from the items they interacted with;
+        `exclude`: items not to recommend (None: the given items). A description needs a text model."""
+        if text is not None:
+            raise LmadaptError(
+                f"the {self.name} model reads no text, so it cannot recommend from a description",
+                where=self.name,
+                fix="train a recommender with model=text, which reads items by their text",
+            )
+        item_ids = [item_ids] if isinstance(item_ids, str) else [str(item) for item in item_ids]
+        if not item_ids:
+            raise LmadaptError("no items to recommend from", where="recommend_for_history", fix="pass item_ids=[...]")
+        catalog = self.catalog
+        positions = np.unique(catalog.positions(item_ids))
+        scores = np.array(self.score_history(positions), dtype=np.float64)
+        scores[positions if exclude is None else catalog.positions([str(item) for item in exclude])] = -np.inf
+        return ranked(catalog, scores, k)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        state = _state(self)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_settings(self, folder)
+        state.save(folder)
+        for name in self.fitted:
+            save_array(getattr(self, name), folder, name)
+
+    @classmethod
+    def load(cls, folder: str | Path):
+        folder = Path(folder)
+        model = load_settings(cls, folder)
+        model.state = TrainingState.load(folder)
+        for name in cls.fitted:
+            setattr(model, name, load_array(folder, name))
+        return model
 
 
 @dataclass
-class Popularity:
+class Popularity(Collaborative):
     """Every user gets the items most users interacted with in training."""
 
     name: ClassVar[str] = "popularity"
@@ -108,6 +203,9 @@ class Popularity:
     def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
         return _state(self).fallback(users, items)
 
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        return _state(self).popularity
+
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         return recommend_from_scores(self, user, k, exclude_seen)
 
@@ -117,7 +215,7 @@ def _binary(state: TrainingState, dtype=np.float32) -> sp.csr_matrix:
 
 
 @dataclass
-class ItemKNN:
+class ItemKNN(Collaborative):
     """Item-based nearest neighbours (Sarwar et al. 2001; Deshpande & Karypis 2004): item j scores the summed cosine
     similarity between j and the user's items, counting only j's `neighbours` most similar items."""
 
@@ -125,6 +223,7 @@ class ItemKNN:
     shrink: float = option(0.0, "Added to the cosine's denominator: damps similarities resting on few users.")
     block: int = option(1024, "Items whose similarities are computed at once (memory: items x block floats).")
     name: ClassVar[str] = "itemknn"
+    fitted: ClassVar[tuple[str, ...]] = ("similarity",)
     state: TrainingState | None = field(default=None, init=False, repr=False)
     similarity: sp.csr_matrix | None = field(default=None, init=False, repr=False)
 
@@ -161,12 +260,15 @@ class ItemKNN:
         seen = _binary(_state(self))
         return score_users(self, users, items, lambda rows: (seen[rows] @ self.similarity).toarray())
 
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        return np.asarray(self.similarity[positions].sum(axis=0)).ravel()
+
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         return recommend_from_scores(self, user, k, exclude_seen)
 
 
 @dataclass
-class EASE:
+class EASE(Collaborative):
     """Embarrassingly Shallow Autoencoder (Steck 2019): an item-item weight matrix B with a zero diagonal that
     best rebuilds the user-item matrix X under an L2 penalty, in closed form: P = (X^T X + l2 I)^-1,
     B = -P / diag(P). A user's scores are their row of X times B. Memory: items^2 floats (only items with
@@ -174,6 +276,7 @@ class EASE:
 
     l2: float = option(400.0, "The L2 penalty lambda; ml-100k's best lie around 250-500; choose it on validation.")
     name: ClassVar[str] = "ease"
+    fitted: ClassVar[tuple[str, ...]] = ("weights", "active")
     state: TrainingState | None = field(default=None, init=False, repr=False)
     weights: np.ndarray | None = field(default=None, init=False, repr=False)  # [active items, active items]
     active: np.ndarray | None = field(default=None, init=False, repr=False)  # items with training interactions
@@ -203,6 +306,11 @@ class EASE:
             return scores
 
         return score_users(self, users, items, rows_scores)
+
+    def score_history(self, positions: np.ndarray) -> np.ndarray:
+        scores = np.zeros(len(_state(self).catalog))
+        scores[self.active] = self.weights[np.isin(self.active, positions)].sum(axis=0, dtype=np.float64)
+        return scores
 
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         return recommend_from_scores(self, user, k, exclude_seen)
@@ -237,7 +345,7 @@ def _fit_implicit(model, make_estimator) -> None:
 
 
 @dataclass
-class BPR:
+class BPR(Collaborative):
     """Bayesian Personalised Ranking (Rendle et al. 2009): matrix factorisation fitted by SGD on (user, liked item,
     other item) triples so that liked items rank higher; implicit's implementation (an item bias included)."""
 
@@ -248,6 +356,7 @@ class BPR:
     seed: int = option(42, "Seed of the initial vectors and the sampled triples.")
     threads: int = option(0, "Threads for training; 0: one per CPU core.")
     name: ClassVar[str] = "bpr"
+    fitted: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors")
     state: TrainingState | None = field(default=None, init=False, repr=False)
     user_factors: np.ndarray | None = field(default=None, init=False, repr=False)
     item_factors: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -276,7 +385,7 @@ class BPR:
 
 
 @dataclass
-class ALS:
+class ALS(Collaborative):
     """Implicit-feedback matrix factorisation by alternating least squares (Hu, Koren & Volinsky 2008): observed
     pairs get confidence 1 + alpha; implicit's implementation (conjugate gradient)."""
 
@@ -287,6 +396,7 @@ class ALS:
     seed: int = option(42, "Seed of the initial vectors.")
     threads: int = option(0, "Threads for training; 0: one per CPU core.")
     name: ClassVar[str] = "als"
+    fitted: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors")
     state: TrainingState | None = field(default=None, init=False, repr=False)
     user_factors: np.ndarray | None = field(default=None, init=False, repr=False)
     item_factors: np.ndarray | None = field(default=None, init=False, repr=False)

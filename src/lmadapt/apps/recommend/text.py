@@ -13,10 +13,15 @@ are one inner product, [user vector, 1] . [item vector, prior], so the items sit
 (numpy, faiss or Qdrant) as they are scored.
 Because an item needs only its text, an item added after training is recommendable at once, and a visitor with no
 account is served from a list of items or a description.
+
+`save` keeps the adapted encoder folder (a named backbone such as minilm by its name), the vector index of the items
+(their vectors with the prior column), the users' vectors and what each user has seen: `load` answers at once, and
+loads the encoder only when a text must be read (a description, a history, a new item).
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -24,10 +29,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 import lmadapt
 from lmadapt.apps.recommend.base import INTERACTION_COLUMNS, Catalog, UserIndex
-from lmadapt.apps.vectors import INDEX_KINDS, build_index
+from lmadapt.apps.recommend.storage import (
+    link_folder,
+    load_array,
+    load_catalog,
+    load_settings,
+    read_json,
+    save_array,
+    save_catalog,
+    save_settings,
+    write_json,
+)
+from lmadapt.apps.vectors import INDEX_KINDS, build_index, load_index, save_index
 from lmadapt.config import option
 from lmadapt.errors import LmadaptError, did_you_mean
 
@@ -218,9 +235,7 @@ class TextRecommender:
             self.encoder_path = self._adapt(self.training_pairs)
         else:
             self.encoder_path = config.backbone
-        self._embed = lmadapt.encoder(
-            str(self.encoder_path), batch_size=config.encode_batch_size, max_length=config.max_length
-        )
+        self._embed = self._encoder(self.encoder_path)
         self.item_vectors = self._encode(self.catalog.texts)
         liked = self._liked(known, self.catalog)
         likes = np.bincount(self.catalog.positions(list(liked["item"])), minlength=len(self.catalog))
@@ -264,6 +279,16 @@ class TextRecommender:
             max_length=config.max_length,
             overwrite=overwrite,
         )
+
+    def _encoder(self, path: Path | str):
+        """The function from texts to vectors, the encoder loaded on its first call (a loaded model that is only
+        asked for users' recommendations never needs it)."""
+        load = functools.cache(
+            lambda: lmadapt.encoder(
+                str(path), batch_size=self.config.encode_batch_size, max_length=self.config.max_length
+            )
+        )
+        return lambda texts: load()(texts)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not len(texts):
@@ -385,6 +410,51 @@ class TextRecommender:
         self.item_vectors = np.concatenate([self.item_vectors, vectors])
         self.prior = np.concatenate([self.prior, prior])
         self.catalog = catalog
+
+    # --- saved and loaded ------------------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        """Write the fitted model into `folder`: settings, catalogue, users, their vectors and seen items, the item
+        index (vectors and prior) and the encoder (its folder, or the backbone's name when it was not adapted)."""
+        self._require_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_settings(self.config, folder)
+        save_catalog(self.catalog, folder)
+        write_json(folder / "users.json", self.users.ids)
+        save_array(self.user_vectors, folder, "user_vectors")
+        lengths = [len(items) for items in self.seen]
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        indices = np.concatenate(self.seen) if self.seen else np.empty(0, dtype=np.int64)
+        shape = (len(self.users), len(self.catalog))
+        save_array(sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=shape), folder, "seen")
+        save_index(self.index, folder / "index")
+        if Path(str(self.encoder_path)).is_dir():
+            link_folder(Path(self.encoder_path), folder / "encoder")
+            encoder = "encoder"
+        else:
+            encoder = str(self.encoder_path)  # a packaged alias or hub id, resolved again on load
+        write_json(folder / "text.json", {"encoder": encoder, "folder": encoder == "encoder"})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TextRecommender:
+        """The fitted model `save` wrote into `folder`, without re-encoding anything."""
+        folder = Path(folder)
+        model = cls(load_settings(TextConfig, folder))
+        config = model.config
+        model.catalog = load_catalog(folder)
+        model.users = UserIndex(read_json(folder / "users.json"))
+        model.user_vectors = load_array(folder, "user_vectors")
+        seen = load_array(folder, "seen")
+        model.seen = [seen.indices[seen.indptr[u] : seen.indptr[u + 1]].astype(np.int64) for u in range(seen.shape[0])]
+        model.index = load_index(folder / "index", qdrant_url=config.qdrant_url, qdrant_path=config.qdrant_path)
+        augmented = model.index.vectors()
+        model.item_vectors = np.ascontiguousarray(augmented[:, :-1])
+        model.prior = np.ascontiguousarray(augmented[:, -1])
+        encoder = read_json(folder / "text.json")
+        model.encoder_path = folder / "encoder" if encoder["folder"] else encoder["encoder"]
+        model._embed = model._encoder(model.encoder_path)
+        return model
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config)[:4])
