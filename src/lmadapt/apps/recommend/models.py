@@ -332,20 +332,43 @@ def _threads(threads: int) -> int:
     return threads if threads > 0 else (os.cpu_count() or 1)
 
 
-def _fit_implicit(model, make_estimator) -> None:
-    """Make and fit an implicit estimator on the training matrix with BLAS on one thread: implicit parallelises
-    with its own threads, and OpenBLAS threads competing with them slow it down (implicit checks, and warns)."""
-    from threadpoolctl import threadpool_limits
+@dataclass
+class MatrixFactorization(Collaborative):
+    """What implicit's factorisation models share: user and item vectors fitted by the library's estimator (made by
+    the subclass from its settings), scores as their inner products."""
 
-    with threadpool_limits(1, "blas"):
-        estimator = make_estimator()
-        estimator.fit(_binary(model.state), show_progress=False)
-    model.user_factors = np.asarray(estimator.user_factors, dtype=np.float32)
-    model.item_factors = np.asarray(estimator.item_factors, dtype=np.float32)
+    fitted: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors")
+    state: TrainingState | None = field(default=None, init=False, repr=False)
+    user_factors: np.ndarray | None = field(default=None, init=False, repr=False)
+    item_factors: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def estimator(self, cpu):
+        """implicit's estimator (from implicit.cpu) with this model's settings."""
+        raise NotImplementedError
+
+    def fit(self, train: pd.DataFrame, catalog: Catalog):
+        from threadpoolctl import threadpool_limits
+
+        cpu = _implicit_module()
+        self.state = TrainingState.from_interactions(train, catalog)
+        # BLAS on one thread: implicit parallelises with its own threads, and OpenBLAS threads competing with them
+        # slow it down (implicit checks, and warns).
+        with threadpool_limits(1, "blas"):
+            estimator = self.estimator(cpu)
+            estimator.fit(_binary(self.state), show_progress=False)
+        self.user_factors = np.asarray(estimator.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(estimator.item_factors, dtype=np.float32)
+        return self
+
+    def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
+        return score_users(self, users, items, lambda rows: self.user_factors[rows] @ self.item_factors.T)
+
+    def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        return recommend_from_scores(self, user, k, exclude_seen)
 
 
 @dataclass
-class BPR(Collaborative):
+class BPR(MatrixFactorization):
     """Bayesian Personalised Ranking (Rendle et al. 2009): matrix factorisation fitted by SGD on (user, liked item,
     other item) triples so that liked items rank higher; implicit's implementation (an item bias included)."""
 
@@ -356,36 +379,20 @@ class BPR(Collaborative):
     seed: int = option(42, "Seed of the initial vectors and the sampled triples.")
     threads: int = option(0, "Threads for training; 0: one per CPU core.")
     name: ClassVar[str] = "bpr"
-    fitted: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors")
-    state: TrainingState | None = field(default=None, init=False, repr=False)
-    user_factors: np.ndarray | None = field(default=None, init=False, repr=False)
-    item_factors: np.ndarray | None = field(default=None, init=False, repr=False)
 
-    def fit(self, train: pd.DataFrame, catalog: Catalog) -> BPR:
-        cpu = _implicit_module()
-        self.state = TrainingState.from_interactions(train, catalog)
-        _fit_implicit(
-            self,
-            lambda: cpu.bpr.BayesianPersonalizedRanking(
-                factors=self.factors,
-                learning_rate=self.learning_rate,
-                regularization=self.regularization,
-                iterations=self.iterations,
-                num_threads=_threads(self.threads),
-                random_state=self.seed,
-            ),
+    def estimator(self, cpu):
+        return cpu.bpr.BayesianPersonalizedRanking(
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            num_threads=_threads(self.threads),
+            random_state=self.seed,
         )
-        return self
-
-    def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
-        return score_users(self, users, items, lambda rows: self.user_factors[rows] @ self.item_factors.T)
-
-    def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
-        return recommend_from_scores(self, user, k, exclude_seen)
 
 
 @dataclass
-class ALS(Collaborative):
+class ALS(MatrixFactorization):
     """Implicit-feedback matrix factorisation by alternating least squares (Hu, Koren & Volinsky 2008): observed
     pairs get confidence 1 + alpha; implicit's implementation (conjugate gradient)."""
 
@@ -396,32 +403,16 @@ class ALS(Collaborative):
     seed: int = option(42, "Seed of the initial vectors.")
     threads: int = option(0, "Threads for training; 0: one per CPU core.")
     name: ClassVar[str] = "als"
-    fitted: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors")
-    state: TrainingState | None = field(default=None, init=False, repr=False)
-    user_factors: np.ndarray | None = field(default=None, init=False, repr=False)
-    item_factors: np.ndarray | None = field(default=None, init=False, repr=False)
 
-    def fit(self, train: pd.DataFrame, catalog: Catalog) -> ALS:
-        cpu = _implicit_module()
-        self.state = TrainingState.from_interactions(train, catalog)
-        _fit_implicit(
-            self,
-            lambda: cpu.als.AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.iterations,
-                num_threads=_threads(self.threads),
-                random_state=self.seed,
-            ),
+    def estimator(self, cpu):
+        return cpu.als.AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            num_threads=_threads(self.threads),
+            random_state=self.seed,
         )
-        return self
-
-    def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
-        return score_users(self, users, items, lambda rows: self.user_factors[rows] @ self.item_factors.T)
-
-    def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
-        return recommend_from_scores(self, user, k, exclude_seen)
 
 
 MODELS = {model.name: model for model in (Popularity, ItemKNN, EASE, BPR, ALS)}
