@@ -56,13 +56,12 @@ def write_splits(folder: Path, parts: dict[str, pd.DataFrame]) -> dict[str, Path
     return paths
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BERT with random weights and a word-piece vocabulary of the test words."""
+def save_tiny_bert(words: list[str], folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and a word-piece vocabulary of `words` (plus digits, letters and
+    punctuation)."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + list("abcdefghijklmnopqrstuvwxyz.,!?")
     tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
     config = BertConfig(
@@ -74,6 +73,12 @@ def tiny_bert(tmp_path_factory) -> Path:
         max_position_embeddings=64,
     )
     return save_random_model(BertModel, config, tokenizer, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """save_tiny_bert with the test words."""
+    return save_tiny_bert([*POSITIVE, *NEGATIVE, *FILLER], tmp_path_factory.mktemp("tiny-bert"))
 
 
 def save_tiny_llama(tokenizer, folder: Path, context: int = 128) -> Path:

@@ -17,7 +17,7 @@ from lmadapt.apps.recommend.base import Catalog
 from lmadapt.apps.recommend.text import TextConfig, TextRecommender, history_text, in_time_order
 from lmadapt.errors import LmadaptError
 
-from ..conftest import FILLER, NEGATIVE, POSITIVE, save_random_model
+from ..conftest import FILLER, NEGATIVE, POSITIVE, save_tiny_bert
 
 TASTES = 8
 WORDS = POSITIVE + NEGATIVE
@@ -47,21 +47,8 @@ def synthetic(users: int = 48, items_per_taste: int = 8, likes: int = 5, seed: i
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    """conftest's tiny BERT (2 layers, 32 wide, random weights) with '|' in its vocabulary: it joins histories."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *FILLER, "|", "-"]
-    vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + list("abcdefghijklmnopqrstuvwxyz.,!?")
-    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return save_random_model(BertModel, config, tokenizer, tmp_path_factory.mktemp("tiny-bert-bars"))
+    """conftest's tiny BERT with '|' in its vocabulary: it joins histories."""
+    return save_tiny_bert([*WORDS, *FILLER, "|", "-"], tmp_path_factory.mktemp("tiny-bert-bars"))
 
 
 def tiny_config(tiny_bert, **settings) -> TextConfig:
