@@ -520,7 +520,8 @@ def main() -> None:
                 }
                 seed_rows = [r for r in seed_rows if key(r) != key(row)] + [row]
                 write_rows(args.out, seed_rows + [r for r in rows if r.get("row") != "seed"])
-                print(json.dumps({k: v for k, v in row.items() if k not in ("bootstrap", "split_record")}), flush=True)
+                figures = ", ".join(f"{m} {row[m]}" for m in ("ndcg_at_10", "hr_at_10", "recall_at_10") if m in row)
+                print(f"   {figures}; fit {row.get('fit_seconds')} s", flush=True)
     summaries = summarise(seed_rows)
     found = targets(summaries)
     write_rows(args.out, seed_rows + summaries + found)
