@@ -134,30 +134,31 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_file_atomic(path, lambda partial: partial.write_text(text, encoding="utf-8"))
 
 
-def check_output_path(path: Path, *, folder: bool, example: str) -> None:
+def check_output_path(path: Path, *, folder: bool, example: str, option: str = "--output") -> None:
     """Refuse, before any work is done, an output that could not be written there: a folder where a file is
-    written (or a file where a folder is), or one whose folders cannot be created. `example`: a name to suggest."""
+    written (or a file where a folder is), or one whose folders cannot be created. `example`: a name to suggest;
+    `option`: the command-line option the path came from."""
     kind, other = ("folder", "file") if folder else ("file", "folder")
     if path.exists() and path.is_dir() != folder:
         suggestion = path.parent / example if folder else path / example
         raise LmadaptError(
-            f"--output is an existing {other}, where a {kind} is written",
+            f"{option} is an existing {other}, where a {kind} is written",
             where=str(path),
-            fix=f"name a {kind} as --output, e.g. --output {suggestion}",
+            fix=f"name a {kind} as {option}, e.g. {option} {suggestion}",
         )
     needed = path if folder else path.parent
     existing = next(p for p in (needed, *needed.parents) if p.exists())
     if not existing.is_dir():
         raise LmadaptError(
-            f"--output lies below {existing}, which is a file, so its folder cannot be created",
+            f"{option} lies below {existing}, which is a file, so its folder cannot be created",
             where=str(path),
-            fix="name an --output in a folder that exists or can be created",
+            fix=f"name a {option} in a folder that exists or can be created",
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise LmadaptError(
             f"no permission to write in {existing}",
             where=str(path),
-            fix="name an --output in a folder you can write to",
+            fix=f"name a {option} in a folder you can write to",
         )
 
 

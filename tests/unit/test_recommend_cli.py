@@ -251,7 +251,9 @@ def test_recommend_user_and_description_on_the_command_line(text_folder, monkeyp
         (["recommend", "--text", "great films", "--from", "{folder}"], "the ease model reads no text"),
         (["recommend", "--similar-to", "nope", "--from", "{folder}"], "item 'nope' is not in the catalogue"),
         (["recommend", "u0", "--from", "{data}"], "not a recommender folder (no recommender.json)"),
-        (["recommend", "evaluate", "{folder}", "--set", "ease.l2=3"], "--set changes a recipe"),
+        (["recommend", "evaluate", "{folder}", "--set", "ease.l2=3"], "--set, --seed, --report and more targets"),
+        (["recommend", "evaluate", "{folder}", "--seed", "1"], "evaluate its recipe: lmadapt recommend evaluate"),
+        (["recommend", "evaluate", "{folder}", "--report", "{missing}"], "--set, --seed, --report and more targets"),
         (["recommend", "trian", "recipe.yaml"], "no command 'trian': did you mean 'train'?"),
         (["recommend", "evaluate", "{folder}", "--output", "{data}"], "--output is an existing folder"),
         (["recommend", "add-items", "{folder}", "{missing}"], "not found"),
@@ -302,6 +304,29 @@ def test_evaluate_prints_the_table_and_writes_json(tmp_path, data_files, ease_fo
     code, out, _ = run_cli(monkeypatch, capsys, "recommend", "evaluate", ease_folder)
     saved = json.loads((ease_folder / "metrics.json").read_text())["metrics"]
     assert code == 0 and f"{saved['ndcg_at_5']:.4f}" in out
+
+
+def test_evaluate_compares_recipes_over_seeds_with_intervals_and_writes_the_report(
+    tmp_path, data_files, monkeypatch, capsys
+):
+    recipes = [recipe(tmp_path, data_files, model) for model in ("popularity", "ease")]
+    seeds = ["--seed", "1", "--seed", "2", "--seed", "3"]
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", "evaluate", *recipes, *seeds, "--report", tmp_path / "r")
+    assert code == 0, err
+    assert "| synthetic-popularity | 3 | t over seeds |" in out and "| synthetic-ease | 3 | t over seeds |" in out
+    assert "NDCG@5" in out  # the recipes measure k 1 and 5: the table reads at 5
+    document = json.loads((tmp_path / "r" / "report.json").read_text())
+    rows = {row["model"]: row for row in document["models"]}
+    assert rows["synthetic-ease"]["seeds"] == 3 and len(rows["synthetic-ease"]["ndcg_at_5_ci"]) == 2
+    low, high = rows["synthetic-ease"]["ndcg_at_5_ci"]
+    assert low <= rows["synthetic-ease"]["ndcg_at_5"] <= high
+    assert (tmp_path / "r" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert "synthetic-ease" in (tmp_path / "r" / "report.md").read_text()
+    # one seed: the interval is a bootstrap over the users
+    code, out, _ = run_cli(monkeypatch, capsys, "recommend", "evaluate", *recipes, "--seed", "1")
+    assert code == 0 and "| synthetic-ease | 1 | bootstrap over users |" in out
+    code, _, err = run_cli(monkeypatch, capsys, "recommend", "evaluate", recipes[0], recipes[0])
+    assert code == 2 and "two recipes are named 'synthetic-popularity'" in err
 
 
 def test_keys_list_every_models_settings(monkeypatch, capsys):

@@ -74,39 +74,80 @@ def train(
 
 @recommend_app.command()
 def evaluate(
-    target: Path = typer.Argument(
+    targets: list[Path] = typer.Argument(
         ...,
-        help="A recipe (YAML): fit on its split and measure; or a recommender folder: the metrics it was trained with.",
+        metavar="TARGET...",
+        help="Recipes (YAML): each fitted on its split and measured; or one recommender folder: the metrics it was "
+        "trained with.",
     ),
-    output: Path | None = typer.Option(None, help="Write the report (metrics, split, timings) as JSON to this file."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Recipes only."),
+    seed: list[int] = typer.Option(
+        [], "--seed", help="Split seed (repeatable): each recipe is measured on each seed's split; default its own."
+    ),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        help="Write report.json, report.md and report.png into this folder: per recipe the mean of each metric over "
+        "the seeds with a 95% interval (t over seeds; with one seed a bootstrap over users).",
+    ),
+    output: Path | None = typer.Option(None, help="Write the reports (metrics, split, timings) as JSON to this file."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Recipes only; applies to each."),
 ) -> None:
-    """Full-ranking metrics on the recipe's split: NDCG, Recall, Precision, MAP, HR and coverage at each k, and MRR.
+    """Full-ranking metrics on the recipe's split: NDCG, Recall, Precision, MAP, HR and coverage at each k, and MRR;
+    several recipes and seeds side by side, with intervals.
 
     Example: lmadapt recommend evaluate configs/recommend/ml100k_ease.yaml --set evaluation.split=temporal_loo
+
+    Example: lmadapt recommend evaluate configs/recommend/ml100k_ease.yaml configs/recommend/ml100k_popularity.yaml
+    --seed 42 --seed 43 --seed 44 --report reports/ml100k
     """
+    from lmadapt.apps.recommend import report as reporting
     from lmadapt.apps.recommend.config import load_recommend_config
-    from lmadapt.apps.recommend.recommender import evaluate_recipe, open_recommender, write_report
+    from lmadapt.apps.recommend.recommender import compare_recipes, open_recommender, write_report
     from lmadapt.errors import LmadaptError
     from lmadapt.runs import check_output_path
 
     if output is not None:
         check_output_path(output, folder=False, example="report.json")  # before the work, not after
-    if target.is_dir():
-        if set_:
-            raise LmadaptError("--set changes a recipe, not a trained folder", where="--set", fix="evaluate the recipe")
-        report = open_recommender(target).metrics
-        if report is None:
+    if report is not None:
+        check_output_path(report, folder=True, example="reports/ml100k", option="--report")
+    folders = [target for target in targets if target.is_dir()]
+    if folders:
+        if len(targets) > 1 or set_ or seed or report is not None:
+            raise LmadaptError(
+                "a recommender folder shows the metrics it was trained with; --set, --seed, --report and more "
+                "targets measure recipes",
+                where=str(folders[0]),
+                fix=f"evaluate its recipe: lmadapt recommend evaluate {folders[0] / 'config.yaml'}",
+            )
+        saved = open_recommender(folders[0]).metrics
+        if saved is None:
             raise LmadaptError(
                 "this recommender was trained without an evaluation (evaluation.at_train=false)",
-                where=str(target),
-                fix=f"evaluate its recipe: lmadapt recommend evaluate {target / 'config.yaml'}",
+                where=str(folders[0]),
+                fix=f"evaluate its recipe: lmadapt recommend evaluate {folders[0] / 'config.yaml'}",
             )
+        found = {saved["model"]: [saved]}
     else:
-        report = evaluate_recipe(load_recommend_config(target, set_), progress=errors.print)
-    print_metrics(report)
+        configs = [load_recommend_config(target, set_) for target in targets]
+        found = compare_recipes(configs, seed, progress=errors.print)
+    results = {name: [one["metrics"] for one in reports] for name, reports in found.items()}
+    single = sum(len(reports) for reports in found.values()) == 1
+    if single:
+        print_metrics(next(iter(found.values()))[0])
+    if not single or report is not None:
+        table, plotted = reporting.shown_metrics(results)
+        if not single:
+            console.print(reporting.markdown_table(reporting.summarise(results), table), soft_wrap=True)
+        if report is not None:
+            title = "Recommendation: " + ", ".join(results)
+            paths = reporting.write_report(results, report, title, table, plotted)
+            console.print(f"report: {paths['markdown']}, {paths['json']}, {paths['png']}", soft_wrap=True)
     if output is not None:
-        write_report(report, output)
+        for reports in found.values():
+            for one in reports:
+                one["metrics"].pop("per_user", None)
+        every = [one for reports in found.values() for one in reports]
+        write_report(every[0] if len(every) == 1 else every, output)
         console.print(f"report: {output}", soft_wrap=True)
 
 

@@ -17,6 +17,8 @@ writes a new folder the same way, so an interruption leaves the old one whole.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -96,10 +98,13 @@ def recipe_catalog(config: RecommendConfig, data: RecommendationData, **hidden) 
     return catalog if not untitled else Catalog(catalog.ids, [text or untitled for text in catalog.texts])
 
 
-def evaluate_recipe(config: RecommendConfig, data: RecommendationData | None = None, progress=print) -> dict:
+def evaluate_recipe(
+    config: RecommendConfig, data: RecommendationData | None = None, progress=print, per_user: bool = False
+) -> dict:
     """The recipe's model fitted on its split's train and validation parts and measured on the test part (full
     ranking, what it learnt from excluded; a cold-start split ranks the held-out items only). Item texts leave out
-    the tags of held-out pairs and items."""
+    the tags of held-out pairs and items. `per_user`: the metrics keep each user's values (a DataFrame under
+    metrics['per_user']) for a bootstrap interval."""
     data = data if data is not None else load_data(config.data)
     evaluation = config.evaluation
     options = {"cold_share": evaluation.cold_share} if evaluation.split == "cold_start" else {}
@@ -111,7 +116,9 @@ def evaluate_recipe(config: RecommendConfig, data: RecommendationData | None = N
     started = time.perf_counter()
     model = config.make_model().fit(seen, catalog)
     fitted = time.perf_counter()
-    metrics = evaluate(model, split.test, seen, catalog, evaluation.cutoffs, candidates=split.cold_items or None)
+    metrics = evaluate(
+        model, split.test, seen, catalog, evaluation.cutoffs, candidates=split.cold_items or None, per_user=per_user
+    )
     return {
         "model": config.model,
         "data": data.source,
@@ -121,6 +128,34 @@ def evaluate_recipe(config: RecommendConfig, data: RecommendationData | None = N
         "fit_seconds": round(fitted - started, 3),
         "evaluate_seconds": round(time.perf_counter() - fitted, 3),
     }
+
+
+def compare_recipes(
+    configs: Sequence[RecommendConfig], seeds: Sequence[int] = (), progress=print
+) -> dict[str, list[dict]]:
+    """Each recipe evaluated (evaluate_recipe) on each seed's split (no seeds: the recipe's own), the data read once
+    per source: {recipe name: [its reports, one per seed]}. With one seed the metrics keep their per-user values,
+    so that report.write_report can give a bootstrap interval."""
+    names = [config.name for config in configs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise LmadaptError(
+            f"two recipes are named '{repeated[0]}': the report could not tell their rows apart",
+            where="name",
+            fix=f"give each its own name, e.g. --set name={repeated[0]}-2 on one (or edit its YAML)",
+        )
+    loaded: dict[str, RecommendationData] = {}
+    found: dict[str, list[dict]] = {}
+    for config in configs:
+        key = json.dumps(dataclasses.asdict(config.data), sort_keys=True, default=str)
+        if key not in loaded:
+            loaded[key] = load_data(config.data)
+        for seed in seeds or [config.evaluation.seed]:
+            seeded = copy.copy(config)  # not dataclasses.replace: the model's settings are not an init field
+            seeded.evaluation = dataclasses.replace(config.evaluation, seed=seed)
+            report = evaluate_recipe(seeded, loaded[key], progress, per_user=len(seeds) <= 1)
+            found.setdefault(config.name, []).append(report)
+    return found
 
 
 def train_recommender(

@@ -49,6 +49,23 @@ DEFAULT_TABLE = ("ndcg_at_10", "hr_at_10", "recall_at_10", "precision_at_10", "m
 DEFAULT_PLOT = ("ndcg_at_10", "hr_at_10")
 
 
+def shown_metrics(results_by_model: Mapping[str, Sequence[Mapping]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The table's and the plot's metrics for these results: DEFAULT_TABLE and DEFAULT_PLOT at k = 10 when every
+    result has it, else at the largest k of KS that every result has."""
+    every = [result for results in results_by_model.values() for result in results]
+    common = [k for k in KS if all(f"ndcg_at_{k}" in result for result in every)]
+    if not common:
+        raise LmadaptError(
+            f"the results share no cut-off of {', '.join(map(str, KS))}",
+            where="report",
+            fix="evaluate every model with one of these ks (evaluation.ks)",
+        )
+    k = 10 if 10 in common else common[-1]
+    return tuple(m.replace("_at_10", f"_at_{k}") for m in DEFAULT_TABLE), tuple(
+        m.replace("_at_10", f"_at_{k}") for m in DEFAULT_PLOT
+    )
+
+
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
     """(mean, sd, low, high) of Student's t-interval for the mean of `values` (two or more; sd with n - 1)."""
     values = np.asarray(values, dtype=np.float64)
@@ -194,9 +211,11 @@ def write_report(
     folder: str | Path,
     title: str = "Recommendation",
     table: Sequence[str] = DEFAULT_TABLE,
+    plotted: Sequence[str] = DEFAULT_PLOT,
 ) -> dict[str, Path]:
     """Summarise each model's per-seed results and write report.json (every metric: mean, sd, interval),
-    report.md (the table) and report.png (NDCG@10 and HR@10 with intervals) into `folder`; returns the paths."""
+    report.md (the `table` metrics) and report.png (the `plotted` metrics with intervals) into `folder`; returns the
+    paths."""
     rows = summarise(results_by_model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -208,5 +227,5 @@ def write_report(
         "users with one. Full ranking, seen items excluded; MAP@k normalised by min(R, k)."
     )
     paths["markdown"].write_text(f"# {title}\n\n{markdown_table(rows, table)}\n\n{note}\n", encoding="utf-8")
-    plot({title: rows}, paths["png"])
+    plot({title: rows}, paths["png"], plotted)
     return paths
