@@ -29,7 +29,7 @@ from lmadapt.training.encoder import is_encoder_folder
 from ..conftest import FILLER
 from .test_recommend_text import TASTES, item_text, tiny_bert, tiny_config  # noqa: F401 (tiny_bert: a fixture)
 
-GROUPS, TASTE_ITEMS, GROUP_ITEMS = 3, 16, 6
+GROUPS, TASTE_ITEMS, GROUP_ITEMS = 8, 16, 10
 
 
 def complementary(users: int = 96, seed: int = 0) -> tuple[pd.DataFrame, Catalog]:
