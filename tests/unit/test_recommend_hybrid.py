@@ -1,10 +1,10 @@
 """The hybrid ranker on a tiny random BERT: it learns from held-out training interactions only, fine-tunes the
 encoder once, and combines text and collaborative signal that each part has only half of.
 
-The synthetic catalogue has two kinds of items. Taste items name their taste's word (as in test_recommend_text):
-many items, few takes each, so the text model learns them from their words while co-occurrence is thin. Group
-items are filler text only, taken by large groups of users: the collaborative model learns them, the text cannot
-tell them apart. Each user takes both kinds, interleaved in time, so their last item is either kind.
+The synthetic catalogue has two kinds of items, about equally popular. Taste items name their taste's word (as in
+test_recommend_text): 16 per taste, so co-occurrence is thin and the text model learns them from their words. Group
+items are filler text only: the collaborative model learns them from who takes them together, the text cannot tell
+them apart. Half the users take items of one taste, the other half items of one group.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def pairs(frame: pd.DataFrame) -> set:
 
 def test_the_ranker_learns_from_each_users_last_training_interaction_only(fitted):
     model, split, learn_from, catalog, _ = fitted
-    held = temporal_leave_one_out(learn_from, seed=0).test
+    held = temporal_leave_one_out(learn_from, seed=model.config.seed).test
     assert pairs(model.held_out) == pairs(held) and len(held) == learn_from["user"].nunique()
     assert not pairs(model.held_out) & pairs(split.test)  # the test never teaches the ranker
     assert model.ranker_examples > len(held)  # every held-out user brought candidates
@@ -121,6 +121,7 @@ def test_full_ranking_with_seen_items_excluded_and_strangers_served(fitted):
 
 
 def test_an_added_item_is_recommendable_by_its_text(fitted):
+    """The last test of the fitted model: it grows the model's catalogue."""
     model, split, learn_from, catalog, _ = fitted
     rng = random.Random(3)
     model.add_items([f"new-{t}" for t in range(TASTES)], [item_text(t, rng) for t in range(TASTES)])
