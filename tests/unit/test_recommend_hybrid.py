@@ -120,6 +120,28 @@ def test_full_ranking_with_seen_items_excluded_and_strangers_served(fitted):
     assert model.score(["u0"], ["g0-1", "i0-1"]).shape == (1, 2)
 
 
+def test_saved_and_loaded_it_scores_as_before(fitted, tmp_path):
+    model, *_ = fitted
+    model.save(tmp_path / "hybrid")
+    loaded = HybridRecommender.load(tmp_path / "hybrid")
+    np.testing.assert_allclose(loaded.score(["u0", "u3", "stranger"]), model.score(["u0", "u3", "stranger"]), atol=1e-6)
+    assert [item for item, _ in loaded.recommend("u1", k=5)] == [item for item, _ in model.recommend("u1", k=5)]
+    boosted = HybridRecommender(HybridConfig(learner="gradient_boosting"))
+    boosted.parts = model.parts
+    with pytest.raises(LmadaptError, match="a gradient_boosting ranker cannot be saved"):
+        boosted.save(tmp_path / "boosted")
+
+
+def test_a_recipe_names_the_hybrid_and_its_text_settings(tiny_bert):  # noqa: F811
+    from lmadapt.apps.recommend.config import parse_recommend_config
+
+    config = parse_recommend_config(
+        {"model": "hybrid", "hybrid": {"candidates": 5, "text": {"backbone": str(tiny_bert), "epochs": 0}}}
+    )
+    model = config.make_model()
+    assert isinstance(model, HybridRecommender) and model.config.candidates == 5 and model.config.text.epochs == 0
+
+
 def test_an_added_item_is_recommendable_by_its_text(fitted):
     """The last test of the fitted model: it grows the model's catalogue."""
     model, split, learn_from, catalog, _ = fitted

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ from lmadapt.apps.recommend.models import (
     score_users,
 )
 from lmadapt.apps.recommend.splits import temporal_leave_one_out
+from lmadapt.apps.recommend.storage import load_array, load_settings, read_json, save_array, save_settings, write_json
 from lmadapt.apps.recommend.text import TextConfig, TextRecommender, check_interactions, check_text_config
 from lmadapt.config import option
 from lmadapt.errors import LmadaptError, did_you_mean
@@ -70,7 +72,7 @@ class HybridConfig:
         metadata={"help": "The text model's settings (its encoder is fine-tuned once, in the ranker's first stage)."},
     )
     cf_model: str = option("ease", "The collaborative model: itemknn, ease, bpr or als (models.make_model).")
-    cf_settings: dict = field(
+    cf_settings: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "The collaborative model's settings, e.g. {l2: 100} for ease."}
     )
     candidates: int = option(100, "Candidates each source (text, collaborative) proposes per user.")
@@ -134,6 +136,9 @@ def _learner(name: str, seed: int):
     if name == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     return HistGradientBoostingClassifier(learning_rate=0.05, max_iter=200, early_stopping=False, random_state=seed)
+
+
+ITEM_ARRAYS = ("popularity", "recent_popularity", "staleness", "mean_time")
 
 
 @dataclass
@@ -353,6 +358,63 @@ class HybridRecommender:
         popularity = np.concatenate([self.state.popularity, np.zeros(added)])
         parts.state = self.state = TrainingState(self.state.users, catalog, seen, popularity)
         parts.items = parts.items.grown(added)
+
+    # --- saved and loaded ------------------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        """Write the fitted model into `folder`: settings, the training state, the text model (text/), the
+        collaborative model (cf/), the item statistics and the logistic ranker's coefficients (as numbers: nothing
+        is pickled)."""
+        parts = self._require_fitted()
+        if self.config.learner != "logistic":
+            raise LmadaptError(
+                "a gradient_boosting ranker cannot be saved: scikit-learn's trees are kept only by pickling, and "
+                "lmadapt never loads a pickle",
+                where="hybrid.learner",
+                fix="use learner=logistic (the default) for a recommender to save",
+            )
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_settings(self.config, folder)
+        parts.state.save(folder)
+        parts.text.save(folder / "text")
+        parts.cf.save(folder / "cf")
+        for name in ITEM_ARRAYS:
+            save_array(getattr(parts.items, name), folder, name)
+        scaler, logistic = self.learner[0], self.learner[-1]
+        ranker = {
+            "mean": scaler.mean_.tolist(),
+            "scale": scaler.scale_.tolist(),
+            "coef": logistic.coef_.ravel().tolist(),
+            "intercept": float(logistic.intercept_[0]),
+        }
+        write_json(
+            folder / "ranker.json", {**ranker, "span": parts.items.span, "user_last_time": parts.items.user_last_time}
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> HybridRecommender:
+        """The fitted model `save` wrote into `folder`, without refitting or re-encoding anything."""
+        folder = Path(folder)
+        model = cls(load_settings(HybridConfig, folder))
+        ranker = read_json(folder / "ranker.json")
+        items = _ItemStatistics(
+            **{name: load_array(folder, name) for name in ITEM_ARRAYS},
+            user_last_time=ranker["user_last_time"],
+            span=ranker["span"],
+        )
+        state = TrainingState.load(folder)
+        text = TextRecommender.load(folder / "text")
+        model.parts = _Parts(text, MODELS[model.config.cf_model].load(folder / "cf"), items, state)
+        model.state = state
+        model.learner = _learner("logistic", model.config.seed)
+        scaler, logistic = model.learner[0], model.learner[-1]
+        # The fitted attributes scikit-learn's predict_proba reads, set from the saved numbers.
+        scaler.mean_, scaler.scale_ = np.array(ranker["mean"]), np.array(ranker["scale"])
+        scaler.var_, scaler.n_features_in_ = scaler.scale_**2, len(FEATURES)
+        logistic.coef_, logistic.intercept_ = np.array([ranker["coef"]]), np.array([ranker["intercept"]])
+        logistic.classes_, logistic.n_features_in_ = np.array([False, True]), len(FEATURES)
+        return model
 
     def __repr__(self) -> str:
         config = self.config
