@@ -15,6 +15,7 @@ from typing import Any
 
 from lmadapt.apps.recommend.base import Recommender
 from lmadapt.apps.recommend.data import DEFAULT_IMPLICIT_THRESHOLD
+from lmadapt.apps.recommend.hybrid import HybridConfig, HybridRecommender
 from lmadapt.apps.recommend.metrics import KS
 from lmadapt.apps.recommend.models import MODELS
 from lmadapt.apps.recommend.splits import DEFAULT_SEED, SPLITS
@@ -41,6 +42,7 @@ def _collaborative(model: type) -> ModelKind:
 MODEL_KINDS: dict[str, ModelKind] = {
     **{name: _collaborative(model) for name, model in MODELS.items()},
     "text": ModelKind(TextConfig, TextRecommender, TextRecommender.load),
+    "hybrid": ModelKind(HybridConfig, HybridRecommender, HybridRecommender.load),
 }
 
 

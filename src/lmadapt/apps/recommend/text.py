@@ -146,7 +146,8 @@ def history_text(texts: Sequence[str], length: int) -> str:
     return HISTORY_SEPARATOR.join(reversed(list(texts)[-length:]))
 
 
-def _check_interactions(train: pd.DataFrame) -> pd.DataFrame:
+def check_interactions(train: pd.DataFrame) -> pd.DataFrame:
+    """The interactions with string user and item ids; not a DataFrame, or a column missing, is an error."""
     if not isinstance(train, pd.DataFrame):
         raise LmadaptError(
             f"the interactions must be a pandas DataFrame, got {type(train).__name__}", where="fit(train)"
@@ -192,7 +193,7 @@ class TextRecommender:
         all, seeded. A pair needs at least one liked item before its target."""
         config = self.config
         rng = np.random.default_rng(config.seed)
-        liked = self._liked(_check_interactions(train), catalog)
+        liked = self._liked(check_interactions(train), catalog)
         pairs = []
         for _, items in liked.groupby("user", sort=True)["item"]:
             texts = [catalog.texts[catalog.index[item]] for item in items]
@@ -215,7 +216,7 @@ class TextRecommender:
         """Adapt the encoder on the training interactions' pairs (unless epochs is 0), then encode every item into
         the vector index (with its popularity prior) and every user's latest history into their vector."""
         config = self.config
-        train = _check_interactions(train)
+        train = check_interactions(train)
         _check_item_texts(catalog.ids, catalog.texts, "the catalogue")
         self.catalog = Catalog(list(catalog.ids), list(catalog.texts))
         known = train[train["item"].isin(self.catalog.index)]
