@@ -24,7 +24,9 @@ Protocols (splits: apps/recommend/splits.py, seeded hashes of the ids):
 Models. popularity, itemknn, ease, bpr, als: settings chosen on validation (GRIDS), the best refitted on train +
 validation. text: TextConfig's defaults (MiniLM adapted on up to --text-max-pairs (history, next like) pairs, one
 epoch), text_frozen: the same encoder unadapted (epochs 0); both fitted on train + validation, one torch thread.
-hybrid: make_model("hybrid") with its defaults, fitted on train + validation, run where apps/recommend registers it.
+hybrid: HybridRecommender with the text model's settings above and EASE with the l2 chosen on validation (as for
+the ease row), fitted on train + validation (it holds out each user's last training interaction itself to learn its
+re-ranker: logistic regression, the default).
 
 Rows (--out, bench/results/recommend.json): `"row": "seed"` per dataset, split, model and seed, with the figures,
 the chosen settings, the split's record, times, commit and command; `"row": "summary"` per dataset, split and model
@@ -59,8 +61,9 @@ from runner import ROOT, git_commit
 from lmadapt.apps.recommend import report
 from lmadapt.apps.recommend.base import Catalog, UserIndex, interaction_matrix
 from lmadapt.apps.recommend.data import MISSING_TEXT_VALUES, implicit_feedback, load_recommendation_data
+from lmadapt.apps.recommend.hybrid import HybridConfig, HybridRecommender
 from lmadapt.apps.recommend.metrics import evaluate
-from lmadapt.apps.recommend.models import MODELS, make_model
+from lmadapt.apps.recommend.models import make_model
 from lmadapt.apps.recommend.splits import split_interactions
 from lmadapt.apps.recommend.text import TextConfig, TextRecommender
 
@@ -90,8 +93,7 @@ GRIDS = {
 COLLABORATIVE = tuple(GRIDS)
 TEXT = ("text_frozen", "text")
 FLOORS = ("random", "genre_popularity", "user_genre_profile")
-# The hybrid runs once apps/recommend registers it in make_model.
-HYBRID = ("hybrid",) if "hybrid" in MODELS else ()
+HYBRID = ("hybrid",)
 PLAN = {
     "random_75_25": {"datasets": ("ml-100k",), "models": COLLABORATIVE + TEXT + HYBRID},
     "temporal_loo": {"datasets": ("ml-100k", "ml-latest-small"), "models": COLLABORATIVE + TEXT + HYBRID},
@@ -200,7 +202,7 @@ def text_config(name: str, seed: int, args) -> TextConfig:
 def options(split_name: str, name: str, args) -> dict:
     """What besides dataset, split, model and seed changes a row's figures: part of its key."""
     found = {} if split_name == "random_75_25" else {"like_threshold": args.like_threshold}
-    if name == "text":
+    if name in ("text", "hybrid"):
         found.update(text_max_pairs=args.text_max_pairs, text_epochs=args.text_epochs)
     return found
 
@@ -258,7 +260,15 @@ class Job:
         elif name in TEXT:
             model = TextRecommender(text_config(name, self.seed, self.args))
         else:
-            model = make_model(name)
+            started = time.perf_counter()
+            settings, validation_ndcg = choose("ease", self.split, self.catalog, self.seed, self.args.threads)
+            found.update(
+                settings={"cf_model": "ease", "cf_settings": settings},
+                validation_ndcg_at_10=round(validation_ndcg, 4),
+                tuning_seconds=round(time.perf_counter() - started, 1),
+            )
+            text = text_config("text", self.seed, self.args)
+            model = HybridRecommender(HybridConfig(text=text, cf_settings=settings, seed=self.seed))
         model.fit(self.final_train, self.catalog)
         if name in TEXT:
             found["pairs"] = len(model.training_pairs)

@@ -79,10 +79,8 @@ class HybridConfig:
     learner: str = option(
         "logistic",
         "The re-ranker: logistic (logistic regression on standardised features) or gradient_boosting "
-        "(scikit-learn's HistGradientBoostingClassifier). On ml-100k's held-out last interactions (2-fold over "
-        "users, about 650-690 positives), with the frozen MiniLM's text score logistic found 0.198 HR@10, gradient "
-        "boosting 0.150-0.170 (it overfits so few positives), EASE's score alone 0.174; with the adapted encoder "
-        "logistic 0.201, regularised gradient boosting 0.186-0.211: the simpler one is the default.",
+        "(scikit-learn's HistGradientBoostingClassifier: it can overfit the few positives, one per user, and a "
+        "recommender folder cannot keep it, as its trees could only be pickled).",
     )
     recent_share: float = option(
         0.1, "The last share of the training period whose interactions make an item's recent popularity."
