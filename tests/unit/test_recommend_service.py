@@ -4,6 +4,8 @@ reads no text, limits, the API key) are JSON 4xx bodies that say what to do."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -99,3 +101,36 @@ def test_the_api_key_guards_the_routes(ease_folder):  # noqa: F811
         assert client.get("/v1/recommend", params={"user": "u0"}).status_code == 401
         answered = client.get("/v1/recommend", params={"user": "u0"}, headers={"X-API-Key": "secret"})
         assert answered.status_code == 200
+
+
+def test_items_posted_are_recommended_from_the_next_request_and_kept_in_the_folder(text_folder, tmp_path):  # noqa: F811
+    folder = tmp_path / "recommender"
+    shutil.copytree(text_folder, folder)
+    before = open_recommender(folder)
+    twin_of = "i2-3"  # the new item has this item's text: the nearest of all items to it
+    text = before.catalog.texts[before.catalog.index[twin_of]].removesuffix(".")
+    with client_for(folder, max_chars=200, max_texts=2) as client:
+        assert "new-1" not in items_of(client.get("/v1/similar", params={"item": twin_of, "k": 3}))
+        response = client.post("/v1/items", json={"items": [{"id": "new-1", "text": text}]})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"recommender": folder.name, "added": 1, "items": len(before.catalog) + 1}
+        assert items_of(client.get("/v1/similar", params={"item": twin_of, "k": 1})) == ["new-1"]
+        assert client.get("/v1/recommender").json()["items"] == len(before.catalog) + 1
+
+        again = client.post("/v1/items", json={"items": [{"id": "new-1", "text": text}]})
+        assert again.status_code == 422 and "already in the catalogue" in again.json()["error"]["message"]
+        many = [{"id": f"n{i}", "text": "great"} for i in range(3)]
+        assert client.post("/v1/items", json={"items": many}).json()["error"]["code"] == "too_many_items"
+        long = client.post("/v1/items", json={"items": [{"id": "n9", "text": "x" * 201}]})
+        assert long.json()["error"]["code"] == "text_too_long"
+        assert client.post("/v1/items", json={"items": []}).status_code == 422
+    reloaded = open_recommender(folder)  # written before the answer: a restarted service has it
+    assert reloaded.catalog.ids[-1] == "new-1" and reloaded.record["added_items"] == 1
+
+
+def test_a_collaborative_service_refuses_new_items_and_keeps_its_folder(ease_folder):  # noqa: F811
+    before = (ease_folder / "manifest.json").read_bytes()
+    with client_for(ease_folder) as client:
+        response = client.post("/v1/items", json={"items": [{"id": "x", "text": "a film"}]})
+    assert response.status_code == 422 and "model=text" in response.json()["error"]["fix"]
+    assert (ease_folder / "manifest.json").read_bytes() == before

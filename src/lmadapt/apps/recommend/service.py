@@ -6,18 +6,22 @@ metrics and JSON errors.
                                      k for a visitor from the items they liked and/or a description (a description
                                      needs a text model; an unknown item id: 422 naming it)
     GET  /v1/similar?item=&k=        the items nearest to an item
+    POST /v1/items                   {"items": [{"id": ..., "text": ...}]}: new items by their text, written into the
+                                     folder (atomically) before the answer and recommendable from the next request
+                                     (a model that reads no text: 422)
     GET  /v1/recommender             the recommender: name, model, counts, metrics
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from fastapi import Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from lmadapt.apps.recommend.recommender import SavedRecommender, UnknownUser, open_recommender
+from lmadapt.apps.recommend.recommender import SavedRecommender, UnknownUser, add_items, open_recommender
 from lmadapt.errors import LmadaptError
 from lmadapt.serving.errors import ERROR_RESPONSES, ApiError
 from lmadapt.serving.routes import ServiceRouter
@@ -47,23 +51,57 @@ class RecommendResponse(BaseModel):
     items: list[Recommendation]
 
 
+class NewItem(BaseModel):
+    id: str = Field(min_length=1, description="The item's id: new to the catalogue.", examples=["2001"])
+    text: str = Field(
+        min_length=1, description="What the item says (title, genres, ...).", examples=["Galaxy Raiders (2026)"]
+    )
+
+
+class ItemsRequest(BaseModel):
+    items: list[NewItem] = Field(min_length=1, description="The new items.")
+
+
+class ItemsResponse(BaseModel):
+    recommender: str
+    added: int = Field(description="Items added by this request.")
+    items: int = Field(description="Items in the catalogue now.")
+
+
+def guarded(work):
+    """`work()`, its refusals as the API's errors: an unknown user is a 404, another (an unknown item, a model that
+    reads no text, an item id already known) a 422 with its message."""
+    try:
+        return work()
+    except UnknownUser as error:
+        raise ApiError(404, "unknown_user", error.what, fix=error.fix) from None
+    except LmadaptError as error:
+        raise ApiError(422, "refused", error.what, fix=error.fix) from None
+
+
+class Served:
+    """The recommender the routes answer from. Adding items replaces it whole (a request reads one version); the
+    lock keeps two additions from writing the folder at once."""
+
+    def __init__(self, saved: SavedRecommender):
+        self.saved = saved
+        self.lock = threading.Lock()
+
+    def add(self, ids: list[str], texts: list[str]) -> SavedRecommender:
+        with self.lock:
+            self.saved = add_items(self.saved.path, ids, texts)
+            return self.saved
+
+
 def recommend_router(saved: SavedRecommender, settings: ServiceSettings) -> ServiceRouter:
     router = ServiceRouter()
+    served = Served(saved)
 
-    async def answer(call, *args, **options) -> RecommendResponse:
-        """A recommendation off the event loop; an unknown user is a 404, another refusal (an unknown item, a
-        model that reads no text) a 422 with its message."""
-
-        def guarded():
-            try:
-                return call(*args, **options)
-            except UnknownUser as error:
-                raise ApiError(404, "unknown_user", error.what, fix=error.fix) from None
-            except LmadaptError as error:
-                raise ApiError(422, "refused", error.what, fix=error.fix) from None
-
-        found = await run_in_threadpool(guarded)
-        return RecommendResponse(recommender=saved.name, model=saved.model.name, items=found)
+    async def answer(call: str, *args, **options) -> RecommendResponse:
+        """The current recommender's `call` (recommend, for_history, similar) off the event loop."""
+        current = served.saved
+        found = await run_in_threadpool(guarded, lambda: getattr(current, call)(*args, **options))
+        return RecommendResponse(recommender=current.name, model=current.model.name, items=found)
 
     @router.get("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES)
     async def recommend_user(
@@ -71,7 +109,7 @@ def recommend_router(saved: SavedRecommender, settings: ServiceSettings) -> Serv
         k: int = Query(10, ge=1, le=MAX_K, description="How many items."),
     ) -> RecommendResponse:
         """A user's top k, what they interacted with left out."""
-        return await answer(saved.recommend, user, k)
+        return await answer("recommend", user, k)
 
     @router.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES)
     async def recommend_visitor(body: RecommendRequest) -> RecommendResponse:
@@ -81,7 +119,7 @@ def recommend_router(saved: SavedRecommender, settings: ServiceSettings) -> Serv
                 raise ApiError(
                     422, "user_and_history", "give a user or a history, not both", fix='send {"user": ...} alone'
                 )
-            return await answer(saved.recommend, body.user, body.k)
+            return await answer("recommend", body.user, body.k)
         if not body.items and body.text is None:
             raise ApiError(
                 422,
@@ -103,7 +141,7 @@ def recommend_router(saved: SavedRecommender, settings: ServiceSettings) -> Serv
                 f"the text has {len(body.text)} characters; the limit is {settings.max_chars}",
                 fix="shorten the description",
             )
-        return await answer(saved.for_history, body.items or [], body.text, body.k)
+        return await answer("for_history", body.items or [], body.text, body.k)
 
     @router.get("/v1/similar", response_model=RecommendResponse, responses=ERROR_RESPONSES)
     async def similar(
@@ -111,11 +149,35 @@ def recommend_router(saved: SavedRecommender, settings: ServiceSettings) -> Serv
         k: int = Query(10, ge=1, le=MAX_K, description="How many items."),
     ) -> RecommendResponse:
         """The items nearest to an item, the item itself left out."""
-        return await answer(saved.similar, item, k)
+        return await answer("similar", item, k)
+
+    @router.post("/v1/items", response_model=ItemsResponse, responses=ERROR_RESPONSES)
+    async def new_items(body: ItemsRequest) -> ItemsResponse:
+        """New items known by their text alone: written into the recommender folder before the answer (a restart
+        keeps them) and recommendable from the next request, without retraining."""
+        if len(body.items) > settings.max_texts:
+            raise ApiError(
+                422,
+                "too_many_items",
+                f"{len(body.items)} items in one request; the limit is {settings.max_texts}",
+                fix=f"send them in batches of {settings.max_texts} at most",
+            )
+        for item in body.items:
+            if len(item.text) > settings.max_chars:
+                raise ApiError(
+                    422,
+                    "text_too_long",
+                    f"item '{item.id}' has {len(item.text)} characters of text; the limit is {settings.max_chars}",
+                    fix="shorten its text",
+                )
+        ids, texts = [item.id for item in body.items], [item.text for item in body.items]
+        now = await run_in_threadpool(guarded, lambda: served.add(ids, texts))
+        return ItemsResponse(recommender=now.name, added=len(ids), items=len(now.catalog))
 
     @router.get("/v1/recommender")
     async def recommender_info() -> dict:
         """The recommender served: its name, model, counts and the metrics it was trained with."""
+        saved = served.saved
         return {
             "name": saved.name,
             "model": saved.model.name,
