@@ -95,6 +95,7 @@ def test_recipes_in_configs_folder_parse():
     import yaml
 
     from lmadapt.apps.monitor.config import load_monitor_config
+    from lmadapt.apps.recommend.config import load_recommend_config
     from lmadapt.apps.support.config import load_support_config
 
     configs = Path(__file__).resolve().parents[2] / "configs"
@@ -108,6 +109,8 @@ def test_recipes_in_configs_folder_parse():
             runs = load_monitor_config(recipe).labels.runs
             named = {load_config(other).name for other in recipe.parent.glob("*.yaml") if other != recipe}
             assert {Path(path).name for path in runs.values()} <= named  # each run it reads has its recipe here
+        elif recipe.parent.name == "recommend":
+            assert load_recommend_config(recipe).name == recipe.stem.replace("_", "-")
         else:
             load_config(recipe)
 
