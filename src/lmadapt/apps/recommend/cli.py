@@ -38,7 +38,8 @@ class ShowByDefault(TyperGroup):
 recommend_app = typer.Typer(
     cls=ShowByDefault,
     help="Recommendations from what users did and what items say: collaborative baselines (popularity, ItemKNN, "
-    "EASE, BPR, ALS) and a text model on an adapted encoder that can recommend items nobody has rated yet.\n\n"
+    "EASE, BPR, ALS), a text model on an adapted encoder that can recommend items nobody has rated yet, and a "
+    "hybrid that re-ranks the text and collaborative candidates with a learned blend.\n\n"
     "Examples:\n\n"
     "lmadapt recommend train configs/recommend/ml100k_ease.yaml\n\n"
     "lmadapt recommend 196 --from recommenders/ml100k-ease (short for: lmadapt recommend show 196 --from ...)\n\n"
