@@ -736,9 +736,10 @@ INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
 
 
 def _interrupted() -> None:
+    # Only `lmadapt train` keeps checkpoints to resume from; other commands start again.
+    resume = "; continue training with `lmadapt train CONFIG --resume`" if sys.argv[1:2] == ["train"] else ""
     errors.print(
-        "interrupted: nothing half-written is left (run folders and exports are only written when complete); "
-        "continue training with `lmadapt train CONFIG --resume`"
+        "interrupted: nothing half-written is left (run folders and exports are only written when complete)" + resume
     )
     sys.exit(INTERRUPTED)
 

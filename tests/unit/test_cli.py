@@ -208,3 +208,11 @@ def test_keys_lists_config_keys_by_section_and_refuses_an_unknown_one(monkeypatc
     assert code == 2 and "no config key or section 'trian'" in err and "did you mean 'train'" in err
     _, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
     assert "lmadapt keys" in out
+
+
+def test_ctrl_c_elsewhere_than_training_does_not_speak_of_resuming(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["lmadapt", "recommend", "train", "recipe.yaml"])
+    with pytest.raises(SystemExit) as stopped:
+        cli._interrupted()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 130 and "interrupted" in err and "--resume" not in err
