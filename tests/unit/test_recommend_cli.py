@@ -363,3 +363,10 @@ def test_nested_model_settings_parse_list_their_keys_and_round_trip(tmp_path):
     with pytest.raises(LmadaptError, match="hybrid.text.epoch: unknown config key 'hybrid.text.epoch'") as error:
         build_settings(NestedSettings, {"text": {"epoch": 0}}, "hybrid")
     assert "did you mean 'epochs'" in str(error.value)
+
+
+def test_train_refuses_a_model_it_could_not_save_before_fitting(tmp_path, data_files, monkeypatch, capsys):
+    path = recipe(tmp_path, data_files, "hybrid", **{"hybrid.learner": "gradient_boosting"})
+    code, _, err = run_cli(monkeypatch, capsys, "recommend", "train", path)
+    assert code == 2 and "a gradient_boosting ranker cannot be saved" in err and "evaluating" not in err
+    assert not (tmp_path / "recommenders").exists()

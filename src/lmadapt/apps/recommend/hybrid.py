@@ -359,18 +359,22 @@ class HybridRecommender:
 
     # --- saved and loaded ------------------------------------------------------------------------------------------
 
-    def save(self, folder: str | Path) -> None:
-        """Write the fitted model into `folder`: settings, the training state, the text model (text/), the
-        collaborative model (cf/), the item statistics and the logistic ranker's coefficients (as numbers: nothing
-        is pickled)."""
-        parts = self._require_fitted()
+    def check_saveable(self) -> None:
+        """Refuse, before any fitting, settings whose model could not be saved."""
         if self.config.learner != "logistic":
             raise LmadaptError(
                 "a gradient_boosting ranker cannot be saved: scikit-learn's trees are kept only by pickling, and "
                 "lmadapt never loads a pickle",
                 where="hybrid.learner",
-                fix="use learner=logistic (the default) for a recommender to save",
+                fix="use learner=logistic (the default) for a recommender to save; gradient_boosting can be evaluated",
             )
+
+    def save(self, folder: str | Path) -> None:
+        """Write the fitted model into `folder`: settings, the training state, the text model (text/), the
+        collaborative model (cf/), the item statistics and the logistic ranker's coefficients (as numbers: nothing
+        is pickled)."""
+        parts = self._require_fitted()
+        self.check_saveable()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_settings(self.config, folder)

@@ -169,6 +169,9 @@ def train_recommender(
             f"recommender folder already exists: {final}", fix="choose another --output or name, or pass --overwrite"
         )
     check_output_path(final, folder=True, example=config.name)
+    check_saveable = getattr(config.make_model(), "check_saveable", None)
+    if check_saveable is not None:
+        check_saveable()  # before minutes of fitting, not after
     data = load_data(config.data)
     report = evaluate_recipe(config, data, progress) if config.evaluation.at_train else None
     interactions = liked(config, data)
