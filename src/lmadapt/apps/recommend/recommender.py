@@ -169,16 +169,16 @@ def train_recommender(
             f"recommender folder already exists: {final}", fix="choose another --output or name, or pass --overwrite"
         )
     check_output_path(final, folder=True, example=config.name)
-    check_saveable = getattr(config.make_model(), "check_saveable", None)
-    if check_saveable is not None:
-        check_saveable()  # before minutes of fitting, not after
+    model = config.make_model()
+    if hasattr(model, "check_saveable"):
+        model.check_saveable()  # before minutes of fitting, not after
     data = load_data(config.data)
     report = evaluate_recipe(config, data, progress) if config.evaluation.at_train else None
     interactions = liked(config, data)
     catalog = recipe_catalog(config, data)
     progress(f"fitting {config.model} on {len(interactions)} interactions of {len(catalog)} items")
     started = time.perf_counter()
-    model = config.make_model().fit(interactions, catalog)
+    model.fit(interactions, catalog)
     record = {
         "model": config.model,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
