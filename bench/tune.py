@@ -1,0 +1,148 @@
+"""Recipes against each other on MiniLM: hand-tuned, a learning-rate grid, and (to come) derived defaults and search.
+
+    python bench/tune.py --recipes grid --datasets fpb50 r8 newsgroups20      # the measurements behind the rules
+    python bench/tune.py --recipes hand --datasets banking77 sst2             # the hand-tuned figures, rerun
+
+Datasets (MiniLM, max length 128, seed 42; the figure of record is test accuracy, except SST-2's validation
+accuracy, the foundation benchmark's protocol):
+  sst2          2 classes, the seeded 20,000-row training subset (bench/runner.py)
+  banking77     77 intents, 8,999 training rows (10% of train for validation), official test split
+  fpb50         Financial PhraseBank 50agree, 3 classes, its train/validation/test files
+  r8            Reuters R8, 8 topics, 10% of train for validation, official test split
+  newsgroups20  20 Newsgroups, 20 groups, long posts (truncated at 128 tokens), by-date test split
+  r52           Reuters R52, 52 topics: KEPT ASIDE, never read while the rules were made
+
+Recipes:
+  grid   full at learning rates 5e-5, 1e-4, 2e-4, 4e-4; lora at 1e-3 and 2e-3, each with the head at the same
+         rate and at 1e-2. Epochs hold the hand recipes' budget of about 1,300 optimizer steps (batch 32;
+         2 to 10 epochs), with early stopping on validation macro-F1 (patience 2).
+  hand   the PEFT benchmark's hand-tuned recipes (bench/peft_strategies.py): full 1e-4 on SST-2 (2 epochs),
+         2e-4 on Banking77 (5 epochs); lora 1e-3 on SST-2, 2e-3 with the head at 1e-2 on Banking77.
+
+Rows go to bench/results/tune.json, keyed by dataset, strategy, recipe and settings; a rerun replaces its own
+rows and keeps the others. Each row has `accuracy` (the figure of record), `minutes`, commit and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from runner import ROOT, git_commit, run_lmadapt, write_sst2_subset
+
+OUT = ROOT / "bench" / "results" / "tune.json"
+STEPS_BUDGET = 1300  # optimizer steps of the hand recipes: SST-2 2 x 625, Banking77 5 x 282
+BATCH = 32
+TRAIN_ROWS = {"sst2": 20000, "banking77": 8999, "fpb50": 3876, "r8": 4936, "newsgroups20": 10163, "r52": 5878}
+FULL_RATES = ("5e-5", "1e-4", "2e-4", "4e-4")
+LORA_RATES = ("1e-3", "2e-3")
+HAND = {
+    ("sst2", "full"): ["train.epochs=2", "train.learning_rate=1e-4"],
+    ("banking77", "full"): ["train.epochs=5", "train.learning_rate=2e-4"],
+    ("sst2", "lora"): ["train.epochs=2", "train.learning_rate=1e-3"],
+    ("banking77", "lora"): ["train.epochs=5", "train.learning_rate=2e-3", "train.head_learning_rate=1e-2"],
+}
+
+
+def grid_epochs(dataset: str) -> int:
+    steps_per_epoch = math.ceil(TRAIN_ROWS[dataset] / BATCH)
+    return min(10, max(2, round(STEPS_BUDGET / steps_per_epoch)))
+
+
+def grid(dataset: str) -> list[tuple[str, list[str]]]:
+    """(settings label, overrides) of every grid point on `dataset`, full's first."""
+    epochs = f"train.epochs={grid_epochs(dataset)}"
+    points = [(f"full lr={rate}", ["strategy.name=full", epochs, f"train.learning_rate={rate}"]) for rate in FULL_RATES]
+    for rate in LORA_RATES:
+        for head in (None, "1e-2"):
+            settings = ["strategy.name=lora", epochs, f"train.learning_rate={rate}"]
+            settings += [f"train.head_learning_rate={head}"] if head else []
+            points.append((f"lora lr={rate} head={head or rate}", settings))
+    return points
+
+
+def plan(datasets: list[str], recipes: list[str]) -> list[tuple[str, str, str, list[str]]]:
+    """(dataset, recipe, settings label, overrides) in the order they run."""
+    planned = []
+    for dataset in datasets:
+        if "hand" in recipes:
+            for (name, strategy), settings in HAND.items():
+                if name == dataset:
+                    planned.append((dataset, "hand", f"{strategy} hand", [f"strategy.name={strategy}", *settings]))
+        if "grid" in recipes:
+            planned += [(dataset, "grid", label, settings) for label, settings in grid(dataset)]
+    return planned
+
+
+def child(args) -> None:
+    overrides = json.loads(args.child)
+    row = run_lmadapt(args.dataset, "tune", overrides, args.data, args.workdir, args.seed)
+    print("ROW " + json.dumps(row))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--datasets", nargs="+", default=["fpb50", "r8", "newsgroups20"], choices=sorted(TRAIN_ROWS))
+    parser.add_argument("--recipes", nargs="+", default=["grid"], choices=["grid", "hand"])
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--force", action="store_true", help="rerun rows that are already in --out")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    command_line = "python " + " ".join(sys.argv)
+    with tempfile.TemporaryDirectory() as workdir:
+        write_sst2_subset(args.data, Path(workdir) / "sst2_train_subset.csv")
+        for dataset, recipe, label, settings in plan(args.datasets, args.recipes):
+            key = (dataset, recipe, label, args.seed)
+            if not args.force and any((r["dataset"], r["recipe"], r["settings"], r["seed"]) == key for r in rows):
+                print(f"== {dataset} / {label}: measured before, kept", flush=True)
+                continue
+            print(f"== {dataset} / {label}", flush=True)
+            started = time.time()
+            command = [sys.executable, sys.argv[0], "--data", str(args.data), "--dataset", dataset]
+            command += ["--workdir", workdir, "--seed", str(args.seed), "--child", json.dumps(settings)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            found = [line for line in done.stdout.splitlines() if line.startswith("ROW ")]
+            if done.returncode != 0 or not found:
+                print(done.stderr[-3000:], flush=True)
+                continue
+            measured = json.loads(found[-1][4:])
+            of_record = "accuracy" if dataset == "sst2" else "test_accuracy"
+            row = {
+                "dataset": dataset,
+                "strategy": measured["strategy"],
+                "recipe": recipe,
+                "settings": label,
+                "seed": args.seed,
+                "accuracy": measured[of_record],
+                "scored_on": "validation" if dataset == "sst2" else "test",
+                "minutes": round((time.time() - started) / 60, 2),
+                **{k: v for k, v in measured.items() if k not in ("strategy", "evaluated_on")},
+                "commit": git_commit(),
+                "command": command_line,
+                "date": date.today().isoformat(),
+                "cores": os.cpu_count(),
+            }
+            rows = [r for r in rows if (r["dataset"], r["recipe"], r["settings"], r["seed"]) != key] + [row]
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(rows, indent=2) + "\n")
+            print(f"   accuracy {100 * row['accuracy']:.2f}, {row['epochs']} epochs, {row['minutes']} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
