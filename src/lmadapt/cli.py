@@ -520,7 +520,9 @@ def tune(
         None, "--trials", help="Most trials this call runs (default: as the budget allows)."
     ),
     output: Path | None = typer.Option(
-        None, "--output", help="Folder of the search (study.db, best.yaml, ...); default: <output_dir>/tune/<name> (runs/tune/<name>)."
+        None,
+        "--output",
+        help="Folder of the search (study.db, best.yaml, ...); default: <output_dir>/tune/<name> (runs/tune/<name>).",
     ),
     subset_above: int = typer.Option(
         SUBSET_ABOVE,

@@ -176,3 +176,12 @@ def test_cli_refuses_a_strategy_without_a_space_with_exit_code_2(monkeypatch, ca
     code, out, err = run_cli(monkeypatch, capsys, "tune", recipe, "--budget-minutes", "5")
     assert code == 2 and "Traceback" not in err + out
     assert err.startswith("error: strategy.name: strategy 'zeroshot_embed' has nothing to tune") and "fix: " in err
+
+
+def test_cli_help_and_strategies_say_what_tune_does_and_searches(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "tune", "--help")
+    assert code == 0 and "Example:" in out and "--budget-minutes" in out and "--subset-rows" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "strategies")
+    flat = " ".join(out.split())
+    assert code == 0 and "`lmadapt tune` searches: train.learning_rate, train.head_learning_rate" in flat
+    assert "`lmadapt tune` searches: nothing (it does not train)" in flat

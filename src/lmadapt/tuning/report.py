@@ -64,6 +64,11 @@ def write_plots(study: optuna.Study, folder: Path) -> dict[str, float] | None:
     return importances
 
 
+def value_text(value) -> str:
+    """A trial's value as the console and report.md show it: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _percent(value: float) -> str:
     return f"{100 * value:.2f}"
 
@@ -81,7 +86,11 @@ def write_report(
     if counts[TrialState.COMPLETE]:
         best = study.best_trial
         lines += ["", f"Best: trial {best.number}, validation macro-F1 {_percent(best.value)} %.", ""]
-        lines += ["| key | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in best.params.items())]
+        lines += [
+            "| key | value |",
+            "|---|---|",
+            *(f"| {k} | {value_text(v)} |" for k, v in best.params.items()),
+        ]
     lines += ["", f"![optimisation history]({HISTORY_PNG})", "", "## Parameter importances", ""]
     if importances is None:
         lines.append(f"Not evaluated: {importance_note(study)}.")

@@ -39,7 +39,7 @@ from lmadapt.strategies import get_strategy
 from lmadapt.strategies.space import Choice, Dimension, FloatRange, IntRange, SearchSpace
 from lmadapt.training.engine import _first_difference, train
 from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
-from lmadapt.tuning.report import write_plots, write_report, write_trials_csv
+from lmadapt.tuning.report import value_text, write_plots, write_report, write_trials_csv
 from lmadapt.tuning.trial import EpochReports, run_trial, trial_config
 
 STUDY_DB = "study.db"
@@ -189,7 +189,7 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = max(complete, key=lambda t: t.value) if complete else None
     best_text = f"best {best.value:.4f} (trial {best.number})" if best else "best -"
-    values = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    values = ", ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     return f"trial {trial.number}: {outcome} | {best_text} | {seconds} | {values}"
 
 
@@ -232,7 +232,6 @@ def tune(
         budget.final_scale = rows / trial_raw["data"]["max_train_rows"]
         progress(f"{rows} training rows: trials train on a stratified subset of {trial_raw['data']['max_train_rows']}")
 
-    study = open_study(folder, config)
     scratch = folder / SCRATCH
 
     def objective(trial: optuna.Trial) -> float:
@@ -252,8 +251,9 @@ def tune(
         return figures["score"]
 
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress is one line per trial, below
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # Optuna's own lines; progress is one line per trial, below
     try:
+        study = open_study(folder, config)
         if budget.allows_another(study):
             study.optimize(
                 objective,
