@@ -38,7 +38,17 @@ def searched(tiny_bert, tmp_path_factory):
     config = lmadapt.load_config(None, overrides(tiny_bert, files, work))
     lines = []
     output = work / "search"
-    result = lmadapt.tune(config, budget_minutes=10, trials=2, output=output, search_space=SPACE, progress=lines.append)
+    # 240 training rows, above the subset threshold: the trials train on 160 of them, the final run on all.
+    result = lmadapt.tune(
+        config,
+        budget_minutes=10,
+        trials=2,
+        output=output,
+        subset_above=200,
+        subset_rows=160,
+        search_space=SPACE,
+        progress=lines.append,
+    )
     return config, output, result, lines
 
 
@@ -49,6 +59,7 @@ def test_a_search_writes_the_study_best_recipe_trials_report_and_final_run(searc
     study = optuna.load_study(study_name="lmadapt-tune", storage=f"sqlite:///{output / 'study.db'}")
     best = study.best_trial
     assert len(study.trials) == 2 and result.completed + result.pruned + result.failed == 2
+    assert [t.user_attrs["train_rows"] for t in study.trials if t.value is not None] == [160] * result.completed
     assert (result.best_value, result.best_params) == (best.value, best.params)
     # best.yaml is the base config with the best trial's values: `lmadapt train best.yaml` trains them.
     recipe = lmadapt.load_config(output / "best.yaml")
@@ -66,15 +77,23 @@ def test_a_search_writes_the_study_best_recipe_trials_report_and_final_run(searc
     report = (output / "report.md").read_text()
     assert f"Best: trial {best.number}, validation macro-F1 {100 * best.value:.2f}" in report
     assert f"| test | {100 * run.metrics['test']['accuracy']:.2f} |" in report
-    assert len(lines) == 3 and lines[0].startswith("trial 0: ") and "train.learning_rate=" in lines[0]
-    assert lines[2].startswith("final run: trial ")
+    assert lines[0] == "240 training rows: trials train on a stratified subset of 160"
+    assert len(lines) == 4 and lines[1].startswith("trial 0: ") and "train.learning_rate=" in lines[1]
+    assert lines[3].startswith("final run: trial ")
 
 
 def test_the_same_command_again_resumes_the_search(searched):
     config, output, result, _ = searched
     before = optuna.load_study(study_name="lmadapt-tune", storage=f"sqlite:///{output / 'study.db'}").trials
     again = lmadapt.tune(
-        config, budget_minutes=10, trials=1, output=output, search_space=SPACE, progress=lambda _: None
+        config,
+        budget_minutes=10,
+        trials=1,
+        output=output,
+        subset_above=200,
+        subset_rows=160,
+        search_space=SPACE,
+        progress=lambda _: None,
     )
     after = optuna.load_study(study_name="lmadapt-tune", storage=f"sqlite:///{output / 'study.db'}").trials
     assert len(after) == 3 and again.completed + again.pruned + again.failed == 3
@@ -155,6 +174,11 @@ def test_bad_inputs_say_what_where_and_how_to_fix(tiny_bert, tmp_path):
     assert "strategy 'zeroshot_embed' has nothing to tune: it does not train" in caught.value.what
     assert caught.value.where == "strategy.name" and "tune a strategy that trains" in caught.value.fix
     assert not (tmp_path / "search").exists(), "a refused search writes nothing"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "study.db").touch()
+    with pytest.raises(LmadaptError) as caught:
+        lmadapt.tune(config, budget_minutes=1, output=tmp_path / "other", search_space=SPACE)
+    assert "holds no study of lmadapt tune" in caught.value.what and "another --output" in caught.value.fix
 
 
 def test_importances_of_a_single_completed_trial_are_a_note_not_a_crash(tmp_path):

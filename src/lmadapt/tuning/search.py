@@ -124,7 +124,16 @@ def open_study(folder: Path, config: RunConfig) -> optuna.Study:
     """The study in `folder`/study.db, created or resumed; one started with another config is refused."""
     path = folder / STUDY_DB
     storage = f"sqlite:///{path.resolve()}"
-    existing = optuna.load_study(study_name=STUDY_NAME, storage=storage) if path.exists() else None
+    existing = None
+    if path.exists():
+        try:
+            existing = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        except KeyError:
+            raise LmadaptError(
+                f"{path} holds no study of lmadapt tune",
+                where=str(path),
+                fix="choose another --output folder (or move that file away)",
+            ) from None
     if existing is not None:
         difference = _first_difference(existing.user_attrs.get(CONFIG_ATTR) or {}, config.to_dict())
         if difference:
