@@ -236,10 +236,10 @@ def tune(
     # whether trials train on a subset.
     rows = prepare_data(config.data, config.seed, ood=config.ood).report["rows"]["train"]
     trial_raw = dict(base)
-    if rows > subset_above and subset_rows < rows:
-        trial_raw["data"] = {**base["data"], "max_train_rows": min(subset_rows, config.data.max_train_rows or rows)}
-        budget.final_scale = rows / trial_raw["data"]["max_train_rows"]
-        progress(f"{rows} training rows: trials train on a stratified subset of {trial_raw['data']['max_train_rows']}")
+    if rows > subset_above and rows > subset_rows:
+        trial_raw["data"] = {**base["data"], "max_train_rows": subset_rows}
+        budget.final_scale = rows / subset_rows
+        progress(f"{rows} training rows: trials train on a stratified subset of {subset_rows}")
 
     scratch = folder / SCRATCH
 
