@@ -102,6 +102,39 @@ def compare_strategies(
     return _compare(config, strategies, Path(output), limits, sort_by=sort_by, progress=progress, settings=settings)
 
 
+def tune(
+    config: RunConfig | str,
+    *,
+    budget_minutes: float,
+    trials: int | None = None,
+    output=None,
+    overrides: list[str] | None = None,
+    subset_above: int | None = None,
+    subset_rows: int | None = None,
+    search_space=None,
+    progress=print,
+):
+    """Hyperparameter search over the strategy's search space (Optuna), then the best values trained on all rows;
+    `lmadapt tune` from Python. `search_space` ({dotted key: FloatRange | IntRange | Choice}, see
+    lmadapt.strategies.space) replaces the strategy's. Returns a TuneResult; see lmadapt.tuning.search.tune."""
+    from lmadapt.config import RunConfig as _RunConfig
+    from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
+    from lmadapt.tuning.search import tune as _tune
+
+    if not isinstance(config, _RunConfig):
+        config = load_config(config, overrides)
+    return _tune(
+        config,
+        budget_minutes=budget_minutes,
+        trials=trials,
+        output=output,
+        subset_above=SUBSET_ABOVE if subset_above is None else subset_above,
+        subset_rows=SUBSET_ROWS if subset_rows is None else subset_rows,
+        space=search_space,
+        progress=progress,
+    )
+
+
 def export(
     run, *, quantize: str | None = None, tolerance: float | None = None, min_agreement: float | None = None
 ) -> dict:
@@ -308,5 +341,6 @@ __all__ = [
     "predict",
     "predict_file",
     "train",
+    "tune",
     "update",
 ]

@@ -19,6 +19,7 @@ from lmadapt.apps.recommend.cli import recommend_app
 from lmadapt.apps.support.cli import support_app
 from lmadapt.errors import LmadaptError
 from lmadapt.serving.settings import API_KEY_ENV, MAX_PORT, MIN_PORT, ServiceSettings, setting_help
+from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
 
 app = typer.Typer(
     help="Adapt pretrained language models to real tasks, offline or online, and put them to work.",
@@ -390,6 +391,8 @@ def strategies() -> None:
         )
         for f in dataclasses.fields(strategy.config_class):
             console.print(escape(f"    strategy.{f.name} = {f.default!r}: {f.metadata.get('help', '')}"))
+        searched = ", ".join(strategy.search_space) if strategy.search_space else "nothing (it does not train)"
+        console.print(escape(f"    `lmadapt tune` searches: {searched}"))
 
 
 @app.command()
@@ -502,6 +505,60 @@ def compare(
     for line in recommend(rows, limits):
         console.print(line)
     console.print(f"in {output}: {', '.join(FILES)}")
+
+
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="YAML recipe of the strategy to tune (data, backbone, seed, ...)."),
+    budget_minutes: float = typer.Option(
+        ...,
+        "--budget-minutes",
+        help="Minutes the whole command may take, final run included: a trial starts only while the time left "
+        "covers another trial and the final training, both estimated from the trials' measured times.",
+    ),
+    trials: int | None = typer.Option(
+        None, "--trials", help="Most trials this call runs (default: as the budget allows)."
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        help="Folder of the search (study.db, best.yaml, ...); default: <output_dir>/tune/<name> (runs/tune/<name>).",
+    ),
+    subset_above: int = typer.Option(
+        SUBSET_ABOVE,
+        "--subset-above",
+        help="Training rows above which trials train on a stratified subset (the final run reads all rows).",
+    ),
+    subset_rows: int = typer.Option(SUBSET_ROWS, "--subset-rows", help="Training rows of that subset."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.max_steps=200 (repeatable)."),
+) -> None:
+    """Search the strategy's hyperparameters (Optuna: TPE, Hyperband pruning over epochs) for the best validation
+    macro-F1, then train the best values on all training rows.
+
+    Into --output: study.db (run the same command again to resume the search with a new budget), best.yaml (a
+    recipe: `lmadapt train best.yaml` reproduces the best), the final run folder, trials.csv,
+    optimization_history.png, param_importances.png and report.md. `lmadapt strategies` lists what each strategy
+    searches.
+
+    Example: lmadapt tune configs/sentiment/minilm_lora.yaml --budget-minutes 60 --trials 20
+    """
+    import lmadapt
+
+    result = lmadapt.tune(
+        lmadapt.load_config(config, set_),
+        budget_minutes=budget_minutes,
+        trials=trials,
+        output=output,
+        subset_above=subset_above,
+        subset_rows=subset_rows,
+        progress=lambda line: console.print(escape(line)),
+    )
+    console.print(_metrics_table("lmadapt tune: final run", [(result.run.name, result.run.metrics)]))
+    console.print(
+        f"{result.completed} trials completed, {result.pruned} pruned, {result.failed} failed; best validation "
+        f"macro-F1 {result.best_value:.4f}"
+    )
+    console.print(f"in {result.folder}: study.db, best.yaml, trials.csv, report.md, plots; final run {result.run.path}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from lmadapt.models.classifier import head_parameter_names, load_classifier, tra
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import Choice, trainer_space
 
 
 @dataclass
@@ -62,4 +63,9 @@ STRATEGY = Strategy(
     default_learning_rate=3e-3,
     prepare=prepare,
     artifact=TRAINED_TENSORS,
+    search_space={
+        **trainer_space((3e-4, 3e-2), head_rate=True),
+        "strategy.reduction_factor": Choice((8, 16, 32, 64)),
+        "strategy.placement": Choice(("houlsby", "pfeiffer")),
+    },
 )

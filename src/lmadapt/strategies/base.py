@@ -3,13 +3,14 @@
 A strategy is its config, `prepare` (build the model to adapt), how its trained model is kept (`artifact`), and
 optionally its own training and its own input tokenizer. What else the lifecycle needs to know is derived:
 whether a pretrained backbone is read (a default backbone is named), whether the shared Trainer loop trains it
-(no own training), whether it trains at all (zero-shot strategies name `no_training`). Whether an adapter folds
-into its backbone is read from the saved adapter's peft config (lmadapt.models.peft_models.adapter_folds)."""
+(no own training), whether it trains at all (zero-shot strategies name `no_training`). A strategy that trains
+declares what `lmadapt tune` searches (`search_space`). Whether an adapter folds into its backbone is read from the
+saved adapter's peft config (lmadapt.models.peft_models.adapter_folds)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from lmadapt.config import RunConfig
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.resolve import resolve_backbone
 from lmadapt.models.saved import WHOLE_MODEL, SavedModel
+from lmadapt.strategies.space import SearchSpace
 
 
 def no_training(prepared: PreparedModel, data, run_config: RunConfig) -> dict:
@@ -42,6 +44,9 @@ class Strategy:
     # The tokenizer the model reads through, from the backbone's (e.g. one that writes texts into a prompt):
     # (tokenizer, strategy config, the saved run's model/ folder or None while training) -> tokenizer.
     input_tokenizer: Callable[[Any, Any, Path | None], Any] | None = None
+    # What `lmadapt tune` searches: dotted config key -> range or choices (lmadapt.strategies.space); None: the
+    # strategy has nothing to tune (it does not train).
+    search_space: SearchSpace | None = field(default=None, hash=False, compare=False)
 
     @property
     def uses_backbone(self) -> bool:

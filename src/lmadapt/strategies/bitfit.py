@@ -13,6 +13,7 @@ from lmadapt.models.classifier import head_parameter_names, load_classifier, tra
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import trainer_space
 
 
 @dataclass
@@ -60,4 +61,5 @@ STRATEGY = Strategy(
     default_learning_rate=5e-3,
     prepare=prepare,
     artifact=TRAINED_TENSORS,
+    search_space=trainer_space((5e-4, 3e-2), head_rate=True),
 )

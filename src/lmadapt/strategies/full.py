@@ -8,6 +8,7 @@ from lmadapt.config import option
 from lmadapt.models.classifier import load_classifier
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import trainer_space
 
 
 @dataclass
@@ -31,4 +32,5 @@ STRATEGY = Strategy(
     default_learning_rate=1e-4,
     default_warmup_ratio=0.0,  # measured on SST-2 over 3 seeds: 10% warm-up cost up to 3 points
     prepare=prepare,
+    search_space=trainer_space((1e-5, 3e-4), warmup=(0.0, 0.1)),
 )

@@ -10,6 +10,7 @@ from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.pooled import POOLINGS
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import Choice, trainer_space
 
 
 @dataclass
@@ -41,4 +42,5 @@ STRATEGY = Strategy(
     default_learning_rate=2e-3,
     prepare=prepare,
     artifact=TRAINED_TENSORS,
+    search_space={**trainer_space((2e-4, 2e-2)), "strategy.pooling": Choice(("mean", "cls"))},
 )

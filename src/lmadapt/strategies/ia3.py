@@ -11,6 +11,7 @@ from lmadapt.models.peft_models import peft_prepare
 from lmadapt.models.pooled import POOLINGS
 from lmadapt.models.saved import PEFT_ADAPTER
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import trainer_space
 
 
 @dataclass
@@ -82,4 +83,5 @@ STRATEGY = Strategy(
     default_learning_rate=3e-2,
     prepare=peft_prepare(peft_config),
     artifact=PEFT_ADAPTER,
+    search_space=trainer_space((3e-3, 1e-1), head_rate=True),
 )

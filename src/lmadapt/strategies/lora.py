@@ -9,6 +9,7 @@ from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
 from lmadapt.models.saved import PEFT_ADAPTER
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import Choice, trainer_space
 
 BIAS_CHOICES = ("none", "lora_only", "all")
 
@@ -56,4 +57,10 @@ STRATEGY = Strategy(
     default_learning_rate=1e-3,
     prepare=peft_prepare(peft_config),
     artifact=PEFT_ADAPTER,
+    search_space={
+        **trainer_space((1e-4, 1e-2), head_rate=True),
+        "strategy.r": Choice((4, 8, 16, 32)),
+        "strategy.alpha": Choice((8.0, 16.0, 32.0)),
+        # target_modules stays the default (every linear layer): layer names differ between architectures.
+    },
 )

@@ -13,6 +13,7 @@ from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.label_scoring import VerbalizedLmConfig, load_verbalized_lm, template_tokenizer
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import Choice, trainer_space
 
 
 @dataclass
@@ -47,4 +48,9 @@ STRATEGY = Strategy(
     artifact=TRAINED_TENSORS,
     default_backbone="smollm2",
     input_tokenizer=template_tokenizer,
+    search_space={
+        **trainer_space((5e-5, 3e-3), batch_sizes=(4, 8, 16)),  # few-shot: a few dozen rows
+        "strategy.r": Choice((4, 8, 16)),
+        "strategy.alpha": Choice((8.0, 16.0, 32.0)),
+    },
 )

@@ -10,6 +10,7 @@ from lmadapt.models.contract import StrategyContext
 from lmadapt.models.peft_models import peft_prepare
 from lmadapt.models.saved import PEFT_ADAPTER
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import IntRange, trainer_space
 
 INITIALISATIONS = ("sample_vocab", "random", "text")
 
@@ -54,4 +55,8 @@ STRATEGY = Strategy(
     default_learning_rate=3e-2,
     prepare=peft_prepare(peft_config),
     artifact=PEFT_ADAPTER,
+    search_space={
+        **trainer_space((3e-3, 1e-1), head_rate=True),
+        "strategy.num_virtual_tokens": IntRange(5, 40, step=5),
+    },
 )

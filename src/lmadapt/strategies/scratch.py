@@ -10,6 +10,7 @@ from lmadapt.config import option
 from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.lstm import LstmClassifierConfig, LstmForSequenceClassification, fit_word_tokenizer
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import Choice, FloatRange, trainer_space
 
 
 @dataclass
@@ -49,4 +50,9 @@ STRATEGY = Strategy(
     default_learning_rate=2e-3,
     prepare=prepare,
     default_backbone=None,  # a word vocabulary fitted on the training texts; no pretrained model
+    search_space={
+        **trainer_space((2e-4, 1e-2)),
+        "strategy.dropout": FloatRange(0.0, 0.5),
+        "strategy.hidden_size": Choice((64, 128, 256)),
+    },
 )

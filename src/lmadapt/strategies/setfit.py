@@ -21,6 +21,7 @@ from lmadapt.models.contract import PreparedModel, StrategyContext
 from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.models.sentence_encoder import load_sentence_encoder, sentence_embeddings
 from lmadapt.strategies.base import Strategy
+from lmadapt.strategies.space import Choice, FloatRange, IntRange
 
 
 @dataclass
@@ -111,4 +112,12 @@ STRATEGY = Strategy(
     prepare=prepare,
     artifact=TRAINED_TENSORS,
     own_training=train_setfit,
+    search_space={
+        # The contrastive phase's keys (see the module's docstring); no warm-up or head rate there.
+        "train.learning_rate": FloatRange(5e-6, 1e-4, log=True),
+        "train.epochs": IntRange(1, 2),
+        "train.batch_size": Choice((8, 16, 32)),
+        "strategy.num_iterations": IntRange(5, 40, step=5),
+        "strategy.head_c": FloatRange(0.1, 10.0, log=True),
+    },
 )

@@ -1,0 +1,312 @@
+"""`lmadapt tune`: a hyperparameter search with Optuna over the strategy's search space, then one final run.
+
+- Space: the one declared beside the strategy (lmadapt.strategies.space); each trial's values apply to the config
+  as `--set` overrides. A strategy that does not train has none and is refused.
+- Sampler: TPE, seeded from the config's seed (plus the number of trials already in the study, so a resumed search
+  does not draw its first trials again).
+- Pruner: Hyperband over epochs. Every trial reports its validation macro-F1 after each epoch; Hyperband runs
+  successive halving in several brackets with different minimum epochs, so a slow starter is not always cut after
+  the first. Epochs are the fidelity Optuna prunes on natively (intermediate values by step); halving over data
+  size would mean a new training per size, which Optuna has no pruner for. Large data is handled up front instead:
+  when the training split has more rows than `subset_above`, trials train on a seeded, stratified subset of
+  `subset_rows` (data.max_train_rows), and only the final run reads all rows.
+- Objective: validation macro-F1; the test split is never read for the search.
+- Storage: SQLite, study.db in the output folder: running the same command again resumes the study with a new
+  budget. The study keeps the config it started with; another config in the same folder is refused.
+- Budget: the whole command's. A trial starts only while the time left covers a trial and the final training, both
+  estimated from the trials' measured times (the final from the completed trials', scaled to all rows); a
+  running trial is not cut short.
+- Disk: each trial trains into its own scratch folder, deleted once its figures are read (run_trial).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from lmadapt.config import RunConfig
+from lmadapt.data.prepare import prepare_data
+from lmadapt.errors import LmadaptError
+from lmadapt.runs import Run, load_run, write_text_atomic
+from lmadapt.strategies import get_strategy
+from lmadapt.strategies.space import Choice, Dimension, FloatRange, IntRange, SearchSpace
+from lmadapt.training.engine import _first_difference, train
+from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
+from lmadapt.tuning.report import value_text, write_plots, write_report, write_trials_csv
+from lmadapt.tuning.trial import EpochReports, run_trial, trial_config
+
+STUDY_DB = "study.db"
+STUDY_NAME = "lmadapt-tune"
+BEST_YAML = "best.yaml"
+SCRATCH = ".trials"  # each trial's run folder while it trains
+CONFIG_ATTR = "config"  # the study's user attribute that keeps the config the search started with
+
+
+@dataclass
+class TuneResult:
+    """What a search found: its folder, the trials by state, the best trial's values and score, the final run."""
+
+    folder: Path
+    completed: int
+    pruned: int
+    failed: int
+    best_value: float
+    best_params: dict[str, Any]
+    run: Run
+
+
+def search_space(config: RunConfig, override: SearchSpace | None = None) -> SearchSpace:
+    """The space to search: `override`, or the one declared beside the config's strategy."""
+    strategy = get_strategy(config.strategy_name)
+    space = override if override is not None else strategy.search_space
+    if not space:
+        raise LmadaptError(
+            f"strategy '{strategy.name}' has nothing to tune: it does not train",
+            where="strategy.name",
+            fix="tune a strategy that trains, e.g. lora, head or full (`lmadapt strategies` lists what each searches)",
+        )
+    return space
+
+
+def _values(dimension: Dimension) -> tuple:
+    """The values of a dimension that bound what a trial can give (its ends, or every option)."""
+    return dimension.options if isinstance(dimension, Choice) else (dimension.low, dimension.high)
+
+
+def check_space(raw: Mapping[str, Any], space: SearchSpace) -> None:
+    """Every key of the space is a config key that takes the values the space can give, checked as a trial's
+    config is built: a mistake is one error before the first trial, naming the key."""
+    for key, dimension in space.items():
+        if not isinstance(dimension, (FloatRange, IntRange, Choice)):
+            raise LmadaptError(
+                f"search space key '{key}' is a {type(dimension).__name__}",
+                where=f"search space: {key}",
+                fix="give a FloatRange, IntRange or Choice (lmadapt.strategies.space)",
+            )
+        if not isinstance(dimension, Choice) and dimension.low > dimension.high:
+            raise LmadaptError(
+                f"search space key '{key}' has low {dimension.low} above high {dimension.high}",
+                where=f"search space: {key}",
+                fix="swap them",
+            )
+        for value in _values(dimension):
+            try:
+                trial_config(raw, {key: value})
+            except LmadaptError as error:
+                raise LmadaptError(
+                    f"search space key '{key}' (value {value!r}): {error.what}",
+                    where=f"search space: {key}",
+                    fix=error.fix or "give values the config key takes (`lmadapt keys`, `lmadapt strategies`)",
+                ) from None
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """A trial's values, drawn by Optuna from each dimension."""
+    values = {}
+    for key, dimension in space.items():
+        if isinstance(dimension, FloatRange):
+            values[key] = trial.suggest_float(key, dimension.low, dimension.high, log=dimension.log)
+        elif isinstance(dimension, IntRange):
+            values[key] = trial.suggest_int(key, dimension.low, dimension.high, step=dimension.step, log=dimension.log)
+        else:
+            values[key] = trial.suggest_categorical(key, list(dimension.options))
+    return values
+
+
+def open_study(folder: Path, config: RunConfig) -> optuna.Study:
+    """The study in `folder`/study.db, created or resumed; one started with another config is refused."""
+    path = folder / STUDY_DB
+    storage = f"sqlite:///{path.resolve()}"
+    existing = None
+    if path.exists():
+        try:
+            existing = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        except KeyError:
+            raise LmadaptError(
+                f"{path} holds no study of lmadapt tune",
+                where=str(path),
+                fix="choose another --output folder (or move that file away)",
+            ) from None
+    if existing is not None:
+        difference = _first_difference(existing.user_attrs.get(CONFIG_ATTR) or {}, config.to_dict())
+        if difference:
+            raise LmadaptError(
+                f"{folder} holds a search of another config: {difference}",
+                where=str(path),
+                fix="run it with the search's config and --set overrides to resume it, or choose another --output",
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        # Seeded past the trials the study holds: a resumed search draws new values, not its first trials' again.
+        sampler=optuna.samplers.TPESampler(seed=config.seed + (len(existing.trials) if existing else 0)),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto"),
+    )
+    if existing is None:
+        study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    return study
+
+
+def _seconds(trials) -> list[float]:
+    return [t.duration.total_seconds() for t in trials if t.duration is not None]
+
+
+class Budget:
+    """Stops the study when the time left would not cover another trial and the final training."""
+
+    def __init__(self, seconds: float, final_scale: float):
+        self.seconds = seconds
+        self.final_scale = final_scale  # all training rows / a trial's
+        self.started = time.monotonic()
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
+
+    def final_estimate(self, study: optuna.Study) -> float:
+        complete = _seconds(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return self.final_scale * sum(complete) / len(complete) if complete else 0.0
+
+    def allows_another(self, study: optuna.Study) -> bool:
+        finished = _seconds(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        trial = sum(finished) / len(finished) if finished else 0.0
+        return self.left() > trial + self.final_estimate(study)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.allows_another(study):
+            study.stop()
+
+
+def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """One console line per finished trial: its outcome, the best so far, its seconds and values."""
+    seconds = f"{trial.duration.total_seconds():.0f}s" if trial.duration else "-"
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"validation macro-F1 {trial.value:.4f}"
+    elif trial.state == TrialState.PRUNED:
+        outcome = f"pruned after epoch {trial.last_step}"
+    else:
+        outcome = f"failed: {trial.user_attrs.get('error', 'see the log')}"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = max(complete, key=lambda t: t.value) if complete else None
+    best_text = f"best {best.value:.4f} (trial {best.number})" if best else "best -"
+    values = ", ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
+    return f"trial {trial.number}: {outcome} | {best_text} | {seconds} | {values}"
+
+
+def _check_positive(value: float | None, option: str, example: str) -> None:
+    if value is not None and not value > 0:
+        raise LmadaptError(f"{option} must be positive, got {value}", where=option, fix=f"give e.g. {option} {example}")
+
+
+def tune(
+    config: RunConfig,
+    *,
+    budget_minutes: float,
+    trials: int | None = None,
+    output: Path | None = None,
+    subset_above: int = SUBSET_ABOVE,
+    subset_rows: int = SUBSET_ROWS,
+    space: SearchSpace | None = None,
+    progress: Callable[[str], None] = print,
+) -> TuneResult:
+    """Search the strategy's space (or `space`) for the best validation macro-F1 within `budget_minutes` (the whole
+    call, final run included) and at most `trials` trials, then train the best values on all training rows. Writes
+    study.db, best.yaml, trials.csv, the plots, report.md and the final run folder into `output` (default
+    <output_dir>/tune/<name>); `progress` gets one line per trial."""
+    _check_positive(budget_minutes, "--budget-minutes", "30")
+    _check_positive(trials, "--trials", "20")
+    _check_positive(subset_above, "--subset-above", str(SUBSET_ABOVE))
+    _check_positive(subset_rows, "--subset-rows", str(SUBSET_ROWS))
+    budget = Budget(60 * budget_minutes, final_scale=1.0)
+    folder = Path(output) if output is not None else Path(config.output_dir) / "tune" / config.name
+    chosen = search_space(config, space)
+    base = config.to_dict()
+    check_space(base, chosen)
+
+    # The data is read once before anything in the folder changes: a data mistake stops here, and its size decides
+    # whether trials train on a subset.
+    rows = prepare_data(config.data, config.seed, ood=config.ood).report["rows"]["train"]
+    trial_raw = dict(base)
+    if rows > subset_above and rows > subset_rows:
+        trial_raw["data"] = {**base["data"], "max_train_rows": subset_rows}
+        budget.final_scale = rows / subset_rows
+        progress(f"{rows} training rows: trials train on a stratified subset of {subset_rows}")
+
+    scratch = folder / SCRATCH
+
+    def objective(trial: optuna.Trial) -> float:
+        def report(value: float, epoch: int) -> None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+        values = suggest(trial, chosen)
+        try:
+            figures = run_trial(trial_raw, values, scratch / f"trial-{trial.number:04d}", [EpochReports(report)])
+        except RuntimeError as error:  # out of memory at a large batch, say: a failed trial, the search goes on
+            trial.set_user_attr("error", str(error).splitlines()[0] if str(error) else type(error).__name__)
+            raise
+        trial.set_user_attr("validation_accuracy", figures["validation"]["accuracy"])
+        trial.set_user_attr("train_rows", figures["train_rows"])
+        return figures["score"]
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # Optuna's own lines; progress is one line per trial, below
+    try:
+        study = open_study(folder, config)
+        if budget.allows_another(study):
+            study.optimize(
+                objective,
+                n_trials=trials,
+                timeout=max(budget.left(), 1.0),
+                catch=(RuntimeError,),
+                callbacks=[budget, lambda s, t: progress(trial_line(s, t))],
+                gc_after_trial=True,
+            )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return finish(study, config, folder, progress)
+
+
+def finish(study: optuna.Study, config: RunConfig, folder: Path, progress: Callable[[str], None]) -> TuneResult:
+    """best.yaml, the final run on all training rows with the best values, trials.csv, the plots and report.md."""
+    write_trials_csv(study, folder)
+    importances = write_plots(study, folder) if study.get_trials(states=(TrialState.COMPLETE,)) else None
+    counts = {state: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    if not counts[TrialState.COMPLETE]:
+        write_report(study, folder, None, None)
+        raise LmadaptError(
+            f"no trial completed in {folder} ({counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed)",
+            where="--budget-minutes",
+            fix="give the search more minutes (it resumes where it stopped), or look at the failed trials' errors",
+        )
+    best = study.best_trial
+    base = config.to_dict()
+    write_text_atomic(folder / BEST_YAML, trial_config(base, best.params).to_yaml())
+    final_config = trial_config({**base, "output_dir": str(folder)}, best.params)
+    final = folder / final_config.name
+    if (final / "config.yaml").is_file() and not _first_difference(load_run(final).config, final_config.to_dict()):
+        run = load_run(final)  # a resumed search that found nothing better: its final run stands
+    else:
+        progress(f"final run: trial {best.number}'s values on all training rows")
+        run = train(final_config, overwrite=True)
+    write_report(study, folder, importances, run.metrics)
+    return TuneResult(
+        folder=folder,
+        completed=counts[TrialState.COMPLETE],
+        pruned=counts[TrialState.PRUNED],
+        failed=counts[TrialState.FAIL],
+        best_value=best.value,
+        best_params=dict(best.params),
+        run=run,
+    )
