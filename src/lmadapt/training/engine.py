@@ -85,11 +85,12 @@ def to_dataset(tokenizer, split: Split, labels: LabelMap, max_length: int) -> li
     return [{**{key: encoded[key][i] for key in encoded}, "labels": targets[i]} for i in range(len(targets))]
 
 
-def _first_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
+def first_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
+    """The first dotted key whose value differs between two nested config dicts, or None when they agree."""
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found = _first_difference(a, b, f"{prefix}{key}.")
+            found = first_difference(a, b, f"{prefix}{key}.")
             if found:
                 return found
         elif a != b:
@@ -128,7 +129,7 @@ def _resume_checkpoint(workspace: Path, config: RunConfig) -> str | None:
             f"nothing to resume: no interrupted run named '{config.name}' in {workspace.parent}",
             fix="drop --resume to start the run",
         )
-    difference = _first_difference(yaml.safe_load(saved_path.read_text(encoding="utf-8")), config.to_dict())
+    difference = first_difference(yaml.safe_load(saved_path.read_text(encoding="utf-8")), config.to_dict())
     if difference:
         raise LmadaptError(
             f"the config differs from the interrupted run's: {difference}",

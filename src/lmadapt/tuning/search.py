@@ -37,7 +37,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run, load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
 from lmadapt.strategies.space import Choice, Dimension, FloatRange, IntRange, SearchSpace
-from lmadapt.training.engine import _first_difference, train
+from lmadapt.training.engine import first_difference, train
 from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
 from lmadapt.tuning.report import value_text, write_plots, write_report, write_trials_csv
 from lmadapt.tuning.trial import EpochReports, run_trial, trial_config
@@ -135,7 +135,7 @@ def open_study(folder: Path, config: RunConfig) -> optuna.Study:
                 fix="choose another --output folder (or move that file away)",
             ) from None
     if existing is not None:
-        difference = _first_difference(existing.user_attrs.get(CONFIG_ATTR) or {}, config.to_dict())
+        difference = first_difference(existing.user_attrs.get(CONFIG_ATTR) or {}, config.to_dict())
         if difference:
             raise LmadaptError(
                 f"{folder} holds a search of another config: {difference}",
@@ -295,7 +295,7 @@ def finish(study: optuna.Study, config: RunConfig, folder: Path, progress: Calla
     write_text_atomic(folder / BEST_YAML, trial_config(base, best.params).to_yaml())
     final_config = trial_config({**base, "output_dir": str(folder)}, best.params)
     final = folder / final_config.name
-    if (final / "config.yaml").is_file() and not _first_difference(load_run(final).config, final_config.to_dict()):
+    if (final / "config.yaml").is_file() and not first_difference(load_run(final).config, final_config.to_dict()):
         run = load_run(final)  # a resumed search that found nothing better: its final run stands
     else:
         progress(f"final run: trial {best.number}'s values on all training rows")
