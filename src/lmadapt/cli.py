@@ -202,9 +202,10 @@ def predict(
         None,
         "--ray",
         metavar="ADDRESS",
-        help="Score --input (a file, folder or glob of Parquet/CSV/TSV/JSONL files) on Ray into the folder --output, "
+        help="Score --input (a file, folder or glob of Parquet/CSV/TSV/JSONL files of one format, where every node "
+        "sees them) on Ray into the folder --output, "
         "as Parquet parts; ADDRESS: local (a Ray on this machine alone), auto (the cluster running here) or the head's "
-        "HOST:PORT. A rerun into the same folder scores only the parts not written yet.",
+        "HOST:PORT. A rerun into the same folder writes only the parts not written yet.",
     ),
     part_rows: int = typer.Option(
         100_000, min=1, help="With --ray: rows per output part (each input file is cut into parts of this many rows)."

@@ -28,7 +28,7 @@ INSTALL = "pip install 'lmadapt[ray]'"
 # .resolve_ip_for_localhost); another loopback address is kept as given, so a local cluster's traffic stays on the
 # loopback interface.
 LOOPBACK = "127.0.0.2"
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = 60
 
 
 def require_ray():
@@ -66,11 +66,11 @@ def connect(address: str | None = None):
     cluster running on this machine; HOST:PORT joins that cluster's head. Ray's INFO logs and the workers' output
     stay out of the console (they are in the cluster's log folder)."""
     ray = require_ray()
-    if ray.is_initialized():
-        return ray
     local = address in (None, "", "local")
     if not local and address != "auto":
         _check_reachable(address)
+    if ray.is_initialized():
+        return ray
     host = address.rpartition(":")[0] if not local and address != "auto" else None
     try:
         ray.init(
@@ -89,8 +89,6 @@ def connect(address: str | None = None):
             fix="start one with `ray start --head` (then --ray auto or --ray HOST:PORT), or leave the address out "
             "to run Ray on this machine alone",
         ) from None
-    # Ray Data announces every execution at INFO level; its progress bars stay.
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     return ray
 
 
@@ -186,7 +184,11 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[str]:
     folder; yields the head's HOST:PORT. On exit, stops this cluster's processes alone and removes the folder.
     Raises RuntimeError when the cluster does not come up."""
     folder = Path(tempfile.mkdtemp(prefix="lmadapt-ray-"))  # short: Ray's socket paths must stay under 108 bytes
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # No token authentication (Ray turns it on for every cluster started while ~/.ray/auth_token exists): the
+    # cluster answers on loopback alone, and this process, which joins it, is told the same.
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    auth_before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     port = _free_port()
     address = f"{LOOPBACK}:{port}"
     common = ["--block", "--node-ip-address", LOOPBACK, "--num-cpus", str(cpus_per_node), "--num-gpus", "0"]
@@ -203,6 +205,7 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[str]:
         "--disable-usage-stats",
     ]
     processes: list[subprocess.Popen] = []
+    started = False
     try:
         ray_command = _ray_command()
         for i in range(nodes):
@@ -221,6 +224,7 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[str]:
             if i == 0:
                 _wait_for_nodes(address, 1, processes, folder)
         _wait_for_nodes(address, nodes, processes, folder)
+        started = True
         yield address
     finally:
         ray = sys.modules.get("ray")
@@ -228,4 +232,9 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[str]:
             ray.shutdown()
         for process in reversed(processes):
             _stop(process)
-        shutil.rmtree(folder, ignore_errors=True)
+        if auth_before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_before
+        if started:  # else its logs say why it did not start
+            shutil.rmtree(folder, ignore_errors=True)

@@ -24,13 +24,15 @@ def tiny_run(tiny_bert, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Three files of three formats: 70 + 45 + 30 rows with an id column beside the text."""
+    """Two Parquet files of 70 and 45 rows with an id column beside the text, and the same rows as CSV and JSONL."""
     folder = tmp_path_factory.mktemp("ray-inputs")
-    frame = sentiment_rows(145, seed=7).drop(columns="label")
+    frame = sentiment_rows(115, seed=7).drop(columns="label")
     frame.insert(0, "id", range(len(frame)))
-    frame[:70].to_parquet(folder / "a.parquet", index=False)
-    frame[70:115].to_csv(folder / "b.csv", index=False)
-    frame[115:].to_json(folder / "c.jsonl", orient="records", lines=True)
+    (folder / "parquet").mkdir()
+    frame[:70].to_parquet(folder / "parquet" / "a.parquet", index=False)
+    frame[70:].to_parquet(folder / "parquet" / "b.parquet", index=False)
+    frame.to_csv(folder / "all.csv", index=False)
+    frame.to_json(folder / "all.jsonl", orient="records", lines=True)
     return folder, frame
 
 
@@ -39,14 +41,12 @@ def test_ray_prediction_matches_local_prediction_row_by_row_and_resumes_by_part(
 ):
     folder, frame = inputs
     output = tmp_path / "scored"
-    report = lmadapt.predict_on_ray(tiny_run, str(folder), output, ray_cluster, part_rows=40)
-    # 70 rows: 2 parts, 45: 2, 30: 1
-    assert report == {"rows": 145, "parts": 5, "parts_before": 0, "output": str(output)}
+    report = lmadapt.predict_on_ray(tiny_run, str(folder / "parquet"), output, ray_cluster, part_rows=40)
+    # 70 rows: 2 parts, 45: 2
+    assert report == {"rows": 115, "parts": 4, "parts_before": 0, "output": str(output)}
+    assert sorted(p.name for p in output.glob("part-*.parquet")) == [f"part-{i:05d}.parquet" for i in range(4)]
     scored = pd.read_parquet(output)  # the folder of parts, read as one table
-    parts = sorted(p.name for p in output.glob("part-*.parquet"))
-    assert parts == [f"part-{i:05d}.parquet" for i in range(5)]
-    frame.to_csv(tmp_path / "all.csv", index=False)
-    lmadapt.predict_file(tiny_run, str(tmp_path / "all.csv"), tmp_path / "local.csv")
+    lmadapt.predict_file(tiny_run, str(folder / "all.csv"), tmp_path / "local.csv")
     local = pd.read_csv(tmp_path / "local.csv")
     assert list(scored.columns) == list(local.columns)
     assert list(scored["id"]) == list(local["id"]) and list(scored["text"]) == list(local["text"])
@@ -54,29 +54,32 @@ def test_ray_prediction_matches_local_prediction_row_by_row_and_resumes_by_part(
     for label in ("negative", "positive"):
         assert (scored[f"score_{label}"] - local[f"score_{label}"]).abs().max() < 1e-5
 
-    # A rerun scores only the parts not written yet.
+    # A rerun writes only the parts not written yet.
     (output / "part-00003.parquet").unlink()
-    again = lmadapt.predict_on_ray(tiny_run, str(folder), output, ray_cluster, part_rows=40)
-    assert again == {"rows": 30, "parts": 1, "parts_before": 4, "output": str(output)}
+    again = lmadapt.predict_on_ray(tiny_run, str(folder / "parquet"), output, ray_cluster, part_rows=40)
+    assert again == {"rows": 5, "parts": 1, "parts_before": 3, "output": str(output)}
     assert pd.read_parquet(output).equals(scored)
-    assert lmadapt.predict_on_ray(tiny_run, str(folder), output, ray_cluster, part_rows=40)["parts"] == 0
+    assert lmadapt.predict_on_ray(tiny_run, str(folder / "parquet"), output, ray_cluster, part_rows=40)["parts"] == 0
 
 
 def test_an_output_folder_of_another_input_is_refused_and_kept(ray_cluster, tiny_run, inputs, tmp_path):
     folder, _ = inputs
     output = tmp_path / "scored"
-    lmadapt.predict_on_ray(tiny_run, str(folder / "c.jsonl"), output, ray_cluster)
+    assert lmadapt.predict_on_ray(tiny_run, str(folder / "all.jsonl"), output, ray_cluster)["rows"] == 115
     before = {p.name: p.read_bytes() for p in output.iterdir()}
     with pytest.raises(LmadaptError) as refused:
-        lmadapt.predict_on_ray(tiny_run, str(folder / "b.csv"), output, ray_cluster)
+        lmadapt.predict_on_ray(tiny_run, str(folder / "all.csv"), output, ray_cluster)
     assert "predictions of another run, input or settings (inputs differ)" in refused.value.what
-    assert refused.value.where == str(output / "predictions.json")
+    assert refused.value.where == str(output / "_predictions.json")
     assert "new --output folder" in refused.value.fix
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(LmadaptError, match="not empty and has no predictions.json"):
-        lmadapt.predict_on_ray(tiny_run, str(folder), tmp_path / "other", ray_cluster)
+    with pytest.raises(LmadaptError, match="not empty and has no _predictions.json"):
+        lmadapt.predict_on_ray(tiny_run, str(folder / "parquet"), tmp_path / "other", ray_cluster)
+    with pytest.raises(LmadaptError) as mixed:
+        lmadapt.predict_on_ray(tiny_run, str(folder / "all.*"), tmp_path / "mixed", ray_cluster)
+    assert "the input mixes formats (csv, jsonl)" in mixed.value.what and "of one format" in mixed.value.fix
 
 
 def test_a_missing_text_column_is_named_with_its_file(ray_cluster, tiny_run, tmp_path):
@@ -108,7 +111,16 @@ def test_without_ray_installed_the_fix_is_the_extra(monkeypatch, tiny_run, tmp_p
     pd.DataFrame({"text": ["a great film"]}).to_csv(tmp_path / "x.csv", index=False)
     result = CliRunner().invoke(
         app,
-        ["predict", str(tiny_run.path), "--input", str(tmp_path / "x.csv"), "--output", str(tmp_path / "o"), "--ray"],
+        [
+            "predict",
+            str(tiny_run.path),
+            "--input",
+            str(tmp_path / "x.csv"),
+            "--output",
+            str(tmp_path / "o"),
+            "--ray",
+            "local",
+        ],
     )
     assert result.exit_code == 2, result.output
     assert "Ray is not installed" in result.output and "pip install 'lmadapt[ray]'" in result.output

@@ -243,7 +243,7 @@ def run_strategies_on_ray(
     cpus = cpus or int(resources["node_cpus"]) or 1
     gpus = 1 if resources["gpus"] else 0
     slots = int(resources["gpus"]) if gpus else max(1, int(resources["cpus"] // cpus))
-    task = ray.remote(measured_row).options(num_cpus=cpus, num_gpus=gpus, max_calls=1)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(measured_row)
     queue, running = list(pending), {}
     while queue or running:
         while queue and len(running) < slots:

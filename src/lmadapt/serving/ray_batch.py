@@ -1,14 +1,15 @@
-"""Score data of any size on a Ray cluster: `lmadapt predict RUN --input DATA --output FOLDER --ray [ADDRESS]`.
+"""Score data of any size on a Ray cluster: `lmadapt predict RUN --input DATA --output FOLDER --ray ADDRESS`.
 
-The input (a file, a folder or a glob of Parquet/CSV/TSV/JSONL files) is read with Ray Data and cut into parts: each
-file in blocks of `part_rows` rows, in file order, so a part is the same rows on every run. A pool of actors, one
-per CPU (or per GPU where the cluster has them), each holding the run's predictor on its fastest path, scores the
-parts' rows as `lmadapt predict` scores a file (lmadapt.serving.batch.scored_frame). The run folder travels once
-through Ray's object store (ray.put), not through a shared filesystem; the input is read on this machine
-(Ray Data's local:// paths), and this process writes each finished part into the output folder as
-part-NNNNN.parquet (written to a temporary name, then renamed). predictions.json records the run, the input and
-the parts: a rerun scores the parts that are not written yet, and an output folder of another run or input is
-refused.
+The input (a file, a folder or a glob of Parquet/CSV/TSV/JSONL files, all of one format) is read with Ray Data, in
+file order, and cut into parts: each file in blocks of `part_rows` rows, so a part is the same rows on every run. A
+pool of actors, one per CPU (or per GPU where the cluster has them), each holding the run's predictor on its fastest
+path, scores the rows as `lmadapt predict` scores a file (lmadapt.serving.batch.scored_frame). The run folder
+travels once through Ray's object store (ray.put), not through a shared filesystem; the input is read by Ray Data's
+tasks on any node (so it must lie on a filesystem every node sees under the same path), and this
+process writes each finished part into the output folder (on this machine) as
+part-NNNNN.parquet (written to a temporary name, then renamed). _predictions.json records the run, the input and
+the parts: a rerun writes the parts not written yet (reading and scoring again only the files they are in), and an
+output folder of another run, input or settings is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import tarfile
 import tempfile
 from pathlib import Path
@@ -31,7 +33,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run, check_output_path, load_run, write_file_atomic, write_text_atomic
 from lmadapt.serving.batch import scored_frame
 
-MANIFEST = "predictions.json"
+MANIFEST = "_predictions.json"  # "_": Parquet readers of the folder skip it
 PART_ROWS = 100_000
 READABLE = ("parquet", "csv", "tsv", "jsonl")
 
@@ -62,23 +64,31 @@ def input_files(source: str) -> list[Path]:
                 where=f"--input {source}",
                 fix="give files ending in .parquet, .csv, .tsv or .jsonl (or a glob that picks only those)",
             )
+    formats = sorted({FORMATS_BY_SUFFIX[file.suffix.lower()] for file in files})
+    if len(formats) > 1:
+        raise LmadaptError(
+            f"the input mixes formats ({', '.join(formats)})",
+            where=f"--input {source}",
+            fix="give files of one format, e.g. a glob such as data/*.parquet",
+        )
     return [file.resolve() for file in files]
 
 
-def read_file(file: Path):
-    """A Ray Dataset of one input file, read on this machine (local://): the workers need not see the file."""
+def read_files(files: list[Path]):
+    """One Ray Dataset of the files (all of one format), in their order. Ray Data's read tasks run on any node: the
+    files must be where every node sees them (a shared filesystem; Ray deprecates local:// reads on the driver's)."""
     import ray.data
 
-    uri = f"local://{file}"
-    fmt = FORMATS_BY_SUFFIX[file.suffix.lower()]
+    paths = [str(file) for file in files]
+    fmt = FORMATS_BY_SUFFIX[files[0].suffix.lower()]
     if fmt == "parquet":
-        return ray.data.read_parquet(uri)
-    if fmt == "jsonl":
-        return ray.data.read_json(uri, lines=True)
+        return ray.data.read_parquet(paths)
+    if fmt == "jsonl":  # pyarrow's JSON reader (lines=True reads with pandas): Arrow blocks, as the other formats
+        return ray.data.read_json(paths)
     import pyarrow.csv
 
-    delimiter = "\t" if fmt == "tsv" else ","
-    return ray.data.read_csv(uri, parse_options=pyarrow.csv.ParseOptions(delimiter=delimiter, newlines_in_values=True))
+    options = pyarrow.csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+    return ray.data.read_csv(paths, parse_options=options)
 
 
 def _run_fingerprint(run: Run) -> str:
@@ -111,7 +121,7 @@ def plan_parts(files: list[Path], part_rows: int, columns: list[str]) -> list[di
     """The parts: each file's rows in blocks of `part_rows`, numbered in file order."""
     parts = []
     for index, file in enumerate(files):
-        ds = read_file(file)
+        ds = read_files([file])
         _check_columns(ds, file, columns)
         rows = ds.count()
         for start in range(0, rows, part_rows):
@@ -197,7 +207,12 @@ def predict_on_ray(
     settings = {"text_column": config.text_column, "backend": backend, "abstain": abstain, "part_rows": part_rows}
     wanted = identity(run, files, settings)
     parts = _existing_plan(output, wanted)
-    ray = connect(address)
+    connect(address)
+    import ray
+    import ray.data  # its import sets its loggers' levels: quieted after it
+
+    # Ray Data logs every execution (and, without a terminal, its progress) at INFO; its progress bars stay.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # parts are rows in file order
     context.print_on_execution_start = False
@@ -210,20 +225,14 @@ def predict_on_ray(
     report = {"rows": 0, "parts": len(pending), "parts_before": len(parts) - len(pending), "output": str(output)}
     if not pending:
         return report
-    pieces = []
-    for index, file in enumerate(files):
-        of_file = [part for part in parts if part["file"] == index]
-        wanted_here = [i for i, part in enumerate(of_file) if part in pending]
-        if not wanted_here:
-            continue
-        # Materialized before the actors start: a read still running would wait for CPUs the pool holds.
-        splits = read_file(file).split_at_indices([part["stop"] for part in of_file[:-1]])
-        pieces += [splits[i] for i in wanted_here]
+    # Files with a part to write are read whole, in order; the rows of their parts written before are scored
+    # again and dropped: a rerun repeats at most the rest of a file.
+    reread = sorted({part["file"] for part in pending})
+    walked = [part for part in parts if part["file"] in reread]
     resources = cluster_resources()
     gpus = 1 if resources["gpus"] else 0
     actors = actors or int(resources["gpus"] or resources["cpus"]) or 1
-    scored = pieces[0].union(*pieces[1:]) if len(pieces) > 1 else pieces[0]
-    scored = scored.map_batches(
+    scored = read_files([files[i] for i in reread]).map_batches(
         _Scorer,
         fn_constructor_kwargs={
             "archive": [ray.put(_archive(run.path))],
@@ -236,12 +245,14 @@ def predict_on_ray(
         },
         batch_format="pandas",
         batch_size=batch_size * 16,
-        concurrency=actors,
+        # A pool that grows to `actors` as CPUs come free: a fixed pool of every CPU would leave none to read with.
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         num_cpus=0 if gpus else 1,
         num_gpus=gpus,
     )
     try:
-        report["rows"] = _write_parts(scored.iter_batches(batch_format="pandas", batch_size=None), pending, output)
+        batches = scored.iter_batches(batch_format="pandas", batch_size=None)
+        report["rows"] = _write_parts(batches, walked, [part["part"] for part in pending], output)
     except Exception as error:
         raised = unwrap(error)
         if raised is error:
@@ -250,23 +261,27 @@ def predict_on_ray(
     return report
 
 
-def _write_parts(batches, pending: list[dict], output: Path) -> int:
-    """Cut the scored rows, which arrive in order, into the pending parts; write each once it is whole."""
-    queue = list(pending)
+def _write_parts(batches, walked: list[dict], pending: list[str], output: Path) -> int:
+    """Cut the scored rows, which arrive in file order, into the `walked` parts; write each pending one once it
+    is whole."""
+    queue = list(walked)
     held: list[pd.DataFrame] = []
     held_rows = written = 0
     for batch in batches:
         while len(batch):
-            need = queue[0]["stop"] - queue[0]["start"] - held_rows
-            held.append(batch.iloc[:need])
-            held_rows += min(need, len(batch))
-            batch = batch.iloc[need:]
-            if held_rows == queue[0]["stop"] - queue[0]["start"]:
-                frame = pd.concat(held, ignore_index=True)
-                path = output / queue.pop(0)["part"]
-                write_file_atomic(path, lambda partial, frame=frame: frame.to_parquet(partial, index=False))
-                written += len(frame)
+            size = queue[0]["stop"] - queue[0]["start"]
+            held.append(batch.iloc[: size - held_rows])
+            batch = batch.iloc[size - held_rows :]
+            held_rows += len(held[-1])
+            if held_rows == size:
+                name = queue.pop(0)["part"]
+                if name in pending:
+                    frame = pd.concat(held, ignore_index=True)
+                    write_file_atomic(
+                        output / name, lambda partial, frame=frame: frame.to_parquet(partial, index=False)
+                    )
+                    written += len(frame)
                 held, held_rows = [], 0
-    if queue or held_rows:
+    if queue:
         raise RuntimeError(f"the scored rows ended before {queue[0]['part']} was whole")
     return written
