@@ -102,28 +102,26 @@ def test_an_unreachable_address_says_where_and_how_to_start_one(tmp_path):
         connect("nowhere")
 
 
-def test_without_ray_installed_the_fix_is_the_extra(monkeypatch, tiny_run, tmp_path):
-    from typer.testing import CliRunner
-
-    from lmadapt.cli import app
+def test_without_ray_installed_the_fix_is_the_extra(monkeypatch, capsys, tiny_run, tmp_path):
+    from tests.unit.test_cli import run_cli
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     pd.DataFrame({"text": ["a great film"]}).to_csv(tmp_path / "x.csv", index=False)
-    result = CliRunner().invoke(
-        app,
-        [
-            "predict",
-            str(tiny_run.path),
-            "--input",
-            str(tmp_path / "x.csv"),
-            "--output",
-            str(tmp_path / "o"),
-            "--ray",
-            "local",
-        ],
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "predict",
+        tiny_run.path,
+        "--input",
+        tmp_path / "x.csv",
+        "--output",
+        tmp_path / "o",
+        "--ray",
+        "local",
     )
-    assert result.exit_code == 2, result.output
-    assert "Ray is not installed" in result.output and "pip install 'lmadapt[ray]'" in result.output
+    assert code == 2
+    assert "--ray: Ray is not installed" in out + err and "fix: pip install 'lmadapt[ray]'" in out + err
+    assert "Traceback" not in out + err and not (tmp_path / "o").exists()
 
 
 def test_compare_on_ray_gives_the_local_leaderboard(ray_cluster, tiny_bert, tmp_path, monkeypatch):
