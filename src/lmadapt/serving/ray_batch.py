@@ -232,23 +232,29 @@ def predict_on_ray(
     resources = cluster_resources()
     gpus = 1 if resources["gpus"] else 0
     actors = actors or int(resources["gpus"] or resources["cpus"]) or 1
-    scored = read_files([files[i] for i in reread]).map_batches(
-        _Scorer,
-        fn_constructor_kwargs={
-            "archive": [ray.put(_archive(run.path))],
-            "run_name": run.path.name,
-            "backend": backend,
-            "batch_size": batch_size,
-            "overrides": overrides,
-            "abstain": abstain,
-            "where": f"--input {source}",
-        },
-        batch_format="pandas",
-        batch_size=batch_size * 16,
-        # A pool that grows to `actors` as CPUs come free: a fixed pool of every CPU would leave none to read with.
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-        num_cpus=0 if gpus else 1,
-        num_gpus=gpus,
+    # Read whole before the predictors start (into the object store, spilled to disk when large): a read task
+    # waiting for a CPU the predictors hold would wait forever on a node of one CPU.
+    scored = (
+        read_files([files[i] for i in reread])
+        .materialize()
+        .map_batches(
+            _Scorer,
+            fn_constructor_kwargs={
+                "archive": [ray.put(_archive(run.path))],
+                "run_name": run.path.name,
+                "backend": backend,
+                "batch_size": batch_size,
+                "overrides": overrides,
+                "abstain": abstain,
+                "where": f"--input {source}",
+            },
+            batch_format="pandas",
+            batch_size=batch_size * 16,
+            # A pool that grows to `actors` as CPUs come free: a fixed pool of every CPU would leave none to read with.
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+            num_cpus=0 if gpus else 1,
+            num_gpus=gpus,
+        )
     )
     try:
         batches = scored.iter_batches(batch_format="pandas", batch_size=None)
