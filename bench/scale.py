@@ -98,9 +98,9 @@ def projection(rows: list[dict], nodes: int = 100, texts: float = 1e9) -> str:
         + (f"; `lmadapt predict` here: {local:,.0f} texts/s on {by_system['local']['cores']} cores" if local else ""),
         f"projected: {nodes} such nodes at that efficiency score {rate:,.0f} texts/s, {texts:.0e} texts in "
         f"{hours:,.1f} h ({hours / 24:,.1f} days); a node of k CPUs runs k actors, so about k times that.",
-        "assumed, not measured: the efficiency from 1 to 2 nodes holds at 100; the input is read and the parts are "
-        "written by the driver's machine (its disk and network carry every row), and each file is materialized in "
-        "the object store before scoring.",
+        "assumed, not measured: the efficiency from 1 to 2 nodes holds at 100; the driver writes every part (its "
+        "disk and network carry every scored row), and the input is held in the object store before scoring; the "
+        "figures include each command's start (shipping the run, starting the actors), which a small --rows inflates.",
     ]
     return "\n".join(lines)
 
