@@ -335,3 +335,25 @@ def tiny_bot(tuned_tiny_bert, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("support")
     files = support_history(work)
     return build_bot(load_support_config(None, support_overrides(tuned_tiny_bert, files, work / "bots")))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real Ray cluster of two nodes of one CPU each on the loopback interface (lmadapt.cluster.local_cluster),
+    this process connected to it; its HOST:PORT. Stopped, its processes alone, after the session."""
+    from lmadapt.cluster import INSTALL, connect, local_cluster
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        skip_unavailable(f"Ray tests not run: ray is missing. Install: {INSTALL}", "LMADAPT_TEST_RAY_REQUIRED")
+    cluster = local_cluster(nodes=2, cpus_per_node=1)
+    try:
+        address = cluster.__enter__()
+    except RuntimeError as error:
+        skip_unavailable(f"Ray tests not run: the local cluster did not start: {error}", "LMADAPT_TEST_RAY_REQUIRED")
+    try:
+        connect(address)
+        yield address
+    finally:
+        cluster.__exit__(None, None, None)

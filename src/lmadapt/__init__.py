@@ -88,10 +88,13 @@ def compare_strategies(
     sort_by: str = "accuracy",
     progress=print,
     settings: dict[str, list[str]] | None = None,
+    ray: str | None = None,
+    ray_cpus: int | None = None,
 ):
-    """Every strategy in `strategies` on the config's data, split and seed, each in its own process, with
-    `settings` ({strategy: ["key=value", ...]}) for single strategies; the leaderboard files go into
-    `output`. Returns the rows; see lmadapt.compare.leaderboard.compare."""
+    """Every strategy in `strategies` on the config's data, split and seed, each in its own process (with `ray`,
+    an address as `lmadapt compare --ray` takes it, each in a Ray task of `ray_cpus` CPUs), with `settings`
+    ({strategy: ["key=value", ...]}) for single strategies; the leaderboard files go into `output`. Returns the
+    rows; see lmadapt.compare.leaderboard.compare."""
     from pathlib import Path
 
     from lmadapt.compare.leaderboard import compare as _compare
@@ -99,7 +102,17 @@ def compare_strategies(
 
     if not isinstance(config, _RunConfig):
         config = load_config(config)
-    return _compare(config, strategies, Path(output), limits, sort_by=sort_by, progress=progress, settings=settings)
+    return _compare(
+        config,
+        strategies,
+        Path(output),
+        limits,
+        sort_by=sort_by,
+        progress=progress,
+        settings=settings,
+        ray=ray,
+        ray_cpus=ray_cpus,
+    )
 
 
 def tune(
@@ -253,6 +266,39 @@ def predict_file(
     return _predict_file(loaded, source, output, text_column=text_column, predictor=predictor, abstain=abstain)
 
 
+def predict_on_ray(
+    run,
+    source: str,
+    output,
+    address: str | None = None,
+    *,
+    text_column: str | None = None,
+    backend: str = "auto",
+    batch_size: int = 64,
+    abstain: bool = True,
+    part_rows: int = 100_000,
+    actors: int = 0,
+) -> dict:
+    """Score `source` (a file, folder or glob of Parquet/CSV/TSV/JSONL files) into the folder `output` as Parquet
+    parts on the Ray cluster at `address` (None or "local": a Ray of this process; "auto"; or HOST:PORT), as
+    `lmadapt predict --input ... --ray ADDRESS` does; resumable by part. Returns the rows and parts written now and
+    the parts written before. See lmadapt.serving.ray_batch.predict_on_ray."""
+    from lmadapt.serving.ray_batch import predict_on_ray as _predict_on_ray
+
+    return _predict_on_ray(
+        _as_run(run),
+        source,
+        output,
+        address,
+        text_column=text_column,
+        backend=backend,
+        batch_size=batch_size,
+        abstain=abstain,
+        part_rows=part_rows,
+        actors=actors,
+    )
+
+
 def update(run, data: str, **options):
     """Learn new data on top of a run into a new run folder, the old untouched (`lmadapt update`); options:
     method, name, overrides, overwrite, progress, validation and test (files that measure the new experience
@@ -340,6 +386,7 @@ __all__ = [
     "merge",
     "predict",
     "predict_file",
+    "predict_on_ray",
     "train",
     "tune",
     "update",

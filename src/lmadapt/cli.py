@@ -199,6 +199,18 @@ def predict(
         "--no-abstain",
         help="For a run with out-of-scope detection: answer the best label even where the run would abstain.",
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Score --input (a file, folder or glob of Parquet/CSV/TSV/JSONL files of one format, where every node "
+        "sees them) on Ray into the folder --output, "
+        "as Parquet parts; ADDRESS: local (a Ray on this machine alone), auto (the cluster running here) or the head's "
+        "HOST:PORT. A rerun into the same folder writes only the parts not written yet.",
+    ),
+    part_rows: int = typer.Option(
+        100_000, min=1, help="With --ray: rows per output part (each input file is cut into parts of this many rows)."
+    ),
 ) -> None:
     """Label texts with a trained run, from the command line or a file.
 
@@ -218,6 +230,25 @@ def predict(
         raise LmadaptError("nothing to predict", fix='pass texts ("a great film") or --input FILE --output FILE')
     if input and not output:
         raise LmadaptError("--input needs --output", fix="add --output scored.csv")
+    if ray is not None:
+        if texts or not input:
+            raise LmadaptError(
+                "--ray scores --input files only", where="--ray", fix="pass --input DATA --output FOLDER"
+            )
+        report = lmadapt.predict_on_ray(
+            run,
+            input,
+            output,
+            ray,
+            text_column=text_column,
+            backend=backend,
+            batch_size=batch_size,
+            abstain=not no_abstain,
+            part_rows=part_rows,
+        )
+        before = f" ({report['parts_before']} written before)" if report["parts_before"] else ""
+        console.print(f"{report['rows']} rows scored into {report['parts']} parts{before} -> {output}")
+        return
     if input:
         check_scored_output(input, output)  # before the model loads and any text is predicted
     loaded = lmadapt.load(run)
@@ -460,12 +491,27 @@ def compare(
         help="Override a config key (repeatable); STRATEGY:key=value for one strategy only, "
         "e.g. setfit:data.shots_per_class=16.",
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Run each strategy as a Ray task, as many at once as the cluster has room for; ADDRESS: local (a Ray "
+        "on this machine alone), auto (the cluster running here) or the head's HOST:PORT.",
+    ),
+    ray_cpus: int | None = typer.Option(
+        None,
+        min=1,
+        help="With --ray: CPUs each strategy's task asks for (default: all of a node's); a GPU too where "
+        "the cluster has them.",
+    ),
 ) -> None:
     """Every strategy on the same data, split and seed: one leaderboard of quality, size, time, memory and speed.
 
     The data is checked first: a data mistake stops it before anything in the output folder changes.
-    Each strategy runs in its own process (its own peak memory; a failure is one error row). Run it
-    again to pick up where it stopped: strategies that finished with the same config are reused.
+    Each strategy runs in its own process (its own peak memory; a failure is one error row), or with
+    --ray in a Ray task of its own (the rows and leaderboard are the same; each strategy's run folder
+    is written on the node that trained it). Run it again to pick up where it stopped: strategies
+    that finished with the same config are reused.
 
     Example: lmadapt compare --data reviews.csv --strategies head,bitfit,lora,full --max-minutes 20
     """
@@ -494,7 +540,15 @@ def compare(
     names = [n.strip() for n in strategies.split(",") if n.strip()]
     limits = Limits(max_minutes, total_minutes, max_memory_mb, max_train_minutes)
     rows = lmadapt.compare_strategies(
-        base, names, output, limits, sort_by=sort, progress=lambda text: console.rule(text), settings=own
+        base,
+        names,
+        output,
+        limits,
+        sort_by=sort,
+        progress=lambda text: console.rule(text),
+        settings=own,
+        ray=ray,
+        ray_cpus=ray_cpus,
     )
     table = RichTable(title=f"leaderboard ({output})")
     for heading in HEADINGS:

@@ -15,11 +15,19 @@ class LmadaptError(Exception):
         self.fix = fix
         super().__init__(self.render())
 
+    def __reduce__(self):
+        # Rebuilt from its parts, not its message, when it crosses a process (a Ray task's error).
+        return (_rebuild, (self.what, self.where, self.fix))
+
     def render(self) -> str:
         text = f"{self.where}: {self.what}" if self.where else self.what
         if self.fix:
             text += f"\n  fix: {self.fix}"
         return text
+
+
+def _rebuild(what: str, where: str | None, fix: str | None) -> LmadaptError:
+    return LmadaptError(what, where=where, fix=fix)
 
 
 def nearest(name: str, choices: list[str] | tuple[str, ...]) -> str | None:

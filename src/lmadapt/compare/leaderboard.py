@@ -113,18 +113,28 @@ def _reusable(rows_folder: Path, config: RunConfig) -> dict | None:
     return row if same and _finished(row) else None
 
 
-def run_strategy(config: RunConfig, folder: Path, limit_s: float | None) -> dict:
-    """Train and measure one strategy in a subprocess; its row, or an error row."""
+def _start_row(config: RunConfig, folder: Path) -> tuple[Path, Path]:
+    """The strategy's config file written (what its row will be of) and its old row removed."""
     folder.mkdir(parents=True, exist_ok=True)
     config_file, row_file = folder / f"{config.name}.config.json", folder / f"{config.name}.json"
     write_text_atomic(config_file, json.dumps(config.to_dict(), indent=2) + "\n")
     row_file.unlink(missing_ok=True)
+    return config_file, row_file
+
+
+def _over_time(limit_s: float) -> dict:
+    return {"error": f"stopped at its time limit ({limit_s / 60:.1f} min)", "wall_s": round(limit_s, 1)}
+
+
+def run_strategy(config: RunConfig, folder: Path, limit_s: float | None) -> dict:
+    """Train and measure one strategy in a subprocess; its row, or an error row."""
+    config_file, row_file = _start_row(config, folder)
     command = [sys.executable, "-m", "lmadapt.compare.worker", str(config_file), str(row_file)]
     started = time.monotonic()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=limit_s)
     except subprocess.TimeoutExpired:
-        return {"error": f"stopped at its time limit ({limit_s / 60:.1f} min)", "wall_s": round(limit_s, 1)}
+        return _over_time(limit_s)
     if row_file.is_file():
         return json.loads(row_file.read_text())
     return {
@@ -152,9 +162,12 @@ def compare(
     sort_by: str = "accuracy",
     progress: Callable[[str], None] = print,
     settings: dict[str, list[str]] | None = None,
+    ray: str | None = None,
+    ray_cpus: int | None = None,
 ) -> list[dict]:
     """Run every strategy on `base`'s data, split and seed (plus `settings` for one strategy alone, by its
-    name); write the leaderboard files into `output`."""
+    name); write the leaderboard files into `output`. With `ray` (an address, see lmadapt.cluster.connect) the
+    strategies run as Ray tasks (`run_strategies_on_ray`, `ray_cpus` CPUs each), their rows kept as locally."""
     limits = limits or Limits()
     check_sort(sort_by)
     if not strategies:
@@ -166,28 +179,97 @@ def compare(
     check_data(configs)  # nothing in `output` is touched if the data cannot be read
     rows_folder = output / "rows"
     started = time.monotonic()
-    rows = []
+    found: dict[str, dict] = {}
+    pending = []
     for config in configs:
-        saved = rows_folder / f"{config.name}.json"
         if previous := _reusable(rows_folder, config):
             progress(f"{config.name}: finished before, reused")
-            rows.append(previous | {"reused": True})
-            continue
-        limit_s, skipped = time_limit(limits, time.monotonic() - started)
-        if skipped:
-            rows.append({"strategy": config.name, "skipped": skipped})
-            progress(f"{config.name}: skipped, {skipped}")
-            continue
-        progress(f"{config.name}: training and measuring")
-        row = {"strategy": config.name} | run_strategy(config, rows_folder, limit_s)
-        if _finished(row):
-            write_text_atomic(saved, json.dumps(row, indent=2) + "\n")  # reused by the next comparison
+            found[config.name] = previous | {"reused": True}
         else:
-            saved.unlink(missing_ok=True)
-        rows.append(row)
+            pending.append(config)
+    if ray is None:
+        for config in pending:
+            limit_s, skipped = time_limit(limits, time.monotonic() - started)
+            if skipped:
+                found[config.name] = _skipped(config, skipped, progress)
+                continue
+            progress(f"{config.name}: training and measuring")
+            found[config.name] = _kept(config, run_strategy(config, rows_folder, limit_s), rows_folder)
+    else:
+        for config, row in run_strategies_on_ray(pending, rows_folder, limits, started, progress, ray, ray_cpus):
+            found[config.name] = _kept(config, row, rows_folder)
+    rows = [found[config.name] for config in configs]
     mark_pareto(rows)
     write_leaderboard(rows, output, limits, sort_by)
     return rows
+
+
+def _skipped(config: RunConfig, why: str, progress: Callable[[str], None]) -> dict:
+    progress(f"{config.name}: skipped, {why}")
+    return {"strategy": config.name, "skipped": why}
+
+
+def _kept(config: RunConfig, row: dict, rows_folder: Path) -> dict:
+    """The strategy's row, saved under rows/ for the next comparison if it finished (removed if it failed)."""
+    row = {"strategy": config.name} | row
+    if "skipped" in row:
+        return row
+    saved = rows_folder / f"{config.name}.json"
+    if _finished(row):
+        write_text_atomic(saved, json.dumps(row, indent=2) + "\n")  # reused by the next comparison
+    else:
+        saved.unlink(missing_ok=True)
+    return row
+
+
+def run_strategies_on_ray(
+    pending: list[RunConfig],
+    rows_folder: Path,
+    limits: Limits,
+    started: float,
+    progress: Callable[[str], None],
+    address: str,
+    cpus: int | None = None,
+):
+    """Each strategy as a Ray task (the worker's `measured_row`, in a fresh worker process: its peak memory its
+    own), as many at once as the cluster has room for: `cpus` CPUs each (default all of a node's) and a GPU where
+    the cluster has them. Yields (config, row) as they finish; the time limits are the local ones, counted from
+    each task's start, and a task over its limit is cancelled."""
+    from lmadapt.cluster import cluster_resources, connect
+    from lmadapt.compare.worker import measured_row
+
+    ray = connect(address)
+    resources = cluster_resources()
+    cpus = cpus or int(resources["node_cpus"]) or 1
+    gpus = 1 if resources["gpus"] else 0
+    slots = int(resources["gpus"]) if gpus else max(1, int(resources["cpus"] // cpus))
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(measured_row)
+    queue, running = list(pending), {}
+    while queue or running:
+        while queue and len(running) < slots:
+            config = queue.pop(0)
+            limit_s, skipped = time_limit(limits, time.monotonic() - started)
+            if skipped:
+                yield config, _skipped(config, skipped, progress)
+                continue
+            _start_row(config, rows_folder)
+            progress(f"{config.name}: training and measuring on Ray")
+            deadline = time.monotonic() + limit_s if limit_s else None
+            running[task.remote(config.to_dict(), cpus)] = (config, deadline, limit_s)
+        deadlines = [deadline for _, deadline, _ in running.values() if deadline is not None]
+        wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_s)
+        for ref in ready:
+            config, _, _ = running.pop(ref)
+            try:
+                yield config, ray.get(ref)
+            except ray.exceptions.RayError as error:  # the worker died (killed for memory, say): an error row
+                yield config, {"error": str(error).strip().splitlines()[-1][:500]}
+        for ref, (config, deadline, limit_s) in list(running.items()):
+            if deadline is not None and time.monotonic() >= deadline:
+                ray.cancel(ref, force=True)
+                del running[ref]
+                yield config, _over_time(limit_s)
 
 
 def time_limit(limits: Limits, elapsed_s: float) -> tuple[float | None, str | None]:

@@ -29,9 +29,10 @@ PASS_SECONDS = 15  # a slow model (a causal LM reading demonstrations) is timed 
 LATENCY_TEXTS = 20  # texts timed one at a time for the latency per text
 
 
-def inference_figures(run, texts: list[str], pairs: list[str] | None) -> dict:
-    """Throughput (best of two passes) and the median latency of one text, on the fastest path here."""
-    predictor = run.inference("auto", workers=os.cpu_count() or 1)
+def inference_figures(run, texts: list[str], pairs: list[str] | None, cpus: int | None = None) -> dict:
+    """Throughput (best of two passes) and the median latency of one text, on the fastest path here (on `cpus`
+    cores, default all of them)."""
+    predictor = run.inference("auto", workers=cpus or os.cpu_count() or 1)
     started = time.perf_counter()
     predictor.scores(texts[:32], pairs[:32] if pairs is not None else None)  # warm-up, and a first rate
     first_rate = min(len(texts), 32) / (time.perf_counter() - started)
@@ -54,8 +55,8 @@ def inference_figures(run, texts: list[str], pairs: list[str] | None) -> dict:
     }
 
 
-def measure(config_file: Path) -> dict:
-    config = parse_config(json.loads(config_file.read_text()))
+def measure(config: dict, cpus: int | None = None) -> dict:
+    config = parse_config(config)
     run = train(config, overwrite=True)
     metrics = run.metrics
     split = "test" if "test" in metrics else "validation"
@@ -70,21 +71,26 @@ def measure(config_file: Path) -> dict:
         "trainable_pct": metrics["parameters"]["trainable_pct"],
         "train_s": metrics.get("training", {}).get("runtime_s", 0.0),
         "artifact_mb": metrics.get("artifact_mb"),
-        **inference_figures(run, evaluated.texts, evaluated.pairs),
+        **inference_figures(run, evaluated.texts, evaluated.pairs, cpus),
         # ru_maxrss is in KiB on Linux: the whole process, training and inference.
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
-def main() -> None:
-    config_file, row_file = Path(sys.argv[1]), Path(sys.argv[2])
+def measured_row(config: dict, cpus: int | None = None) -> dict:
+    """The strategy's row (see `measure`), or its error row."""
     try:
-        row = measure(config_file)
+        return measure(config, cpus)
     except LmadaptError as error:
-        row = {"error": error_text(error)}
+        return {"error": error_text(error)}
     except Exception as error:  # a crash is this strategy's error row, not the comparison's end
         traceback.print_exc()
-        row = {"error": f"{type(error).__name__}: {error}"}
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def main() -> None:
+    config_file, row_file = Path(sys.argv[1]), Path(sys.argv[2])
+    row = measured_row(json.loads(config_file.read_text()))
     # The row file, not stderr, carries the error: progress bars closed at exit write after any message.
     write_text_atomic(row_file, json.dumps(row, indent=2) + "\n")
     sys.exit(2 if "error" in row else 0)

@@ -8,6 +8,7 @@ import pandas as pd
 
 from lmadapt.data.labels import MULTI_LABEL
 from lmadapt.data.loading import FORMATS_BY_SUFFIX
+from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
 from lmadapt.evaluation.report import read_run_data
 from lmadapt.inference.predictor import Predictor
@@ -44,24 +45,15 @@ def check_scored_output(source: str, output: Path):
     return write
 
 
-def predict_file(
-    run: Run,
-    source: str,
-    output: str | Path,
-    text_column: str | None = None,
-    predictor: Predictor | None = None,
-    abstain: bool = True,
-) -> int:
-    """Write `source` with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added
-    (scored by `predictor`, default the run's PyTorch one); a run with out-of-scope detection adds `abstained`
-    and `ood_score` (and answers its abstain label where it abstains, unless `abstain` is false)."""
-    output = Path(output)
-    write = check_scored_output(source, output)
-    config = run.data_config(text_column=text_column, format="auto")
-    split = read_run_data(source, config, with_labels=False)
-    run.check_reads(split.texts, where=str(source))
-    predictor = predictor or run.predictor
-    predictions = predictor.predictions(split.texts, split.pairs, progress=True, abstain=abstain)
+def scored_frame(
+    run: Run, split: Split, predictor: Predictor, abstain: bool = True, progress: bool = False, where: str = ""
+) -> pd.DataFrame:
+    """`split`'s table with `predicted_label` (or `predicted_labels`) and `score_<label>` columns added (scored by
+    `predictor`); a run with out-of-scope detection adds `abstained` and `ood_score` (and answers its abstain label
+    where it abstains, unless `abstain` is false). Texts the run cannot read are refused, naming `where`."""
+    run.check_reads(split.texts, where=where)
+    config = run.data_config()
+    predictions = predictor.predictions(split.texts, split.pairs, progress=progress, abstain=abstain)
     scores = predictions.scores
     if run.labels.task == MULTI_LABEL:
         predicted = {"predicted_labels": [config.label_delimiter.join(labels) for labels in predictions.labels]}
@@ -77,7 +69,23 @@ def predict_file(
     added = pd.DataFrame({**predicted, **scored}, index=split.rows)
     # Rows the run's cleaning drops (empty texts, with data.drop_empty) keep empty prediction cells;
     # columns of an earlier scoring of the same file are replaced.
-    frame = split.source.frame.drop(columns=added.columns, errors="ignore").join(added)
+    return split.source.frame.drop(columns=added.columns, errors="ignore").join(added)
+
+
+def predict_file(
+    run: Run,
+    source: str,
+    output: str | Path,
+    text_column: str | None = None,
+    predictor: Predictor | None = None,
+    abstain: bool = True,
+) -> int:
+    """Write `source` scored as `scored_frame` says (by `predictor`, default the run's PyTorch one)."""
+    output = Path(output)
+    write = check_scored_output(source, output)
+    config = run.data_config(text_column=text_column, format="auto")
+    split = read_run_data(source, config, with_labels=False)
+    frame = scored_frame(run, split, predictor or run.predictor, abstain, progress=True, where=str(source))
     output.parent.mkdir(parents=True, exist_ok=True)
     write_file_atomic(output, lambda partial: write(frame, partial))
     return len(frame)
