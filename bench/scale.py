@@ -21,26 +21,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from runner import ROOT, git_commit, write_sst2_subset
-
-
-def trained_run(data: Path, workdir: Path, epochs: float):
-    """A MiniLM `full` SST-2 run trained briefly (the speed, not the accuracy, is measured); reused when there."""
-    import lmadapt
-
-    folder = workdir / "sst2-minilm-full"
-    if not (folder / "manifest.json").is_file():
-        subset = write_sst2_subset(data, workdir / "sst2_train_subset.csv")
-        settings = [
-            f"output_dir={workdir}",
-            f"data.train={subset}",
-            f"data.validation={data / 'sst2' / 'validation.csv'}",
-            f"data.test={data / 'sst2' / 'test.csv'}",
-            f"train.epochs={epochs}",
-        ]
-        config = ROOT / "configs" / "sentiment" / "sst2_minilm_full.yaml"
-        lmadapt.train(lmadapt.load_config(config, settings), overwrite=True)
-    return lmadapt.load(folder)
+from runner import ROOT, git_commit, sst2_full_run
 
 
 def write_inputs(data: Path, folder: Path, rows: int, files: int) -> Path:
@@ -120,7 +101,7 @@ def main() -> None:
     import lmadapt
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    run = lmadapt.load(args.run) if args.run else trained_run(args.data, args.workdir, args.train_epochs)
+    run = lmadapt.load(args.run) if args.run else sst2_full_run(args.data, args.workdir, args.train_epochs)
     inputs = write_inputs(args.data, args.workdir / "inputs", args.rows, args.files)
     common = {
         "dataset": "sst2 validation, repeated",

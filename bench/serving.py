@@ -34,7 +34,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from runner import ROOT, git_commit, write_sst2_subset
+from runner import ROOT, git_commit, sst2_full_run
 
 from lmadapt.serving.settings import ServiceSettings
 
@@ -45,19 +45,7 @@ def trained_run(data: Path, workdir: Path, epochs: int):
     """The MiniLM `full` SST-2 run, trained and exported once; reused when the workdir has it."""
     import lmadapt
 
-    folder = workdir / "sst2-minilm-full"
-    if not (folder / "manifest.json").is_file():
-        subset = write_sst2_subset(data, workdir / "sst2_train_subset.csv")
-        settings = [
-            f"output_dir={workdir}",
-            f"data.train={subset}",
-            f"data.validation={data / 'sst2' / 'validation.csv'}",
-            f"data.test={data / 'sst2' / 'test.csv'}",
-            f"train.epochs={epochs}",
-        ]
-        lmadapt.train(
-            lmadapt.load_config(ROOT / "configs" / "sentiment" / "sst2_minilm_full.yaml", settings), overwrite=True
-        )
+    folder = sst2_full_run(data, workdir, epochs).path
     if not (folder / "onnx" / "model.int8.onnx").is_file():
         lmadapt.export(folder, quantize="int8")
     return lmadapt.load(folder)
