@@ -126,10 +126,14 @@ def tune(
     subset_rows: int | None = None,
     search_space=None,
     progress=print,
+    ray: str | None = None,
+    ray_cpus: int | None = None,
+    parallel: int | None = None,
 ):
     """Hyperparameter search over the strategy's search space (Optuna), then the best values trained on all rows;
     `lmadapt tune` from Python. `search_space` ({dotted key: FloatRange | IntRange | Choice}, see
-    lmadapt.strategies.space) replaces the strategy's. Returns a TuneResult; see lmadapt.tuning.search.tune."""
+    lmadapt.strategies.space) replaces the strategy's. With `ray` (local, auto or HOST:PORT) the trials run as Ray
+    tasks, `ray_cpus` CPUs each, `parallel` at once. Returns a TuneResult; see lmadapt.tuning.search.tune."""
     from lmadapt.config import RunConfig as _RunConfig
     from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
     from lmadapt.tuning.search import tune as _tune
@@ -145,6 +149,9 @@ def tune(
         subset_rows=SUBSET_ROWS if subset_rows is None else subset_rows,
         space=search_space,
         progress=progress,
+        ray=ray,
+        ray_cpus=ray_cpus,
+        parallel=parallel,
     )
 
 

@@ -585,6 +585,25 @@ def tune(
     ),
     subset_rows: int = typer.Option(SUBSET_ROWS, "--subset-rows", help="Training rows of that subset."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.max_steps=200 (repeatable)."),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Run the trials as Ray tasks; ADDRESS: local (a Ray on this machine alone), auto (the cluster running "
+        "here) or the head's HOST:PORT. The tasks open study.db (SQLite) by its path: --output and the data must "
+        "lie where every node sees them under the same path (a cluster on one machine, or a shared filesystem).",
+    ),
+    ray_cpus: int | None = typer.Option(
+        None,
+        min=1,
+        help="With --ray: CPUs each trial's task asks for (default: all of a node's); a GPU too where the cluster "
+        "has them.",
+    ),
+    parallel: int | None = typer.Option(
+        None,
+        min=1,
+        help="With --ray: most trials at once (default: as many as the cluster has room for at --ray-cpus each).",
+    ),
 ) -> None:
     """Search the strategy's hyperparameters (Optuna: TPE, Hyperband pruning over epochs) for the best validation
     macro-F1, then train the best values on all training rows.
@@ -592,7 +611,8 @@ def tune(
     Into --output: study.db (run the same command again to resume the search with a new budget), best.yaml (a
     recipe: `lmadapt train best.yaml` reproduces the best), the final run folder, trials.csv,
     optimization_history.png, param_importances.png and report.md. `lmadapt strategies` lists what each strategy
-    searches.
+    searches. With --ray the trials run as Ray tasks, several at once (Optuna's ask-and-tell here, each task
+    reporting its epochs into study.db and learning there whether it is pruned); the final run trains here.
 
     Example: lmadapt tune configs/sentiment/minilm_lora.yaml --budget-minutes 60 --trials 20
     """
@@ -606,6 +626,9 @@ def tune(
         subset_above=subset_above,
         subset_rows=subset_rows,
         progress=lambda line: console.print(escape(line)),
+        ray=ray,
+        ray_cpus=ray_cpus,
+        parallel=parallel,
     )
     console.print(_metrics_table("lmadapt tune: final run", [(result.run.name, result.run.metrics)]))
     console.print(

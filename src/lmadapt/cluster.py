@@ -110,6 +110,17 @@ def cluster_resources() -> dict:
     }
 
 
+def task_resources(cpus: int | None = None) -> tuple[int, int, int]:
+    """What one task that trains asks for, and how many such tasks fit at once on the connected cluster: `cpus`
+    CPUs (default all of a node's) and a GPU where the cluster has them; as many at once as it has GPUs, else as
+    its CPUs allow. Returns (cpus, gpus, slots)."""
+    resources = cluster_resources()
+    cpus = cpus or int(resources["node_cpus"]) or 1
+    gpus = 1 if resources["gpus"] else 0
+    slots = int(resources["gpus"]) if gpus else max(1, int(resources["cpus"] // cpus))
+    return cpus, gpus, slots
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))

@@ -146,3 +146,63 @@ def test_compare_on_ray_gives_the_local_leaderboard(ray_cluster, tiny_bert, tmp_
         base, ["head", "bitfit"], tmp_path / "ray", progress=lambda _: None, ray=ray_cluster
     )
     assert all(row.get("reused") for row in again)
+
+
+def test_tune_on_ray_runs_the_trials_as_tasks_and_trains_the_best_here(ray_cluster, tiny_bert, tmp_path):
+    import optuna
+    import torch
+
+    from tests.unit.test_tune import SPACE, overrides
+
+    files = write_three_splits(tmp_path, sentiment_rows(360))
+    config = lmadapt.load_config(None, overrides(tiny_bert, files, tmp_path))
+    output, lines = tmp_path / "search", []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray task of one CPU trains: the final run repeats the best trial's sums exactly
+    try:
+        result = lmadapt.tune(
+            config,
+            budget_minutes=10,
+            trials=2,
+            output=output,
+            search_space=SPACE,
+            progress=lines.append,
+            ray=ray_cluster,
+            ray_cpus=1,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    study = optuna.load_study(study_name="lmadapt-tune", storage=f"sqlite:///{output / 'study.db'}")
+    # Both trials run at once on the two one-CPU nodes, so neither finishes before the other could be pruned.
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"] and result.completed == 2
+    # Each task reported its epochs into the study and kept its figures there.
+    assert all(sorted(t.intermediate_values) == [1, 2] and t.user_attrs["train_rows"] == 240 for t in study.trials)
+    assert all(t.value == t.intermediate_values[2] for t in study.trials)
+    best = study.best_trial
+    assert (result.best_value, result.best_params) == (best.value, best.params)
+    assert sorted(line.split(":")[0] for line in lines if line.startswith("trial ")) == ["trial 0", "trial 1"]
+    recipe = lmadapt.load_config(output / "best.yaml")
+    assert recipe.train.learning_rate == best.params["train.learning_rate"]
+    assert recipe.train.batch_size == best.params["train.batch_size"]
+    # The final run trains here on the same rows with the best values: the best trial's score again.
+    run = lmadapt.load(output / config.name)
+    assert run.path == result.run.path and run.metrics["validation"]["macro_f1"] == best.value
+    assert not (output / ".trials").exists(), "trial run folders are scratch"
+
+
+def test_tune_with_an_unreachable_ray_address_stops_before_the_folder(tiny_bert, tmp_path, monkeypatch, capsys):
+    from lmadapt.cluster import _free_port
+    from tests.conftest import write_recipe
+    from tests.unit.test_cli import run_cli
+    from tests.unit.test_tune import overrides
+
+    files = write_three_splits(tmp_path, sentiment_rows(360))
+    recipe = write_recipe(tmp_path / "tune.yaml", overrides(tiny_bert, files, tmp_path))
+    address = f"127.0.0.1:{_free_port()}"
+    output = tmp_path / "search"
+    code, out, err = run_cli(
+        monkeypatch, capsys, "tune", recipe, "--budget-minutes", "5", "--output", output, "--ray", address
+    )
+    assert code == 2 and "Traceback" not in out + err
+    assert f"--ray: no Ray cluster answers at {address}" in err and "fix: start one with `ray start --head`" in err
+    assert not output.exists()

@@ -235,14 +235,11 @@ def run_strategies_on_ray(
     own), as many at once as the cluster has room for: `cpus` CPUs each (default all of a node's) and a GPU where
     the cluster has them. Yields (config, row) as they finish; the time limits are the local ones, counted from
     each task's start, and a task over its limit is cancelled."""
-    from lmadapt.cluster import cluster_resources, connect
+    from lmadapt.cluster import connect, task_resources
     from lmadapt.compare.worker import measured_row
 
     ray = connect(address)
-    resources = cluster_resources()
-    cpus = cpus or int(resources["node_cpus"]) or 1
-    gpus = 1 if resources["gpus"] else 0
-    slots = int(resources["gpus"]) if gpus else max(1, int(resources["cpus"] // cpus))
+    cpus, gpus, slots = task_resources(cpus)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(measured_row)
     queue, running = list(pending), {}
     while queue or running:

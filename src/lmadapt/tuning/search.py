@@ -17,6 +17,11 @@
   estimated from the trials' measured times (the final from the completed trials', scaled to all rows); a
   running trial is not cut short.
 - Disk: each trial trains into its own scratch folder, deleted once its figures are read (run_trial).
+- Ray (`ray=ADDRESS`): the trials run as Ray tasks, several at once, with Optuna's ask-and-tell interface here: a
+  trial is asked (and its values drawn) here, trained by a task (`trial_on_ray`) and told its outcome here. A task
+  reports its epochs and asks whether to stop through the study itself, which it opens by its SQLite URL (Optuna's
+  way for several processes): the output folder, and the data, must lie where every node sees them under the same
+  path (a cluster on one machine, or a shared filesystem). The final run trains here.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ STUDY_NAME = "lmadapt-tune"
 BEST_YAML = "best.yaml"
 SCRATCH = ".trials"  # each trial's run folder while it trains
 CONFIG_ATTR = "config"  # the study's user attribute that keeps the config the search started with
+# A trial that raises one of these (out of memory at a large batch, say) is a failed trial; the search goes on.
+FAILED_TRIAL = (RuntimeError,)
 
 
 @dataclass
@@ -120,10 +127,18 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     return values
 
 
+def storage_url(folder: Path) -> str:
+    return f"sqlite:///{(folder / STUDY_DB).resolve()}"
+
+
+def pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto")
+
+
 def open_study(folder: Path, config: RunConfig) -> optuna.Study:
     """The study in `folder`/study.db, created or resumed; one started with another config is refused."""
     path = folder / STUDY_DB
-    storage = f"sqlite:///{path.resolve()}"
+    storage = storage_url(folder)
     existing = None
     if path.exists():
         try:
@@ -150,7 +165,7 @@ def open_study(folder: Path, config: RunConfig) -> optuna.Study:
         load_if_exists=True,
         # Seeded past the trials the study holds: a resumed search draws new values, not its first trials' again.
         sampler=optuna.samplers.TPESampler(seed=config.seed + (len(existing.trials) if existing else 0)),
-        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto"),
+        pruner=pruner(),
     )
     if existing is None:
         study.set_user_attr(CONFIG_ATTR, config.to_dict())
@@ -202,6 +217,94 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     return f"trial {trial.number}: {outcome} | {best_text} | {seconds} | {values}"
 
 
+def evaluate(trial: optuna.Trial, raw: Mapping[str, Any], values: Mapping[str, Any], folder: Path) -> float:
+    """A trial's score: `raw` with `values` trained into `folder` (run_trial), its validation macro-F1 reported to
+    Optuna after each epoch and optuna.TrialPruned raised when the pruner says so. Its validation accuracy and
+    training rows, or the first line of its error, are kept on the trial."""
+
+    def report(value: float, epoch: int) -> None:
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    try:
+        figures = run_trial(raw, values, folder, [EpochReports(report)])
+    except FAILED_TRIAL as error:
+        trial.set_user_attr("error", str(error).splitlines()[0] if str(error) else type(error).__name__)
+        raise
+    trial.set_user_attr("validation_accuracy", figures["validation"]["accuracy"])
+    trial.set_user_attr("train_rows", figures["train_rows"])
+    return figures["score"]
+
+
+def trial_on_ray(
+    storage: str, trial_id: int, raw: Mapping[str, Any], values: Mapping[str, Any], folder: str
+) -> tuple[TrialState, float | None]:
+    """One trial as a Ray task: the study opened by its storage URL, the trial the driver asked for taken up by its
+    id, `evaluate` run on it. Returns the state to tell and the score (None unless complete)."""
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage, pruner=pruner())
+    trial = optuna.trial.Trial(study, trial_id)
+    try:
+        return TrialState.COMPLETE, evaluate(trial, raw, values, Path(folder))
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None
+    except FAILED_TRIAL:
+        return TrialState.FAIL, None
+
+
+def search_on_ray(
+    study: optuna.Study,
+    budget: Budget,
+    trials: int | None,
+    space: SearchSpace,
+    raw: Mapping[str, Any],
+    folder: Path,
+    progress: Callable[[str], None],
+    address: str,
+    cpus: int | None = None,
+    parallel: int | None = None,
+) -> None:
+    """The search with each trial a Ray task (`trial_on_ray`, `cpus` CPUs each, default all of a node's, and a
+    GPU where the cluster has them), `parallel` at once (default as many as the cluster has room for). A trial is
+    asked only while the budget allows another and fewer than `trials` were asked; each is told its outcome as its
+    task ends. An error of ours in a trial stops the search with that error, as locally; a worker that dies
+    (killed for memory, say) is a failed trial."""
+    from lmadapt.cluster import connect, task_resources, unwrap
+
+    ray = connect(address)
+    cpus, gpus, slots = task_resources(cpus)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(trial_on_ray)
+    slots = parallel or slots
+    storage, asked, running = storage_url(folder), 0, {}
+    try:
+        while True:
+            while len(running) < slots and (trials is None or asked < trials) and budget.allows_another(study):
+                trial = study.ask()
+                values = suggest(trial, space)
+                scratch = folder / SCRATCH / f"trial-{trial.number:04d}"
+                # The task takes the trial up by its storage id, which Optuna keeps on the trial alone.
+                running[task.remote(storage, trial._trial_id, raw, values, str(scratch))] = trial
+                asked += 1
+            if not running:
+                return
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                trial = running.pop(ref)
+                try:
+                    state, score = ray.get(ref)
+                except ray.exceptions.RayTaskError as error:
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise unwrap(error) from None
+                except ray.exceptions.RayError as error:
+                    trial.set_user_attr("error", str(error).strip().splitlines()[-1][:500])
+                    state, score = TrialState.FAIL, None
+                progress(trial_line(study, study.tell(trial, score, state=state)))
+    finally:  # stopped by an error or an interrupt: the trials still running end, failed
+        for ref, trial in running.items():
+            ray.cancel(ref, force=True)
+            study.tell(trial, state=TrialState.FAIL)
+
+
 def _check_positive(value: float | None, option: str, example: str) -> None:
     if value is not None and not value > 0:
         raise LmadaptError(f"{option} must be positive, got {value}", where=option, fix=f"give e.g. {option} {example}")
@@ -217,15 +320,22 @@ def tune(
     subset_rows: int = SUBSET_ROWS,
     space: SearchSpace | None = None,
     progress: Callable[[str], None] = print,
+    ray: str | None = None,
+    ray_cpus: int | None = None,
+    parallel: int | None = None,
 ) -> TuneResult:
     """Search the strategy's space (or `space`) for the best validation macro-F1 within `budget_minutes` (the whole
     call, final run included) and at most `trials` trials, then train the best values on all training rows. Writes
     study.db, best.yaml, trials.csv, the plots, report.md and the final run folder into `output` (default
-    <output_dir>/tune/<name>); `progress` gets one line per trial."""
+    <output_dir>/tune/<name>); `progress` gets one line per trial. With `ray` (an address, see
+    lmadapt.cluster.connect) the trials run as Ray tasks (`search_on_ray`: `ray_cpus` CPUs each, `parallel` at
+    once); the final run trains here."""
     _check_positive(budget_minutes, "--budget-minutes", "30")
     _check_positive(trials, "--trials", "20")
     _check_positive(subset_above, "--subset-above", str(SUBSET_ABOVE))
     _check_positive(subset_rows, "--subset-rows", str(SUBSET_ROWS))
+    _check_positive(ray_cpus, "--ray-cpus", "4")
+    _check_positive(parallel, "--parallel", "4")
     budget = Budget(60 * budget_minutes, final_scale=1.0)
     folder = Path(output) if output is not None else Path(config.output_dir) / "tune" / config.name
     chosen = search_space(config, space)
@@ -241,34 +351,27 @@ def tune(
         budget.final_scale = rows / subset_rows
         progress(f"{rows} training rows: trials train on a stratified subset of {subset_rows}")
 
+    if ray is not None:  # an unreachable cluster is refused before the folder is touched
+        from lmadapt.cluster import connect
+
+        connect(ray)
     scratch = folder / SCRATCH
 
     def objective(trial: optuna.Trial) -> float:
-        def report(value: float, epoch: int) -> None:
-            trial.report(value, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-        values = suggest(trial, chosen)
-        try:
-            figures = run_trial(trial_raw, values, scratch / f"trial-{trial.number:04d}", [EpochReports(report)])
-        except RuntimeError as error:  # out of memory at a large batch, say: a failed trial, the search goes on
-            trial.set_user_attr("error", str(error).splitlines()[0] if str(error) else type(error).__name__)
-            raise
-        trial.set_user_attr("validation_accuracy", figures["validation"]["accuracy"])
-        trial.set_user_attr("train_rows", figures["train_rows"])
-        return figures["score"]
+        return evaluate(trial, trial_raw, suggest(trial, chosen), scratch / f"trial-{trial.number:04d}")
 
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # Optuna's own lines; progress is one line per trial, below
     try:
         study = open_study(folder, config)
-        if budget.allows_another(study):
+        if ray is not None:
+            search_on_ray(study, budget, trials, chosen, trial_raw, folder, progress, ray, ray_cpus, parallel)
+        elif budget.allows_another(study):
             study.optimize(
                 objective,
                 n_trials=trials,
                 timeout=max(budget.left(), 1.0),
-                catch=(RuntimeError,),
+                catch=FAILED_TRIAL,
                 callbacks=[budget, lambda s, t: progress(trial_line(s, t))],
                 gc_after_trial=True,
             )
