@@ -31,6 +31,19 @@ LOOPBACK = "127.0.0.2"
 START_TIMEOUT_S = 60
 
 
+def check_ray_options(address: str | None, **given: object) -> None:
+    """Options that only mean something on a cluster (`--ray-cpus`, `--parallel`) are refused without `--ray`,
+    rather than ignored. `given`: option name (its Python name) -> its value, None when not given."""
+    stray = [name for name, value in given.items() if value is not None]
+    if address is None and stray:
+        option = "--" + stray[0].replace("_", "-")
+        raise LmadaptError(
+            f"{option} applies only with --ray",
+            where=option,
+            fix=f"add --ray local (or auto, or the head's HOST:PORT), or leave {option} out",
+        )
+
+
 def require_ray():
     """The ray module, or the error that says how to install it."""
     try:

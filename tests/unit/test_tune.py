@@ -209,3 +209,21 @@ def test_cli_help_and_strategies_say_what_tune_does_and_searches(monkeypatch, ca
     flat = " ".join(out.split())
     assert code == 0 and "`lmadapt tune` searches: train.learning_rate, train.head_learning_rate" in flat
     assert "`lmadapt tune` searches: nothing (it does not train)" in flat
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [("tune", "--parallel", "2"), ("tune", "--ray-cpus", "1"), ("compare", "--ray-cpus", "1")],
+)
+def test_cluster_options_without_ray_are_refused_before_anything_is_written(
+    monkeypatch, capsys, tmp_path, tiny_bert, command, option, value
+):
+    files = write_three_splits(tmp_path, sentiment_rows(24))
+    recipe = write_recipe(tmp_path / "lora.yaml", tiny_overrides(tiny_bert, files, tmp_path / "runs", "lora"))
+    budget = ["--budget-minutes", "5"] if command == "tune" else []
+    code, out, err = run_cli(
+        monkeypatch, capsys, command, recipe, *budget, "--output", str(tmp_path / "out"), option, value
+    )
+    assert code == 2 and "Traceback" not in err + out
+    assert err.startswith(f"error: {option}: {option} applies only with --ray") and "fix: add --ray local" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmadapt.cluster import check_ray_options
 from lmadapt.compare.fewshot import check_data, variant
 from lmadapt.compare.report import html_report
 from lmadapt.config import RunConfig, apply_overrides
@@ -170,6 +171,7 @@ def compare(
     strategies run as Ray tasks (`run_strategies_on_ray`, `ray_cpus` CPUs each), their rows kept as locally."""
     limits = limits or Limits()
     check_sort(sort_by)
+    check_ray_options(ray, ray_cpus=ray_cpus)
     if not strategies:
         raise LmadaptError("no strategies to compare", fix="e.g. --strategies head,lora,full")
     strategies = list(dict.fromkeys(strategies))  # each once, in the order given

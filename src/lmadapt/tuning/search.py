@@ -36,6 +36,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lmadapt.cluster import check_ray_options
 from lmadapt.config import RunConfig
 from lmadapt.data.prepare import prepare_data
 from lmadapt.errors import LmadaptError
@@ -336,6 +337,7 @@ def tune(
     _check_positive(subset_rows, "--subset-rows", str(SUBSET_ROWS))
     _check_positive(ray_cpus, "--ray-cpus", "4")
     _check_positive(parallel, "--parallel", "4")
+    check_ray_options(ray, ray_cpus=ray_cpus, parallel=parallel)
     budget = Budget(60 * budget_minutes, final_scale=1.0)
     folder = Path(output) if output is not None else Path(config.output_dir) / "tune" / config.name
     chosen = search_space(config, space)
