@@ -337,10 +337,11 @@ def tiny_bot(tuned_tiny_bert, tmp_path_factory) -> Path:
     return build_bot(load_support_config(None, support_overrides(tuned_tiny_bert, files, work / "bots")))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
     """A real Ray cluster of two nodes of one CPU each on the loopback interface (lmadapt.cluster.local_cluster),
-    this process connected to it; its HOST:PORT. Stopped, its processes alone, after the session."""
+    this process connected to it; its HOST:PORT. Stopped, its processes alone, and this process disconnected after
+    the module: later tests fork worker processes, which a live Ray connection's threads can deadlock."""
     from lmadapt.cluster import INSTALL, connect, local_cluster
 
     try:
