@@ -31,6 +31,25 @@ def overrides(tiny_bert, files, work, **extra):
     return tiny_overrides(tiny_bert, files, work / "runs", "tuned", **{"train.epochs": 2, **extra})
 
 
+def search(config, output, trials, progress):
+    """The search of these tests: 240 training rows, above the subset threshold: the trials train on 160 of them,
+    the final run on all."""
+    return lmadapt.tune(
+        config,
+        budget_minutes=10,
+        trials=trials,
+        output=output,
+        subset_above=200,
+        subset_rows=160,
+        search_space=SPACE,
+        progress=progress,
+    )
+
+
+def stored_trials(output):
+    return optuna.load_study(study_name="lmadapt-tune", storage=f"sqlite:///{output / 'study.db'}").trials
+
+
 @pytest.fixture(scope="module")
 def searched(tiny_bert, tmp_path_factory):
     work = tmp_path_factory.mktemp("tune")
@@ -38,17 +57,7 @@ def searched(tiny_bert, tmp_path_factory):
     config = lmadapt.load_config(None, overrides(tiny_bert, files, work))
     lines = []
     output = work / "search"
-    # 240 training rows, above the subset threshold: the trials train on 160 of them, the final run on all.
-    result = lmadapt.tune(
-        config,
-        budget_minutes=10,
-        trials=2,
-        output=output,
-        subset_above=200,
-        subset_rows=160,
-        search_space=SPACE,
-        progress=lines.append,
-    )
+    result = search(config, output, 2, lines.append)
     return config, output, result, lines
 
 
@@ -84,18 +93,9 @@ def test_a_search_writes_the_study_best_recipe_trials_report_and_final_run(searc
 
 def test_the_same_command_again_resumes_the_search(searched):
     config, output, result, _ = searched
-    before = optuna.load_study(study_name="lmadapt-tune", storage=f"sqlite:///{output / 'study.db'}").trials
-    again = lmadapt.tune(
-        config,
-        budget_minutes=10,
-        trials=1,
-        output=output,
-        subset_above=200,
-        subset_rows=160,
-        search_space=SPACE,
-        progress=lambda _: None,
-    )
-    after = optuna.load_study(study_name="lmadapt-tune", storage=f"sqlite:///{output / 'study.db'}").trials
+    before = stored_trials(output)
+    again = search(config, output, 1, lambda _: None)
+    after = stored_trials(output)
     assert len(after) == 3 and again.completed + again.pruned + again.failed == 3
     assert [(t.number, t.params, t.value) for t in after[:2]] == [(t.number, t.params, t.value) for t in before]
     assert after[2].params != after[0].params, "a resumed search draws new values"
