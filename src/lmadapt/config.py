@@ -267,9 +267,10 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def require_positive(value: float | None, key: str) -> None:
-    if value is not None and value <= 0:
-        raise LmadaptError(f"{key} must be positive, got {value}", where=key)
+def require_positive(value: float | None, key: str, fix: str | None = None) -> None:
+    """`value` (when given) above 0; NaN is not."""
+    if value is not None and not value > 0:
+        raise LmadaptError(f"{key} must be positive, got {value}", where=key, fix=fix)
 
 
 def _type_name(hint: Any) -> str:

@@ -37,7 +37,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lmadapt.cluster import check_ray_options
-from lmadapt.config import RunConfig
+from lmadapt.config import RunConfig, require_positive
 from lmadapt.data.prepare import prepare_data
 from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run, load_run, write_text_atomic
@@ -306,11 +306,6 @@ def search_on_ray(
             study.tell(trial, state=TrialState.FAIL)
 
 
-def _check_positive(value: float | None, option: str, example: str) -> None:
-    if value is not None and not value > 0:
-        raise LmadaptError(f"{option} must be positive, got {value}", where=option, fix=f"give e.g. {option} {example}")
-
-
 def tune(
     config: RunConfig,
     *,
@@ -331,12 +326,12 @@ def tune(
     <output_dir>/tune/<name>); `progress` gets one line per trial. With `ray` (an address, see
     lmadapt.cluster.connect) the trials run as Ray tasks (`search_on_ray`: `ray_cpus` CPUs each, `parallel` at
     once); the final run trains here."""
-    _check_positive(budget_minutes, "--budget-minutes", "30")
-    _check_positive(trials, "--trials", "20")
-    _check_positive(subset_above, "--subset-above", str(SUBSET_ABOVE))
-    _check_positive(subset_rows, "--subset-rows", str(SUBSET_ROWS))
-    _check_positive(ray_cpus, "--ray-cpus", "4")
-    _check_positive(parallel, "--parallel", "4")
+    require_positive(budget_minutes, "--budget-minutes", fix="give e.g. --budget-minutes 30")
+    require_positive(trials, "--trials", fix="give e.g. --trials 20")
+    require_positive(subset_above, "--subset-above", fix=f"give e.g. --subset-above {SUBSET_ABOVE}")
+    require_positive(subset_rows, "--subset-rows", fix=f"give e.g. --subset-rows {SUBSET_ROWS}")
+    require_positive(ray_cpus, "--ray-cpus", fix="give e.g. --ray-cpus 4")
+    require_positive(parallel, "--parallel", fix="give e.g. --parallel 4")
     check_ray_options(ray, ray_cpus=ray_cpus, parallel=parallel)
     budget = Budget(60 * budget_minutes, final_scale=1.0)
     folder = Path(output) if output is not None else Path(config.output_dir) / "tune" / config.name
