@@ -103,18 +103,19 @@ def git_commit() -> str:
     return found.stdout.strip() or "unknown"
 
 
-def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, workdir: Path, seed: int) -> dict:
-    """One lmadapt run in this (child) process; returns its benchmark row."""
-    import lmadapt
-
-    settings = [
+def run_settings(dataset: str, system: str, overrides: list[str], data: Path, workdir: Path, seed: int) -> list[str]:
+    """The config overrides of one benchmark run: its name, folder, seed, the dataset's protocol, then `overrides`."""
+    return [
         f"name={dataset}-{system.replace('@', '-')}",
         f"output_dir={workdir}",
         f"seed={seed}",
         *data_overrides(dataset, data, workdir),
         *overrides,
     ]
-    run = lmadapt.train(lmadapt.load_config(None, settings), overwrite=True)
+
+
+def run_row(run, dataset: str, settings: list[str]) -> dict:
+    """The benchmark row of a trained run."""
     m = run.metrics
     return {
         "accuracy": round(m["validation"]["accuracy"], 4),
@@ -126,6 +127,8 @@ def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, wor
         "epochs": m["training"].get("epochs"),
         "precision": m["training"].get("precision"),
         "learning_rate": m["training"].get("learning_rate"),
+        "head_learning_rate": run.config["train"].get("head_learning_rate"),
+        "derived": m["training"].get("derived", {}),
         "peak_rss_mb": m["peak_rss_mb"],
         "trainable_pct": m["parameters"]["trainable_pct"],
         "trainable_params": m["parameters"]["trainable"],
@@ -136,6 +139,15 @@ def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, wor
         "strategy": run.config["strategy"]["name"],  # a system may be a strategy with settings of its own
         "overrides": settings[3:],
     }
+
+
+def run_lmadapt(dataset: str, system: str, overrides: list[str], data: Path, workdir: Path, seed: int) -> dict:
+    """One lmadapt run in this (child) process; returns its benchmark row."""
+    import lmadapt
+
+    settings = run_settings(dataset, system, overrides, data, workdir, seed)
+    run = lmadapt.train(lmadapt.load_config(None, settings), overwrite=True)
+    return run_row(run, dataset, settings)
 
 
 def run_benchmark(

@@ -416,9 +416,13 @@ def strategies() -> None:
     from lmadapt.strategies import STRATEGIES
 
     for strategy in STRATEGIES.values():
+        rate = f"default lr {strategy.default_learning_rate:g}"
+        if strategy.learning_rate_many_classes:
+            rate += f" on 2 classes, {strategy.learning_rate_many_classes:g} on 77"
+        if strategy.head_learning_rate_many_classes:
+            rate += f", head {strategy.head_learning_rate_many_classes:g} on 77"
         console.print(
-            f"[bold]{strategy.name}[/bold]: {strategy.summary} (default lr {strategy.default_learning_rate:g}, "
-            f"warm-up {strategy.default_warmup_ratio:g})"
+            f"[bold]{strategy.name}[/bold]: {strategy.summary} ({rate}, warm-up {strategy.default_warmup_ratio:g})"
         )
         for f in dataclasses.fields(strategy.config_class):
             console.print(escape(f"    strategy.{f.name} = {f.default!r}: {f.metadata.get('help', '')}"))

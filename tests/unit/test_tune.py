@@ -13,7 +13,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.strategies import STRATEGIES
 from lmadapt.strategies.space import Choice, FloatRange, IntRange
 from lmadapt.tuning.report import importance_note, write_plots
-from lmadapt.tuning.search import check_space, search_space
+from lmadapt.tuning.search import check_space, default_trial, search_space
 from lmadapt.tuning.trial import EpochReports, run_trial
 from tests.conftest import sentiment_rows, tiny_overrides, write_recipe, write_three_splits
 from tests.unit.test_cli import run_cli
@@ -89,6 +89,24 @@ def test_a_search_writes_the_study_best_recipe_trials_report_and_final_run(searc
     assert lines[0] == "240 training rows: trials train on a stratified subset of 160"
     assert len(lines) == 4 and lines[1].startswith("trial 0: ") and "train.learning_rate=" in lines[1]
     assert lines[3].startswith("final run: trial ")
+
+
+def test_the_first_trial_is_the_recipe_without_a_search(searched):
+    config, output, _, _ = searched
+    first = stored_trials(output)[0]
+    # the config's rate and batch size; warm-up empty: full fine-tuning's default
+    assert first.params == {"train.learning_rate": 2e-3, "train.warmup_ratio": 0.0, "train.batch_size": 16}
+
+
+def test_the_first_trial_derives_what_the_config_leaves_empty_inside_the_space():
+    lora = lmadapt.load_config(None, ["strategy.name=lora"])
+    values = default_trial(lora, STRATEGIES["lora"].search_space, classes=77, rows=8999)
+    assert values["train.learning_rate"] == 2e-3 and values["train.head_learning_rate"] == 1e-2
+    assert values["train.epochs"] == 5 and values["train.batch_size"] == 32 and values["train.warmup_ratio"] == 0.1
+    assert (values["strategy.r"], values["strategy.alpha"]) == (lora.strategy.r, lora.strategy.alpha)
+    few_rows = default_trial(lora, STRATEGIES["lora"].search_space, classes=2, rows=300)
+    assert few_rows["train.epochs"] == STRATEGIES["lora"].search_space["train.epochs"].high  # 10 derived, clamped
+    assert "train.head_learning_rate" not in few_rows  # 1e-3 on two classes is none of the options: sampled
 
 
 def test_the_same_command_again_resumes_the_search(searched):

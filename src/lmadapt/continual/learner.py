@@ -37,6 +37,7 @@ from lmadapt.models.saved import TRAINED_TENSORS
 from lmadapt.recipe import load_config
 from lmadapt.runs import load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
+from lmadapt.training.defaults import with_derived_defaults
 from lmadapt.training.engine import count_parameters, evaluate_splits, fit, peak_rss_mb, save_run, to_dataset
 from lmadapt.training.losses import diagonal_fisher, distillation_loss, ewc_penalty
 from lmadapt.training.ood import fit_detector
@@ -212,9 +213,11 @@ class Learning:
         data = PreparedData(train, experience.validation, experience.test, self.labels, report={})
         number = len(self.result.steps) + 1
         progress(f"{method}: {experience.name} (step {number}), {len(train)} training rows")
+        strategy = get_strategy(config.strategy_name)
+        step_config, derived = with_derived_defaults(config, strategy, len(self.labels), len(train))
         model, log, training = fit(
-            dataclasses.replace(config, name=f"{config.name}-{method}-{number}"),
-            get_strategy(config.strategy_name),
+            dataclasses.replace(step_config, name=f"{config.name}-{method}-{number}"),
+            strategy,
             data,
             self.prepared.model,
             self.prepared.tokenizer,
@@ -236,6 +239,7 @@ class Learning:
             state.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         self.result.matrix.append(evaluate_stream(model, self.prepared.tokenizer, self.labels, self.stream, config))
         steps = {"experience": experience.name, "rows": len(train), "labels": len(self.labels), **training}
+        steps["derived"] = derived
         self.result.steps.append(steps)
 
     def save(self, final: Path, started: float, *, overwrite: bool = True) -> None:

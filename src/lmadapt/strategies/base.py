@@ -33,9 +33,16 @@ class Strategy:
     name: str
     summary: str
     config_class: type
-    default_learning_rate: float
+    default_learning_rate: float  # on two classes, where a rule for many is declared below
     prepare: Callable[[StrategyContext, Any], PreparedModel]
     default_warmup_ratio: float = 0.1
+    # Measured rates over many classes (lmadapt.training.defaults.MANY_CLASSES and more); between two classes and
+    # many, a derived default follows log(classes). None: the default rate whatever the classes.
+    learning_rate_many_classes: float | None = None
+    head_learning_rate_many_classes: float | None = None  # the new head's own rate; None: the rest's rate
+    # Epochs when the config leaves them empty and the strategy trains on its own (the shared Trainer loop's are
+    # derived from the rows).
+    default_epochs: float = 3.0
     # When the config leaves model.backbone empty; None: the strategy reads no pretrained backbone (scratch).
     default_backbone: str | None = "minilm"
     artifact: SavedModel = WHOLE_MODEL  # how model/ keeps what it trained (see lmadapt.models.saved)

@@ -30,6 +30,7 @@ STRATEGY = Strategy(
     summary="full fine-tuning of the backbone and a new classification head",
     config_class=FullConfig,
     default_learning_rate=1e-4,
+    learning_rate_many_classes=2e-4,  # Banking77: 91.9 at 1e-4, 92.4 at 2e-4 (bench/tune.py)
     default_warmup_ratio=0.0,  # measured on SST-2 over 3 seeds: 10% warm-up cost up to 3 points
     prepare=prepare,
     search_space=trainer_space((1e-5, 3e-4), warmup=(0.0, 0.1)),

@@ -35,6 +35,7 @@ from lmadapt.models.contract import StrategyContext
 from lmadapt.models.language import require_readable
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.strategies import Strategy, get_strategy
+from lmadapt.training.defaults import with_derived_defaults
 from lmadapt.training.losses import class_weighted_loss
 from lmadapt.training.ood import fit_detector, ood_methods
 from lmadapt.training.progress import EpochLines
@@ -317,6 +318,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
     strategy = get_strategy(config.strategy_name)
     backbone = strategy.backbone_path(config)
     data = prepare_data(config.data, config.seed, check_texts=readable_check(backbone, config), ood=config.ood)
+    config, derived = with_derived_defaults(config, strategy, len(data.labels), len(data.train))
     context = StrategyContext(
         backbone, config.model, data.labels, data.train.texts, train_labels=list(data.train.labels)
     )
@@ -361,7 +363,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False, c
         "task": data.labels.task,
         **results,
         "parameters": parameters,
-        "training": training,
+        "training": training | {"derived": derived},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "wall_time_s": round(time.perf_counter() - started, 2),
         "data": data.report,

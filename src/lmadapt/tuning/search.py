@@ -3,7 +3,8 @@
 - Space: the one declared beside the strategy (lmadapt.strategies.space); each trial's values apply to the config
   as `--set` overrides. A strategy that does not train has none and is refused.
 - Sampler: TPE, seeded from the config's seed (plus the number of trials already in the study, so a resumed search
-  does not draw its first trials again).
+  does not draw its first trials again). The first trial is the recipe a user gets without a search: the config's
+  values, with what it leaves empty derived from the data (lmadapt.training.defaults), brought inside the space.
 - Pruner: Hyperband over epochs. Every trial reports its validation macro-F1 after each epoch; Hyperband runs
   successive halving in several brackets with different minimum epochs, so a slow starter is not always cut after
   the first. Epochs are the fidelity Optuna prunes on natively (intermediate values by step); halving over data
@@ -43,6 +44,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run, load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
 from lmadapt.strategies.space import Choice, Dimension, FloatRange, IntRange, SearchSpace
+from lmadapt.training.defaults import with_derived_defaults
 from lmadapt.training.engine import first_difference, train
 from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
 from lmadapt.tuning.report import value_text, write_plots, write_report, write_trials_csv
@@ -125,6 +127,34 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
             values[key] = trial.suggest_int(key, dimension.low, dimension.high, step=dimension.step, log=dimension.log)
         else:
             values[key] = trial.suggest_categorical(key, list(dimension.options))
+    return values
+
+
+def _inside(dimension: Dimension, value: Any) -> tuple[bool, Any]:
+    """(whether `dimension` can hold a value near `value`, that value): a number clamped into a range; an option
+    as it is."""
+    if isinstance(dimension, Choice):
+        return value in dimension.options, value
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False, None
+    clamped = min(dimension.high, max(dimension.low, value))
+    return True, round(clamped) if isinstance(dimension, IntRange) else float(clamped)
+
+
+def default_trial(config: RunConfig, space: SearchSpace, classes: int, rows: int) -> dict[str, Any]:
+    """The first trial's values: the config's own, with what it leaves empty derived from the data as training
+    derives it (lmadapt.training.defaults), each brought inside its dimension; a key with no such value is left
+    to the sampler. The search starts from the recipe a user gets without it."""
+    strategy = get_strategy(config.strategy_name)
+    resolved = with_derived_defaults(config, strategy, classes, rows)[0].to_dict()
+    if resolved["train"]["warmup_ratio"] is None:
+        resolved["train"]["warmup_ratio"] = strategy.default_warmup_ratio
+    values = {}
+    for key, dimension in space.items():
+        section, name = key.split(".")
+        fits, value = _inside(dimension, (resolved.get(section) or {}).get(name))
+        if fits:
+            values[key] = value
     return values
 
 
@@ -341,11 +371,13 @@ def tune(
 
     # The data is read once before anything in the folder changes: a data mistake stops here, and its size decides
     # whether trials train on a subset.
-    rows = prepare_data(config.data, config.seed, ood=config.ood).report["rows"]["train"]
+    data = prepare_data(config.data, config.seed, ood=config.ood)
+    rows = trial_rows = len(data.train)
     trial_raw = dict(base)
     if rows > subset_above and rows > subset_rows:
         trial_raw["data"] = {**base["data"], "max_train_rows": subset_rows}
         budget.final_scale = rows / subset_rows
+        trial_rows = subset_rows
         progress(f"{rows} training rows: trials train on a stratified subset of {subset_rows}")
 
     if ray is not None:  # an unreachable cluster is refused before the folder is touched
@@ -361,6 +393,8 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # Optuna's own lines; progress is one line per trial, below
     try:
         study = open_study(folder, config)
+        if not study.trials:
+            study.enqueue_trial(default_trial(config, chosen, len(data.labels), trial_rows))
         if ray is not None:
             search_on_ray(study, budget, trials, chosen, trial_raw, folder, progress, ray, ray_cpus, parallel)
         elif budget.allows_another(study):
