@@ -4,9 +4,10 @@
     python bench/scale.py                      # SST-2 validation texts repeated to --rows, a MiniLM run trained here
     python bench/scale.py --run runs/x --rows 2000
 
-Each system scores the same Parquet files (the texts in --files files) into a fresh output; the time is the whole
+`local` runs on one core, as much as one node has (the measure of Ray's overhead); `local_2cpus` on both, as much
+as the two nodes together. Each system scores the same Parquet files (the texts in --files files) into a fresh output; the time is the whole
 command's (reading, scoring, writing; for Ray also shipping the run to the actors, not starting the cluster). Rows
-go to bench/results/scale.json by system (local, ray_1node, ray_2nodes): a rerun replaces its own rows. The
+go to bench/results/scale.json by system (local, local_2cpus, ray_1node, ray_2nodes): a rerun replaces its own rows. The
 projection for 100 nodes and 1e9 texts, read from the measured rows, is printed at the end.
 """
 
@@ -38,19 +39,27 @@ def write_inputs(data: Path, folder: Path, rows: int, files: int) -> Path:
     return folder
 
 
-def timed_local(run, inputs: Path, output: Path) -> float:
-    """`lmadapt predict RUN --input FILE --output FILE` on one file of every row, as the CLI runs it."""
+def timed_local(run, inputs: Path, output: Path, cpus: int) -> float:
+    """`lmadapt predict RUN --input FILE --output FILE` on one file of every row, as the CLI runs it, on `cpus` of
+    this machine's cores (this process pinned to them, one batch at a time per core, one thread each)."""
     import pandas as pd
+    import torch
 
-    from lmadapt.inference.predictor import worker_count
     from lmadapt.serving.batch import predict_file
 
     whole = output.with_suffix(".input.parquet")
     pd.concat(pd.read_parquet(f) for f in sorted(inputs.glob("*.parquet"))).to_parquet(whole, index=False)
-    started = time.perf_counter()
-    predictor = run.inference("auto", workers=worker_count(0))
-    rows = predict_file(run, str(whole), output, predictor=predictor)
-    return rows / (time.perf_counter() - started)
+    cores, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    os.sched_setaffinity(0, sorted(cores)[:cpus])
+    torch.set_num_threads(1 if cpus == 1 else threads)
+    try:
+        started = time.perf_counter()
+        predictor = run.inference("auto", workers=cpus)
+        rows = predict_file(run, str(whole), output, predictor=predictor)
+        return rows / (time.perf_counter() - started)
+    finally:
+        os.sched_setaffinity(0, cores)
+        torch.set_num_threads(threads)
 
 
 def timed_ray(run, inputs: Path, output: Path, nodes: int, part_rows: int) -> float:
@@ -76,7 +85,11 @@ def projection(rows: list[dict], nodes: int = 100, texts: float = 1e9) -> str:
     local = by_system.get("local", {}).get("texts_per_s")
     lines = [
         f"measured: {one:,.0f} texts/s on 1 node of 1 CPU, {two:,.0f} on 2 ({efficiency:.0%} of twice one)"
-        + (f"; `lmadapt predict` here: {local:,.0f} texts/s on {by_system['local']['cores']} cores" if local else ""),
+        + (
+            f"; `lmadapt predict` on 1 core: {local:,.0f} texts/s (Ray at 1 node: {one / local:.0%} of it)"
+            if local
+            else ""
+        ),
         f"projected: {nodes} such nodes at that efficiency score {rate:,.0f} texts/s, {texts:.0e} texts in "
         f"{hours:,.1f} h ({hours / 24:,.1f} days); a node of k CPUs runs k actors, so about k times that.",
         "assumed, not measured: the efficiency from 1 to 2 nodes holds at 100; the driver writes every part (its "
@@ -115,7 +128,8 @@ def main() -> None:
     kept = json.loads(args.out.read_text()) if args.out.exists() else []
     rows = []
     systems = {
-        "local": lambda out: timed_local(run, inputs, out / "scored.parquet"),
+        "local": lambda out: timed_local(run, inputs, out / "scored.parquet", cpus=1),
+        "local_2cpus": lambda out: timed_local(run, inputs, out / "scored.parquet", cpus=2),
         "ray_1node": lambda out: timed_ray(run, inputs, out / "scored", 1, args.part_rows),
         "ray_2nodes": lambda out: timed_ray(run, inputs, out / "scored", 2, args.part_rows),
     }
@@ -123,7 +137,10 @@ def main() -> None:
         out = args.workdir / system
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        extra = {"nodes": int(system[4]), "cpus_per_node": 1, "part_rows": args.part_rows} if system != "local" else {}
+        if system.startswith("ray"):
+            extra = {"nodes": int(system[4]), "cpus_per_node": 1, "part_rows": args.part_rows}
+        else:
+            extra = {"cpus": 2 if system == "local_2cpus" else 1}
         row = common | {"system": system, "texts_per_s": round(measure(out), 1)} | extra
         rows.append(row)
         print(json.dumps(row), flush=True)
