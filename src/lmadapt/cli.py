@@ -610,7 +610,8 @@ def tune(
     ),
 ) -> None:
     """Search the strategy's hyperparameters (Optuna: TPE, Hyperband pruning over epochs) for the best validation
-    macro-F1, then train the best values on all training rows.
+    macro-F1, then train the best values on all training rows. The first trial is the recipe without a search: the
+    config's values, with what it leaves empty derived from the data as `lmadapt train` derives it.
 
     Into --output: study.db (run the same command again to resume the search with a new budget), best.yaml (a
     recipe: `lmadapt train best.yaml` reproduces the best), the final run folder, trials.csv,

@@ -233,9 +233,11 @@ def predict_on_ray(
     gpus = 1 if resources["gpus"] else 0
     actors = actors or int(resources["gpus"] or resources["cpus"]) or 1
     # Read whole before the predictors start (into the object store, spilled to disk when large): a read task
-    # waiting for a CPU the predictors hold would wait forever on a node of one CPU.
+    # waiting for a CPU the predictors hold would wait forever on a node of one CPU. Blocks of one scoring call's
+    # rows each spread a few large files over every actor.
     scored = (
         read_files([files[i] for i in reread])
+        .repartition(target_num_rows_per_block=batch_size * 16)
         .materialize()
         .map_batches(
             _Scorer,
@@ -250,8 +252,11 @@ def predict_on_ray(
             },
             batch_format="pandas",
             batch_size=batch_size * 16,
-            # A pool that grows to `actors` as CPUs come free: a fixed pool of every CPU would leave none to read with.
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+            # Every actor started at once where the CPUs are free (the pool may run with fewer when they are not),
+            # each holding at most two blocks, so that none queues work while another idles.
+            compute=ray.data.ActorPoolStrategy(
+                min_size=1, max_size=actors, initial_size=actors, max_tasks_in_flight_per_actor=2
+            ),
             num_cpus=0 if gpus else 1,
             num_gpus=gpus,
         )
