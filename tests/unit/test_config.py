@@ -192,7 +192,8 @@ def test_config_keys_list_every_key_with_type_default_and_help():
     for section, cls in (("data", DataConfig), ("train", TrainConfig)):
         for f in dataclasses.fields(cls):
             assert keys[f"{section}.{f.name}"].default == f.default and keys[f"{section}.{f.name}"].help
-    assert keys["data.validation"].type == "str or empty" and keys["train.epochs"].type == "float"
+    assert keys["data.validation"].type == "str or empty" and keys["train.epochs"].type == "float or empty"
+    assert keys["train.weight_decay"].type == "float"
     assert keys["continual.experiences"].type == "list[str] or empty" and keys["seed"].default == 42
     assert keys["strategy.name"].default == "full" and "lmadapt strategies" in keys["strategy.name"].help
     assert [k.key for k in config_keys("data.test")] == ["data.test"]
