@@ -5,10 +5,11 @@
     python bench/scale.py --run runs/x --rows 2000
 
 `local` runs on one core, as much as one node has (the measure of Ray's overhead); `local_2cpus` on both, as much
-as the two nodes together. Each system scores the same Parquet files (the texts in --files files) into a fresh output; the time is the whole
-command's (reading, scoring, writing; for Ray also shipping the run to the actors, not starting the cluster). Rows
-go to bench/results/scale.json by system (local, local_2cpus, ray_1node, ray_2nodes): a rerun replaces its own rows. The
-projection for 100 nodes and 1e9 texts, read from the measured rows, is printed at the end.
+as the two nodes together. Each system scores the same Parquet files (the texts in --files files) into a fresh
+output; the time is the whole command's (reading, scoring, writing; for Ray also shipping the run to the actors,
+not starting the cluster). Rows go to bench/results/scale.json by system (local, local_2cpus, ray_1node,
+ray_2nodes) and --rows: a rerun replaces its own rows. The projection for 100 nodes and 1e9 texts, read from the
+measured rows, is printed at the end.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def main() -> None:
         row = common | {"system": system, "texts_per_s": round(measure(out), 1)} | extra
         rows.append(row)
         print(json.dumps(row), flush=True)
-    kept = [r for r in kept if r["system"] not in systems]
+    kept = [r for r in kept if r["system"] not in systems or r["texts"] != args.rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows + kept, indent=2) + "\n")
     print(projection(rows))
