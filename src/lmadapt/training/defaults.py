@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from lmadapt.config import RunConfig
+from lmadapt.config import RunConfig, TrainConfig
 from lmadapt.strategies import Strategy
 
 STEP_BUDGET = 1300
@@ -28,6 +28,11 @@ def class_scaled(two_classes: float, many_classes: float, classes: int) -> float
     """The rate for `classes` classes, geometric between the rate on two classes and the rate over many."""
     share = min(1.0, max(0.0, math.log(max(classes, 2) / 2) / math.log(MANY_CLASSES / 2)))
     return float(f"{two_classes * (many_classes / two_classes) ** share:.2g}")
+
+
+def warmup_ratio(train: TrainConfig, strategy: Strategy) -> float:
+    """The warm-up share training uses: the config's, else the strategy's default."""
+    return strategy.default_warmup_ratio if train.warmup_ratio is None else train.warmup_ratio
 
 
 def derived_epochs(rows: int, batch_size: int, accumulation: int) -> int:

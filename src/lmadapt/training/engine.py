@@ -35,7 +35,7 @@ from lmadapt.models.contract import StrategyContext
 from lmadapt.models.language import require_readable
 from lmadapt.runs import Run, folder_bytes, load_run, workspace_folder, write_run_folder
 from lmadapt.strategies import Strategy, get_strategy
-from lmadapt.training.defaults import with_derived_defaults
+from lmadapt.training.defaults import warmup_ratio, with_derived_defaults
 from lmadapt.training.losses import class_weighted_loss
 from lmadapt.training.ood import fit_detector, ood_methods
 from lmadapt.training.progress import EpochLines
@@ -154,7 +154,7 @@ def _training_arguments(config: RunConfig, strategy: Strategy, workspace: Path):
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         learning_rate=train.learning_rate or strategy.default_learning_rate,
         weight_decay=train.weight_decay,
-        warmup_steps=strategy.default_warmup_ratio if train.warmup_ratio is None else train.warmup_ratio,
+        warmup_steps=warmup_ratio(train, strategy),
         lr_scheduler_type=train.lr_scheduler if train.lr_scheduler != "constant" else "constant_with_warmup",
         eval_strategy="epoch" if selects else "no",
         save_strategy="epoch",

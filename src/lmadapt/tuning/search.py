@@ -44,7 +44,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.runs import Run, load_run, write_text_atomic
 from lmadapt.strategies import get_strategy
 from lmadapt.strategies.space import Choice, Dimension, FloatRange, IntRange, SearchSpace
-from lmadapt.training.defaults import with_derived_defaults
+from lmadapt.training.defaults import warmup_ratio, with_derived_defaults
 from lmadapt.training.engine import first_difference, train
 from lmadapt.tuning import SUBSET_ABOVE, SUBSET_ROWS
 from lmadapt.tuning.report import value_text, write_plots, write_report, write_trials_csv
@@ -146,9 +146,9 @@ def default_trial(config: RunConfig, space: SearchSpace, classes: int, rows: int
     derives it (lmadapt.training.defaults), each brought inside its dimension; a key with no such value is left
     to the sampler. The search starts from the recipe a user gets without it."""
     strategy = get_strategy(config.strategy_name)
-    resolved = with_derived_defaults(config, strategy, classes, rows)[0].to_dict()
-    if resolved["train"]["warmup_ratio"] is None:
-        resolved["train"]["warmup_ratio"] = strategy.default_warmup_ratio
+    derived = with_derived_defaults(config, strategy, classes, rows)[0]
+    resolved = derived.to_dict()
+    resolved["train"]["warmup_ratio"] = warmup_ratio(derived.train, strategy)
     values = {}
     for key, dimension in space.items():
         section, name = key.split(".")
@@ -156,6 +156,13 @@ def default_trial(config: RunConfig, space: SearchSpace, classes: int, rows: int
         if fits:
             values[key] = value
     return values
+
+
+def _training_size(config: RunConfig) -> tuple[int, int]:
+    """Training rows and classes, read as a run reads the data (a data mistake stops here); the data itself is not
+    kept through the search, whose trials read it again."""
+    data = prepare_data(config.data, config.seed, ood=config.ood)
+    return len(data.train), len(data.labels)
 
 
 def storage_url(folder: Path) -> str:
@@ -371,8 +378,8 @@ def tune(
 
     # The data is read once before anything in the folder changes: a data mistake stops here, and its size decides
     # whether trials train on a subset.
-    data = prepare_data(config.data, config.seed, ood=config.ood)
-    rows = trial_rows = len(data.train)
+    rows, classes = _training_size(config)
+    trial_rows = rows
     trial_raw = dict(base)
     if rows > subset_above and rows > subset_rows:
         trial_raw["data"] = {**base["data"], "max_train_rows": subset_rows}
@@ -394,7 +401,7 @@ def tune(
     try:
         study = open_study(folder, config)
         if not study.trials:
-            study.enqueue_trial(default_trial(config, chosen, len(data.labels), trial_rows))
+            study.enqueue_trial(default_trial(config, chosen, classes, trial_rows))
         if ray is not None:
             search_on_ray(study, budget, trials, chosen, trial_raw, folder, progress, ray, ray_cpus, parallel)
         elif budget.allows_another(study):
