@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,6 +56,12 @@ def test_ray_prediction_matches_local_prediction_row_by_row_and_resumes_by_part(
     assert list(scored["predicted_label"]) == list(local["predicted_label"])
     for label in ("negative", "positive"):
         assert (scored[f"score_{label}"] - local[f"score_{label}"]).abs().max() < 1e-5
+    # The nodes (both on this machine) unpacked the run once, into a folder named by its checksum, kept for the next
+    # prediction of the same run; no actor's partial copy is left behind.
+    fingerprint = hashlib.sha256((tiny_run.path / "manifest.json").read_bytes()).hexdigest()[:16]
+    unpacked = Path(tempfile.gettempdir()) / "lmadapt-ray-runs"
+    assert (unpacked / fingerprint / tiny_run.path.name / "manifest.json").is_file()
+    assert not list(unpacked.glob(f".{fingerprint}-*"))
 
     # A rerun writes only the parts not written yet.
     (output / "part-00003.parquet").unlink()

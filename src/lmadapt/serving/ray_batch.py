@@ -4,9 +4,10 @@ The input (a file, a folder or a glob of Parquet/CSV/TSV/JSONL files, all of one
 file order, and cut into parts: each file in blocks of `part_rows` rows, so a part is the same rows on every run. A
 pool of actors, one per CPU (or per GPU where the cluster has them), each holding the run's predictor on its fastest
 path, scores the rows as `lmadapt predict` scores a file (lmadapt.serving.batch.scored_frame). The run folder
-travels once through Ray's object store (ray.put), not through a shared filesystem; the input is read by Ray Data's
-tasks on any node (so it must lie on a filesystem every node sees under the same path), and this
-process writes each finished part into the output folder (on this machine) as
+travels once through Ray's object store (ray.put), not through a shared filesystem, and is unpacked once per node
+(kept under the node's temp folder, named by the run's checksum, for the next prediction of the same run); the
+input is read by Ray Data's tasks on any node (so it must lie on a filesystem every node sees under the same
+path), and this process writes each finished part into the output folder (on this machine) as
 part-NNNNN.parquet (written to a temporary name, then renamed). _predictions.json records the run, the input and
 the parts: a rerun writes the parts not written yet (reading and scoring again only the files they are in), and an
 output folder of another run, input or settings is refused.
@@ -19,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -162,17 +164,34 @@ def _archive(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def unpacked_run(archive, run_name: str, fingerprint: str) -> Path:
+    """The run folder unpacked on this node, once for every actor and every prediction of the same run: under the
+    temp folder, named by the run's fingerprint, unpacked beside it and renamed into place (an actor that loses the
+    race to another uses the winner's). `archive`: the object reference of the run's tar, wrapped in a list so that
+    Ray fetches it here, once per node, instead of inlining it."""
+    import ray
+
+    home = Path(tempfile.gettempdir()) / "lmadapt-ray-runs"
+    folder = home / fingerprint[:16]
+    if not folder.is_dir():
+        home.mkdir(exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=home))
+        with tarfile.open(fileobj=io.BytesIO(ray.get(archive[0])), mode="r") as tar:
+            tar.extractall(partial, filter="data")
+        try:
+            partial.rename(folder)
+        except OSError:  # another actor of this node renamed its copy first
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder / run_name
+
+
 class _Scorer:
     """One actor of the pool: the run unpacked from the object store once, its predictor, and the scoring of batches."""
 
-    def __init__(self, archive, run_name: str, backend: str, batch_size: int, overrides: dict, abstain: bool, where):
-        import ray
-
-        # The archive comes wrapped in a list: Ray fetches it here, once per node, instead of inlining it.
-        folder = Path(tempfile.mkdtemp(prefix="lmadapt-run-"))
-        with tarfile.open(fileobj=io.BytesIO(ray.get(archive[0])), mode="r") as tar:
-            tar.extractall(folder, filter="data")
-        self.run = load_run(folder / run_name)
+    def __init__(
+        self, archive, run_name: str, fingerprint: str, backend: str, batch_size: int, overrides: dict, abstain, where
+    ):
+        self.run = load_run(unpacked_run(archive, run_name, fingerprint))
         self.predictor = self.run.inference(backend, workers=1, batch_size=batch_size)
         self.config = self.run.data_config(**overrides)
         self.abstain, self.where = abstain, where
@@ -244,6 +263,7 @@ def predict_on_ray(
             fn_constructor_kwargs={
                 "archive": [ray.put(_archive(run.path))],
                 "run_name": run.path.name,
+                "fingerprint": wanted["run_sha256"],
                 "backend": backend,
                 "batch_size": batch_size,
                 "overrides": overrides,
