@@ -11,11 +11,12 @@ PROMPT = {
 DESCRIPTIONS = "{negative: ['a negative review', 'a bad, boring movie'], positive: ['a positive review', 'a good, enjoyable movie']}"
 
 # strategy -> (options, lowest acceptable test accuracy on 300 SST-2 sentences; chance is 0.5).
-# Measured here at seed 42: setfit 8 shots 0.53 (0.64 and 0.59 at seeds 1 and 2), 16 shots 0.65.
+# SetFit is tested on real rows with e5-multilingual (test_multilingual.py): here, with MiniLM on 16 shots, it took
+# over 6 minutes of CI on a CPU without AVX-512 (0.65 at seed 42); its SST-2 and Banking77 figures are the prompt
+# learning benchmark's (bench/results/prompt_learning.json).
 CASES = {
     "zeroshot_embed": ({"strategy.descriptions": DESCRIPTIONS}, 0.65),
     "zeroshot_lm": (PROMPT, 0.62),
-    "setfit": ({"data.shots_per_class": 16, "train.epochs": 1, "train.batch_size": 16}, 0.6),
     "incontext": ({**PROMPT, "data.shots_per_class": 4}, 0.6),
     "prompt_finetune": (
         {

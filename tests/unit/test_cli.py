@@ -184,13 +184,17 @@ def test_ctrl_c_during_training_exits_130_and_says_how_to_resume(tmp_path, tiny_
     )
     command = [sys.executable, "-m", "lmadapt.cli", "train", str(recipe), "--set", "train.epochs=10000"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoints = tmp_path / "runs" / ".stopped.partial" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not any(checkpoints.glob("checkpoint-*")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert process.poll() is None, process.communicate()
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:  # a failure here must not leave 10,000 epochs training behind the later tests
+        checkpoints = tmp_path / "runs" / ".stopped.partial" / "checkpoints"
+        deadline = time.monotonic() + 120
+        while not any(checkpoints.glob("checkpoint-*")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
     assert process.returncode == 130, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     assert not (tmp_path / "runs" / "stopped").exists()  # no folder that looks finished
