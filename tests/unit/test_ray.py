@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import lmadapt
 from lmadapt.errors import LmadaptError
+from lmadapt.serving.ray_batch import node_run_folder, run_fingerprint
 from tests.conftest import sentiment_rows, tiny_overrides, write_three_splits
 
 
@@ -58,10 +56,9 @@ def test_ray_prediction_matches_local_prediction_row_by_row_and_resumes_by_part(
         assert (scored[f"score_{label}"] - local[f"score_{label}"]).abs().max() < 1e-5
     # The nodes (both on this machine) unpacked the run once, into a folder named by its checksum, kept for the next
     # prediction of the same run; no actor's partial copy is left behind.
-    fingerprint = hashlib.sha256((tiny_run.path / "manifest.json").read_bytes()).hexdigest()[:16]
-    unpacked = Path(tempfile.gettempdir()) / "lmadapt-ray-runs"
-    assert (unpacked / fingerprint / tiny_run.path.name / "manifest.json").is_file()
-    assert not list(unpacked.glob(f".{fingerprint}-*"))
+    unpacked = node_run_folder(run_fingerprint(tiny_run))
+    assert (unpacked / tiny_run.path.name / "manifest.json").is_file()
+    assert not list(unpacked.parent.glob(f".{unpacked.name}-*"))
 
     # A rerun writes only the parts not written yet.
     (output / "part-00003.parquet").unlink()

@@ -93,7 +93,7 @@ def read_files(files: list[Path]):
     return ray.data.read_csv(paths, parse_options=options)
 
 
-def _run_fingerprint(run: Run) -> str:
+def run_fingerprint(run: Run) -> str:
     """The run's manifest (the checksum of every file) names its content; its path alone would not."""
     return hashlib.sha256((run.path / "manifest.json").read_bytes()).hexdigest()
 
@@ -102,7 +102,7 @@ def identity(run: Run, files: list[Path], settings: dict) -> dict:
     """What the output folder's predictions are of: the run, each input file as it was, and the settings."""
     return {
         "run": str(run.path.resolve()),
-        "run_sha256": _run_fingerprint(run),
+        "run_sha256": run_fingerprint(run),
         "inputs": [{"file": str(f), "bytes": f.stat().st_size, "modified_ns": f.stat().st_mtime_ns} for f in files],
         **settings,
     }
@@ -164,6 +164,11 @@ def _archive(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def node_run_folder(fingerprint: str) -> Path:
+    """Where this node keeps the run of this fingerprint (`run_fingerprint`) unpacked."""
+    return Path(tempfile.gettempdir()) / "lmadapt-ray-runs" / fingerprint[:16]
+
+
 def unpacked_run(archive, run_name: str, fingerprint: str) -> Path:
     """The run folder unpacked on this node, once for every actor and every prediction of the same run: under the
     temp folder, named by the run's fingerprint, unpacked beside it and renamed into place (an actor that loses the
@@ -171,11 +176,10 @@ def unpacked_run(archive, run_name: str, fingerprint: str) -> Path:
     Ray fetches it here, once per node, instead of inlining it."""
     import ray
 
-    home = Path(tempfile.gettempdir()) / "lmadapt-ray-runs"
-    folder = home / fingerprint[:16]
+    folder = node_run_folder(fingerprint)
     if not folder.is_dir():
-        home.mkdir(exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=home))
+        folder.parent.mkdir(exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         with tarfile.open(fileobj=io.BytesIO(ray.get(archive[0])), mode="r") as tar:
             tar.extractall(partial, filter="data")
         try:
