@@ -27,8 +27,21 @@ import yaml
 
 from lmadapt.config import DataConfig, build_dataclass
 from lmadapt.data.labels import LabelMap
+from lmadapt.data.prepare import load_split
+from lmadapt.data.split import Split
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.artifacts import load_input_tokenizer, load_model
+from lmadapt.inference.choice import (
+    SAMPLE_TEXTS,
+    SPEED_RECORD,
+    candidate_paths,
+    cpu_description,
+    measure_paths,
+    read_record,
+    recorded_fastest,
+    same_machine,
+    with_measurement,
+)
 from lmadapt.inference.guard import TextGuard, run_text_guard
 from lmadapt.inference.loading import load_predictor, load_torch_predictor
 from lmadapt.inference.predictor import Predictor
@@ -36,6 +49,17 @@ from lmadapt.recipe import parse_config
 from lmadapt.version import __version__
 
 MANIFEST = "manifest.json"
+# Sentences of varied length and tone, for checks on a run whose own data is not at hand.
+FALLBACK_SENTENCES = [
+    "A gripping, beautifully shot film with a heart.",
+    "Dull, overlong and badly acted.",
+    "I want to change the PIN on my card.",
+    "The quarterly results beat expectations and the shares rose sharply.",
+    "not bad at all",
+    "It was fine, I guess, though the second half dragged on far too long for my taste.",
+    "Why was my transfer declined?",
+    "an utterly forgettable sequel",
+]
 
 
 def _sha256(path: Path) -> str:
@@ -262,14 +286,71 @@ class Run:
     def predictor(self) -> Predictor:
         return load_torch_predictor(self.path, self.run_config, self.labels, self.max_length, self.guard)
 
+    def own_rows(
+        self, limit: int, with_labels: bool = False, sources: Sequence[str] = ("test", "validation")
+    ) -> Split | None:
+        """Up to `limit` rows of the run's own data, from the first of `sources` (its data config's files) that
+        is readable; None where none is."""
+        config = self.data_config()
+        for source in filter(None, (getattr(config, name) for name in sources)):
+            try:
+                split = load_split(source, config, with_labels=with_labels)
+            except (LmadaptError, OSError):
+                continue
+            if len(split):
+                return split.take(range(min(limit, len(split))))
+        return None
+
+    def own_texts(self, limit: int) -> list[str]:
+        """Up to `limit` texts of the run's test or validation data, else FALLBACK_SENTENCES."""
+        rows = self.own_rows(limit)
+        return rows.texts if rows is not None else FALLBACK_SENTENCES
+
+    def measure_inference(self, keep_other_machines: bool = True) -> dict:
+        """Time every inference path this run has here on a sample of its texts (see lmadapt.inference.choice) and
+        record it in the run folder (the other machines' measurements kept, or dropped after the paths changed);
+        returns this machine's measurement. A read-only run folder is measured, not recorded."""
+        cpu = cpu_description()
+        paths = candidate_paths(self.path, self._signed, cpu)
+        measured = measure_paths(
+            lambda path: self.inference(path, workers=cpu["cores"], batch_size=32),
+            paths,
+            self.own_texts(SAMPLE_TEXTS),
+            cpu,
+        )
+        record = read_record(self.path) if keep_other_machines else {"machines": []}
+        try:
+            write_text_atomic(self.path / SPEED_RECORD, json.dumps(with_measurement(record, measured), indent=2) + "\n")
+        except OSError:  # a read-only run folder: measured again on its next load
+            pass
+        return measured
+
+    def measurement_here(self) -> dict | None:
+        """This machine's recorded measurement of the run's inference paths (see measure_inference), if any."""
+        cpu = cpu_description()
+        return next((entry for entry in read_record(self.path)["machines"] if same_machine(entry, cpu)), None)
+
+    def fastest_backend(self) -> str:
+        """The fastest inference path for this run on this CPU: as recorded, else measured now (once per CPU)."""
+        cpu = cpu_description()
+        paths = candidate_paths(self.path, self._signed, cpu)
+        if len(paths) == 1:
+            return paths[0]
+        return recorded_fastest(read_record(self.path), cpu, paths) or self.measure_inference()["fastest"]
+
+    def _signed(self, name: str) -> bool:
+        return manifest_lists(self.path, name)
+
     def inference(self, backend: str = "auto", workers: int = 1, batch_size: int = 64, engine_workers: int = 0):
-        """A predictor on the chosen inference path; see lmadapt.inference.loading.load_predictor."""
+        """A predictor on the chosen inference path (`auto`: see fastest_backend); see
+        lmadapt.inference.loading.load_predictor."""
         return load_predictor(
             self.path,
             self.run_config,
             self.labels,
             self.max_length,
-            lambda name: manifest_lists(self.path, name),
+            self._signed,
+            self.fastest_backend,
             lambda: self.predictor,
             self.guard,
             backend,

@@ -100,23 +100,73 @@ def test_every_backend_agrees_with_pytorch(exported_run):
 
 
 @pytest.fixture
-def cpu_without_amx(monkeypatch):
-    monkeypatch.setattr("lmadapt.inference.engines.bf16_in_hardware", lambda: False)
+def cpu_without_bf16(monkeypatch):
+    """This CPU as if it had no bf16 arithmetic: a run that is not exported has PyTorch float32 as its only path."""
+    from lmadapt.inference.choice import cpu_description
+
+    here = cpu_description()
+    flags = [flag for flag in here["cpu_flags"] if "bf16" not in flag]
+    monkeypatch.setattr("lmadapt.runs.cpu_description", lambda: here | {"cpu_flags": flags})
 
 
-def test_auto_takes_the_fastest_path_this_cpu_has(exported_run, monkeypatch):
-    def auto(amx: bool, openvino: bool = True, exported: bool = True) -> str:
-        monkeypatch.setattr("lmadapt.inference.engines.bf16_in_hardware", lambda: amx)
-        monkeypatch.setattr("lmadapt.inference.engines.openvino_installed", lambda: openvino)
-        if not exported:
-            monkeypatch.setattr("lmadapt.inference.engines.has_export", lambda *_: False)
-        return exported_run.inference("auto").engine.name
+def test_auto_is_measured_once_per_cpu_and_recorded_in_the_run_folder(exported_run, tmp_path, monkeypatch):
+    import shutil
 
-    assert auto(amx=True) == "openvino"
-    assert auto(amx=True, openvino=False) == "torch-bf16"
-    assert auto(amx=False) == "onnx-int8"
-    assert auto(amx=True, exported=False) == "torch-bf16"
-    assert auto(amx=False, exported=False) == "torch"
+    from lmadapt.inference.choice import SPEED_RECORD, cpu_description
+
+    copy = tmp_path / "measured"
+    shutil.copytree(exported_run.path, copy)
+    # export measured every path here and recorded it
+    record = json.loads((copy / SPEED_RECORD).read_text())
+    (measured,) = record["machines"]
+    assert {key: measured[key] for key in ("cpu", "cpu_flags", "cores")} == cpu_description()
+    assert {"torch", "onnx", "onnx-int8", "openvino"} <= set(measured["paths"])
+    assert all(found["texts_per_s"] > 0 and found["label_agreement"] >= 0.97 for found in measured["paths"].values())
+    assert measured["paths"]["torch"]["label_agreement"] == 1.0
+    assert lmadapt.load(copy).inference("auto").engine.name == measured["fastest"]
+
+    # the record is reused: nothing is measured again on this CPU
+    def no_measuring(*_args, **_kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr("lmadapt.runs.measure_paths", no_measuring)
+    assert lmadapt.load(copy).inference("auto").engine.name == measured["fastest"]
+    # on another CPU the paths are measured again, and both machines stay recorded
+    monkeypatch.undo()
+    other = cpu_description() | {"cpu": "Another CPU (family 1, model 2, stepping 3)", "cpu_flags": ["avx2"]}
+    monkeypatch.setattr("lmadapt.runs.cpu_description", lambda: other)
+    chosen = lmadapt.load(copy).inference("auto").engine.name
+    machines = json.loads((copy / SPEED_RECORD).read_text())["machines"]
+    assert [entry["cpu"] for entry in machines] == [measured["cpu"], other["cpu"]]
+    assert chosen == machines[1]["fastest"] and "torch-bf16" not in machines[1]["paths"]  # no bf16 arithmetic there
+
+
+def test_auto_in_a_run_folder_it_cannot_write_measures_without_recording(exported_run, tmp_path, monkeypatch):
+    import shutil
+
+    from lmadapt.inference.choice import SPEED_RECORD
+
+    copy = tmp_path / "read-only"
+    shutil.copytree(exported_run.path, copy)
+    (copy / SPEED_RECORD).unlink()
+
+    def refused(path, _text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("lmadapt.runs.write_text_atomic", refused)
+    assert lmadapt.load(copy).inference("auto").engine.name in {"torch", "onnx", "onnx-int8", "openvino"}
+    assert not (copy / SPEED_RECORD).exists()
+
+
+def test_int8_export_keeps_the_closer_of_dynamic_and_static_quantization(exported_run):
+    report = json.loads((exported_run.path / "onnx" / "export.json").read_text())["onnx-int8"]
+    (other,) = report["not_kept"]
+    assert {report["quantization"], other} == {"dynamic", "static"}
+    kept, not_kept = report, report["not_kept"][other]
+    # both checked on the run's labelled test rows against PyTorch float32
+    assert kept["texts_checked"] == not_kept["texts_checked"] == 60
+    assert "accuracy_delta" in kept and "accuracy_delta" in not_kept
+    assert (kept["accuracy"], kept["label_agreement"]) >= (not_kept["accuracy"], not_kept["label_agreement"])
 
 
 def test_parallel_workers_keep_the_order_of_the_texts(trained_run):
@@ -126,7 +176,7 @@ def test_parallel_workers_keep_the_order_of_the_texts(trained_run):
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
-def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path, cpu_without_amx):
+def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path, cpu_without_bf16):
     files = write_three_splits(tmp_path, sentiment_rows(360))
     run = lmadapt.train(lmadapt.load_config(None, tiny_overrides(tiny_bert, files, tmp_path / "runs", "strict")))
     before = (run.path / "manifest.json").read_bytes()
@@ -144,15 +194,17 @@ def test_export_above_tolerance_writes_nothing(tiny_bert, tmp_path, cpu_without_
         lmadapt.load(run.path).inference("onnx")
 
 
-def test_exporting_again_keeps_the_run_loadable(exported_run, tmp_path, cpu_without_amx):
+def test_exporting_again_keeps_the_run_loadable(exported_run, tmp_path):
     import shutil
 
     copy = tmp_path / "again"
     shutil.copytree(exported_run.path, copy)
     lmadapt.export(copy)  # float32 only: the int8 graph and its report stay signed
     again = lmadapt.load(copy)
-    assert again.inference("auto").engine.name == "onnx-int8"
     assert set(json.loads((copy / "onnx" / "export.json").read_text())) == {"onnx", "onnx-int8"}
+    measured = again.measurement_here()  # measured again after the export, with the int8 graph still among the paths
+    assert {"onnx", "onnx-int8"} <= set(measured["paths"])
+    assert again.inference("auto").engine.name == measured["fastest"]
 
 
 def test_cli_predict_on_the_onnx_backend(exported_run, monkeypatch, capsys):

@@ -180,27 +180,18 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def bf16_in_hardware() -> bool:
-    """This CPU multiplies bf16 matrices in hardware (AMX): there bf16 PyTorch beats int8 ONNX Runtime
-    (DESIGN.md 8; bench/RESULTS.md, serving). Elsewhere bf16 is emulated and slower than float32."""
-    return not torch.cuda.is_available() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-
-
 def openvino_installed() -> bool:
     from importlib.util import find_spec
 
     return find_spec("openvino") is not None
 
 
-def resolve_backend(run_path: Path, backend: str, signed: Callable[[str], bool]) -> str:
-    """The backend to use. `auto` is the fastest path here, as measured (bench/RESULTS.md, serving): on a CPU
-    with AMX, OpenVINO on the run's ONNX export, else bf16 PyTorch; elsewhere the ONNX export (int8 first),
-    else PyTorch float32."""
+def resolve_backend(run_path: Path, backend: str, signed: Callable[[str], bool], fastest: Callable[[], str]) -> str:
+    """The backend to use; `auto`: PyTorch on a GPU, else `fastest()`, the fastest of the run's paths as measured on
+    this CPU (lmadapt.inference.choice)."""
     check_backend(backend)
     if backend == AUTO:
-        if bf16_in_hardware():
-            return OPENVINO if has_export(run_path, OPENVINO, signed) and openvino_installed() else TORCH_BF16
-        return next((b for b in (ONNX_INT8, ONNX) if has_export(run_path, b, signed)), TORCH)
+        return TORCH if torch.cuda.is_available() else fastest()
     if backend in ONNX_FILES and not has_export(run_path, backend, signed):
         quantize = " --quantize int8" if backend == ONNX_INT8 else ""
         raise LmadaptError(

@@ -40,6 +40,7 @@ def load_predictor(
     labels: LabelMap,
     max_length: int,
     signed: Callable[[str], bool],
+    fastest: Callable[[], str],
     torch_predictor: Callable[[], Predictor],
     guard: TextGuard,
     backend: str = "auto",
@@ -47,11 +48,11 @@ def load_predictor(
     batch_size: int = 64,
     engine_workers: int = 0,
 ) -> Predictor:
-    """A predictor on the chosen inference path (`auto`: the fastest here, see `resolve_backend`); `signed(file)`
-    says whether the run's manifest lists an exported graph; `torch_predictor()` the float32 predictor already
-    loaded; `guard` the run's text guard, which `predict` applies. `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
+    """A predictor on the chosen inference path (`auto`: `fastest()`, the fastest path measured here, see
+    `resolve_backend`); `signed(file)` says whether the run's manifest lists an exported graph; `torch_predictor()`
+    the float32 predictor already loaded; `guard` the run's text guard, which `predict` applies. `workers` batches run at once, each on its share of the cores (the share of `engine_workers`
     concurrent callers instead, when the caller runs batches at once itself, as the service does)."""
-    chosen = resolve_backend(folder, backend, signed)
+    chosen = resolve_backend(folder, backend, signed, fastest)
     # The torch predictor (loaded once per run) already holds the detector; other paths read it here.
     ood = torch_predictor().ood if chosen == TORCH else OodDetector.load(folder)
     engine, tokenizer = _engine(chosen, folder, config, labels, torch_predictor, max(1, engine_workers or workers))

@@ -6,38 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lmadapt.data.prepare import load_split
 from lmadapt.errors import LmadaptError
 from lmadapt.inference.predictor import Predictor
 from lmadapt.models.peft_models import adapter_folds
 from lmadapt.runs import Run, replace_folder_atomic
-
-# Sentences of varied length and tone, for the parity check when the run's own data is not at hand.
-PARITY_SENTENCES = [
-    "A gripping, beautifully shot film with a heart.",
-    "Dull, overlong and badly acted.",
-    "I want to change the PIN on my card.",
-    "The quarterly results beat expectations and the shares rose sharply.",
-    "not bad at all",
-    "It was fine, I guess, though the second half dragged on far too long for my taste.",
-    "Why was my transfer declined?",
-    "an utterly forgettable sequel",
-]
-
-
-def parity_texts(run: Run, limit: int = 64) -> list[str]:
-    """Texts to compare merged and unmerged outputs on: the run's test or validation data, else fixed sentences."""
-    config = run.data_config()
-    for source in (config.test, config.validation):
-        if not source:
-            continue
-        try:
-            texts = load_split(source, config, with_labels=False).texts
-        except (LmadaptError, OSError):
-            continue
-        if texts:
-            return texts[:limit]
-    return PARITY_SENTENCES
 
 
 def merge_run(run: Run, output: Path, tolerance: float = 1e-4, overwrite: bool = False) -> dict:
@@ -55,7 +27,7 @@ def merge_run(run: Run, output: Path, tolerance: float = 1e-4, overwrite: bool =
         )
     tokenizer = run.load_tokenizer()
     adapted = run.load_model(share_backbone=False)  # merging writes into the backbone's weights
-    texts = parity_texts(run)
+    texts = run.own_texts(64)
     before = Predictor(adapted, tokenizer, run.labels, run.max_length).logits(texts)
     merged = adapted.merge_and_unload()
     after = Predictor(merged, tokenizer, run.labels, run.max_length).logits(texts)
