@@ -440,6 +440,31 @@ def test_a_pass_takes_texts_of_similar_length_and_an_overdue_text_first():
     assert calls == [["long text", "more text"], ["b", "d"]]  # the oldest text, overdue, goes first
 
 
+def test_a_pass_groups_texts_by_the_length_measure_gives():
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        return texts
+
+    def tokens(texts):  # a model's lengths: long words here count as one token each
+        return [len(text.split()) for text in texts]
+
+    requests = [["extraordinarily", "a b c"], ["unbelievable", "x y z"]]
+    run_batcher(predict, requests, max_batch=2, max_wait_s=0.2)
+    assert calls == [["a b c", "x y z"], ["extraordinarily", "unbelievable"]]  # by characters
+    calls.clear()
+    run_batcher(predict, requests, max_batch=2, max_wait_s=0.2, measure=tokens)
+    assert calls == [["extraordinarily", "unbelievable"], ["a b c", "x y z"]]  # one token each, then three
+
+
+def test_the_service_measures_a_model_s_texts_in_its_tokens(trained_run):
+    predictor = trained_run.inference("torch")
+    counts = predictor.token_counts(["great", "a great and moving film", "word " * 1000])
+    assert counts[0] < counts[1] < counts[2] == trained_run.max_length  # truncated as predicted
+    assert counts[1] == len(predictor.tokenizer("a great and moving film")["input_ids"])
+
+
 def test_a_large_request_is_spread_over_every_slot():
     running, most = [], []
     lock = threading.Lock()

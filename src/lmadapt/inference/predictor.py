@@ -97,6 +97,10 @@ class Predictor:
         """The PyTorch model (None for an ONNX engine)."""
         return getattr(self.engine, "model", None)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Each text's length in the model's tokens (truncated as predicted): what a batch is padded to."""
+        return [len(ids) for ids in encode(self.tokenizer, texts, None, self.max_length)["input_ids"]]
+
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)

@@ -21,7 +21,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.inference.engines import check_backend
 from lmadapt.inference.predictor import torch_threads, worker_count
 from lmadapt.runs import Run
-from lmadapt.serving.batching import MicroBatcher
+from lmadapt.serving.batching import MicroBatcher, character_lengths
 from lmadapt.serving.errors import ApiError
 from lmadapt.serving.metrics import Metrics
 from lmadapt.serving.settings import ServiceSettings
@@ -143,7 +143,8 @@ class ModelPool:
             ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lmadapt-pass") as executor,
         ):
             for served in self.models.values():
-                served.batcher = self._batcher(served.name, served.predictor.predict, executor)
+                predictor = served.predictor
+                served.batcher = self._batcher(served.name, predictor.predict, executor, predictor.token_counts)
             for name, reader in self.readers.items():
                 self.reader_batchers[name] = self._batcher(name, reader, executor)
             batchers = [served.batcher for served in self.models.values()] + list(self.reader_batchers.values())
@@ -153,7 +154,8 @@ class ModelPool:
             for batcher in batchers:
                 await batcher.stop()
 
-    def _batcher(self, name: str, work: Reader, executor) -> MicroBatcher:
+    def _batcher(self, name: str, work: Reader, executor, measure=character_lengths) -> MicroBatcher:
+        """The micro-batcher of `work`; `measure` gives texts' lengths (a model's: in its tokens)."""
         return MicroBatcher(
             work,
             executor,
@@ -162,6 +164,7 @@ class ModelPool:
             max_delay_s=self.settings.max_delay_ms / 1000,
             slots=self.workers,
             on_batch=self.metrics.batch_size.labels(name).observe,
+            measure=measure,
         )
 
     def choose(self, name: str | None) -> ServedModel:
