@@ -6,12 +6,17 @@ On SST-2 validation (872 sentences) with MiniLM `full` (the sst2 recipe on the b
 - system `hf_pipeline`: transformers pipeline("text-classification", batch_size=32), the baseline;
 - one row per lmadapt inference path (`torch`, `torch_bf16`, `onnx`, `onnx_int8`, `openvino`), each with 1 worker
   (all cores on one batch) and with one worker per core: texts/s (tokenization included, best of
-  --repeats passes after a warm-up), accuracy, and the ratio to the pipeline measured in the same run;
+  --repeats passes after a warm-up), accuracy (and its difference from PyTorch float32's), and the ratio to the
+  pipeline measured in the same run; the int8 row names the quantization the export kept (dynamic or static);
+- system `auto`: the path `auto` takes here, as the export's measurement on this CPU chose it;
 - system `service`: `lmadapt serve` on loopback (fastest backend) under --clients concurrent clients
   for --seconds (in --rounds parts), each request --texts-per-request validation sentences: throughput,
   p50/p99 latency, errors, and its ratio to the same backend's offline throughput sustained over
   offline parts interleaved with the load's (and to the best offline pass of any path). The clients run
   on the same 2 cores as the server.
+
+Every row carries the CPU (`cpu`, `cpu_flags`: AMX, AVX-512 bf16/VNNI, AVX2); a rerun replaces this CPU's rows and
+keeps other CPUs', so the file holds the CPU matrix.
 
     python bench/serving.py --data ../shared/data
     python bench/serving.py --data ../shared/data --only-service --service-backend torch-bf16   # another load test
@@ -36,19 +41,24 @@ from pathlib import Path
 import numpy as np
 from runner import ROOT, git_commit, sst2_full_run
 
+from lmadapt.inference.choice import cpu_description
 from lmadapt.serving.settings import ServiceSettings
 
 PATHS = ["torch", "torch-bf16", "onnx", "onnx-int8", "openvino"]
 
 
 def trained_run(data: Path, workdir: Path, epochs: int):
-    """The MiniLM `full` SST-2 run, trained and exported once; reused when the workdir has it."""
+    """The MiniLM `full` SST-2 run, trained and exported once (again where an older lmadapt exported it, without
+    the choice of int8 quantization); reused when the workdir has it; its paths measured on this CPU."""
     import lmadapt
 
-    folder = sst2_full_run(data, workdir, epochs).path
-    if not (folder / "onnx" / "model.int8.onnx").is_file():
-        lmadapt.export(folder, quantize="int8")
-    return lmadapt.load(folder)
+    run = sst2_full_run(data, workdir, epochs)
+    report = run.path / "onnx" / "export.json"
+    if "quantization" not in (json.loads(report.read_text()) if report.is_file() else {}).get("onnx-int8", {}):
+        lmadapt.export(run, quantize="int8")
+    if run.measurement_here() is None:
+        run.measure_inference()
+    return run
 
 
 def best_rate(predict, texts: list[str], repeats: int) -> tuple[float, list]:
@@ -207,7 +217,10 @@ def main() -> None:
     validation = pd.read_csv(args.data / "sst2" / "validation.csv")
     texts, gold = validation["text"].astype(str).tolist(), validation["label"].astype(str).tolist()
     cores = os.cpu_count() or 1
+    cpu = cpu_description()
     common = {
+        "cpu": cpu["cpu"],
+        "cpu_flags": cpu["cpu_flags"],
         "dataset": "sst2",
         "texts": len(texts),
         "commit": git_commit(),
@@ -216,9 +229,11 @@ def main() -> None:
         "cores": cores,
         "batch_size": args.batch_size,
     }
-    # A rerun replaces the rows it measures and keeps the others (--only-service adds a load test on
-    # another backend beside the offline rows it is compared with).
-    kept = json.loads(args.out.read_text()) if args.out.exists() else []
+    # A rerun replaces the rows it measures on this CPU and keeps the others: other CPUs' rows (the CPU matrix),
+    # and with --only-service the offline rows a load test on another backend is compared with.
+    recorded = json.loads(args.out.read_text()) if args.out.exists() else []
+    other_cpus = [row for row in recorded if row.get("cpu") != cpu["cpu"]]
+    kept = [row for row in recorded if row.get("cpu") == cpu["cpu"]]
     rows = []
 
     def key(row: dict) -> tuple:
@@ -236,18 +251,19 @@ def main() -> None:
         kept[:] = [r for r in kept if r["system"] == "service"]
         measure_paths(run, texts, gold, args, common, add)
     if not args.skip_service:
-        best = max(r["texts_per_s"] for r in rows if r["system"] != "hf_pipeline")
+        best = max(r["texts_per_s"] for r in rows if r["system"] not in ("hf_pipeline", "auto"))
         figures = serve_and_load(run, texts, args)
         service = {"system": "service", "clients": args.clients, "texts_per_request": args.texts_per_request}
         service |= {"max_batch": args.max_batch}
         add(common | service | figures | {"ratio_to_best_offline": round(figures["texts_per_s"] / best, 2)})
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows + kept, indent=2) + "\n")
+    args.out.write_text(json.dumps(rows + kept + other_cpus, indent=2) + "\n")
 
 
 def measure_paths(run, texts: list[str], gold: list[str], args, common: dict, add) -> None:
-    """The pipeline baseline, then every lmadapt inference path with 1 worker and one per core."""
+    """The pipeline baseline, then every lmadapt inference path with 1 worker and one per core (accuracy beside
+    PyTorch float32's), then what `auto` takes here as the export measured it."""
     import torch
     from transformers import pipeline
 
@@ -259,23 +275,29 @@ def measure_paths(run, texts: list[str], gold: list[str], args, common: dict, ad
     )
     baseline = rate
     add(common | {"system": "hf_pipeline", "texts_per_s": round(rate, 1), "accuracy": accuracy(predicted, gold)})
+    exported = json.loads((run.path / "onnx" / "export.json").read_text())
+    float32 = None
     for path in PATHS:
         for workers in sorted({1, cores}):
             predictor = run.inference(path, workers=workers, batch_size=args.batch_size)
             rate, predicted = best_rate(lambda batch, p=predictor: p.decide(p.scores(batch)), texts, args.repeats)
-            add(
-                common
-                | {
-                    "strategy": "full",
-                    "system": path.replace("-", "_") + ("" if workers == 1 else f"_{workers}workers"),
-                    "backend": path,
-                    "workers": workers,
-                    "texts_per_s": round(rate, 1),
-                    "speedup_vs_pipeline": round(rate / baseline, 2),
-                    "accuracy": accuracy(predicted, gold),
-                }
-            )
+            float32 = accuracy(predicted, gold) if float32 is None else float32  # the torch row comes first
+            row = {
+                "strategy": "full",
+                "system": path.replace("-", "_") + ("" if workers == 1 else f"_{workers}workers"),
+                "backend": path,
+                "workers": workers,
+                "texts_per_s": round(rate, 1),
+                "speedup_vs_pipeline": round(rate / baseline, 2),
+                "accuracy": accuracy(predicted, gold),
+                "accuracy_delta_vs_torch": round(accuracy(predicted, gold) - float32, 2),
+            }
+            if "quantization" in exported.get(path, {}):
+                row["quantization"] = exported[path]["quantization"]
+            add(common | row)
             torch.set_num_threads(cores)
+    measured = run.measurement_here()
+    add(common | {"system": "auto", "backend": measured["fastest"], "measured_at_export": measured["paths"]})
 
 
 if __name__ == "__main__":
