@@ -1,5 +1,6 @@
 """The command line: thin over the API, clear one-line errors with exit code 2, --help everywhere."""
 
+import re
 import sys
 
 import pytest
@@ -117,12 +118,14 @@ def test_train_predict_evaluate_through_the_cli(monkeypatch, capsys, tmp_path, t
     assert code == 0, err
     assert "cli (full)" in out and (tmp_path / "runs" / "cli" / "manifest.json").is_file()
 
-    code, out, _ = run_cli(
+    code, out, err = run_cli(
         monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "a superb and brilliant film", "dull and tedious"
     )
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0].startswith("positive") and lines[1].startswith("negative")
+    # never exported: auto measured PyTorch (bf16 too where the CPU multiplies it) and says what it took
+    assert re.search(r"^2 texts on torch(-bf16)? in [\d.]+ s \(\d+ texts/s\)$", err, re.MULTILINE), err
 
     code, out, _ = run_cli(
         monkeypatch, capsys, "predict", tmp_path / "runs" / "cli", "--input", sentiment_files["test"]

@@ -138,6 +138,12 @@ class OpenVinoEngine:
         self.outputs = {name: port for port in self.compiled.outputs for name in port.get_names()}
         self.has_features = FEATURES in self.outputs
         self.idle = queue.SimpleQueue()  # infer requests not in use: one per concurrent call, made as needed
+        # OpenVINO's first inference in a process initializes statics that take the GIL: two threads making it at
+        # once deadlocked (the service's two passes, once in a load test). So it is made here, on one thread.
+        self._run(
+            {name: (np.ones if name == "attention_mask" else np.zeros)((1, 1), np.int64) for name in self.input_names},
+            [LOGITS],
+        )
 
     def _run(self, batch: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
         try:
