@@ -302,7 +302,8 @@ def export(
     run: Path = typer.Argument(..., help="Run folder written by `lmadapt train`."),
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     quantize: str | None = typer.Option(
-        None, help="Also write an int8 graph (dynamic or static quantization, whichever is closer to PyTorch): int8."
+        None,
+        help="Also write an int8 graph (dynamic or static quantization, whichever agrees more with PyTorch): int8.",
     ),
     tolerance: float | None = typer.Option(
         None, help="Largest allowed class-probability difference from PyTorch (default 1e-3 float32, 0.5 int8)."
@@ -316,7 +317,7 @@ def export(
     Each graph is checked against the PyTorch model on the run's test data (max probability
     difference, label agreement, accuracy) and refused, with nothing written, above --tolerance or
     below --min-agreement. For int8, dynamic and static quantization (calibrated on the run's
-    validation rows) are both checked and the one closer to PyTorch is kept. Then every inference
+    validation rows) are both checked and the one whose labels agree more with PyTorch is kept. Then every inference
     path the run has is timed on its texts here; `auto` takes the fastest that agrees with PyTorch.
 
     Example: lmadapt export runs/sst2-minilm-full --format onnx --quantize int8
