@@ -30,7 +30,9 @@ from lmadapt.inference.engines import (
     TorchEngine,
     onnx_file,
 )
+from lmadapt.inference.guard import checked_texts
 from lmadapt.inference.predictor import Predictor
+from lmadapt.inference.scores import scores_from_logits
 from lmadapt.models.classifier import classification_head
 from lmadapt.models.peft_models import adapter_folds
 from lmadapt.runs import Run, manifest_entry, update_manifest, write_file_atomic
@@ -171,7 +173,8 @@ def int8_graphs(source: Path, calibration: list[dict[str, np.ndarray]]) -> dict[
 
 
 def calibration_batches(run: Run, tokenizer, input_names: list[str]) -> list[dict[str, np.ndarray]]:
-    """The run's validation texts (else its test texts or fixed sentences), tokenized in batches as served."""
+    """The run's validation texts (else its training texts, else its test texts or fixed sentences), tokenized in
+    batches as served."""
     rows = run.own_rows(CALIBRATION_TEXTS, sources=("validation", "train"))
     texts = sorted(rows.texts if rows is not None else run.own_texts(CALIBRATION_TEXTS), key=len)
     batches = []
@@ -210,17 +213,23 @@ def parity_rows(run: Run, torch_predictor: Predictor, with_features: bool) -> Pa
         gold = np.array([index.get(label, -1) for label in rows.labels], dtype=np.int64)
         gold = gold if (gold >= 0).any() else None
     texts = rows.texts if rows is not None else run.own_texts(PARITY_TEXTS)
-    reference = {LOGITS: torch_predictor.scores(texts)}
-    if with_features:
-        reference[FEATURES] = torch_predictor.features(texts)
-    return ParityRows(texts, reference, gold)
+    return ParityRows(texts, readings(torch_predictor, texts, with_features), gold)
+
+
+def readings(predictor: Predictor, texts: list[str], with_features: bool) -> dict:
+    """The predictor's class probabilities of `texts`, and its features where asked, from one pass over them."""
+    if not with_features:
+        return {LOGITS: predictor.scores(texts)}
+    logits, features = predictor.logits_and_features(checked_texts(texts))
+    return {LOGITS: scores_from_logits(logits, predictor.labels.task), FEATURES: features}
 
 
 def parity(run: Run, tokenizer, rows: ParityRows, path: Path, backend: str) -> dict:
     """How far the exported graph's probabilities, labels and features are from the PyTorch model's on the rows,
     and its accuracy against theirs where the rows have labels."""
     exported = Predictor(OnnxEngine(path, backend), tokenizer, run.labels, run.max_length)
-    expected, found = rows.reference[LOGITS], exported.scores(rows.texts)
+    read = readings(exported, rows.texts, exported.engine.has_features)
+    expected, found = rows.reference[LOGITS], read[LOGITS]
     difference = np.abs(found - expected)
     checked = {
         "max_probability_difference": float(difference.max()),
@@ -232,10 +241,8 @@ def parity(run: Run, tokenizer, rows: ParityRows, path: Path, backend: str) -> d
     if rows.gold is not None:  # in points: the accuracy the graph gains (or loses) against PyTorch float32's
         accuracy, reference = rows.accuracy(found), rows.accuracy(expected)
         checked |= {"accuracy": accuracy, "accuracy_delta": round(100 * (accuracy - reference), 2)}
-    if exported.engine.has_features:  # how closely the features follow: cosine similarity, text by text
-        similarity = np.sum(
-            normalize(exported.features(rows.texts)) * normalize(rows.reference[FEATURES]), axis=1, dtype=np.float64
-        )
+    if FEATURES in read:  # how closely the features follow: cosine similarity, text by text
+        similarity = np.sum(normalize(read[FEATURES]) * normalize(rows.reference[FEATURES]), axis=1, dtype=np.float64)
         checked |= {"min_feature_cosine": float(similarity.min()), "mean_feature_cosine": float(similarity.mean())}
     return checked
 
