@@ -281,7 +281,8 @@ def measure_paths(run, texts: list[str], gold: list[str], args, common: dict, ad
         for workers in sorted({1, cores}):
             predictor = run.inference(path, workers=workers, batch_size=args.batch_size)
             rate, predicted = best_rate(lambda batch, p=predictor: p.decide(p.scores(batch)), texts, args.repeats)
-            float32 = accuracy(predicted, gold) if float32 is None else float32  # the torch row comes first
+            correct = accuracy(predicted, gold)
+            float32 = correct if float32 is None else float32  # the torch row comes first
             row = {
                 "strategy": "full",
                 "system": path.replace("-", "_") + ("" if workers == 1 else f"_{workers}workers"),
@@ -289,8 +290,8 @@ def measure_paths(run, texts: list[str], gold: list[str], args, common: dict, ad
                 "workers": workers,
                 "texts_per_s": round(rate, 1),
                 "speedup_vs_pipeline": round(rate / baseline, 2),
-                "accuracy": accuracy(predicted, gold),
-                "accuracy_delta_vs_torch": round(accuracy(predicted, gold) - float32, 2),
+                "accuracy": correct,
+                "accuracy_delta_vs_torch": round(correct - float32, 2),
             }
             if "quantization" in exported.get(path, {}):
                 row["quantization"] = exported[path]["quantization"]
